@@ -1,0 +1,178 @@
+"""Layer-wise (sequential) execution: the engine every calibration-based method runs on.
+
+1. Capture the inputs of block 0 with *all* the positional and keyword arguments the
+   installed transformers passes a decoder layer (position embeddings, masks, position
+   ids, cache flags), by a forward pre-hook on block 0.
+2. For each block: move only that block to the compute device, let the method gather
+   statistics (hooks) and modify the block, then run the modified block to produce the
+   inputs of the next block (so each block is calibrated on its pruned predecessors'
+   outputs, as in SparseGPT/Wanda), and move the block back.
+
+Only one block plus the calibration activations live on the compute device at a time.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..models.base import LinearGroup, ModelAdapter
+from .stats import InputStats, collect_inputs
+
+
+class _Captured(Exception):
+    """Raised by the block-0 pre-hook once its inputs are stored."""
+
+
+def to_device(obj: Any, device: torch.device | str) -> Any:
+    """Move every tensor inside ``obj`` (tuples, lists, dicts nested) to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple):
+        return tuple(to_device(o, device) for o in obj)
+    if isinstance(obj, list):
+        return [to_device(o, device) for o in obj]
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if sys.platform != "darwin" else rss / 2**20
+
+
+@dataclass
+class EngineStats:
+    """What the engine measured during one run."""
+
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    peak_device_mb: float | None = None
+    block_seconds: list[float] = field(default_factory=list)
+
+
+class BlockRunner:
+    """Runs one block on the current calibration inputs; handed to a method per block."""
+
+    def __init__(self, block: nn.Module, inputs: torch.Tensor, kwargs: dict, device: torch.device) -> None:
+        self.block = block
+        self.inputs = inputs
+        self.kwargs = kwargs
+        self.device = device
+
+    def forward(self, keep_outputs: bool = True) -> torch.Tensor | None:
+        """Run every calibration sample through the block (batch 1, no grad)."""
+        outs = torch.empty_like(self.inputs) if keep_outputs else None
+        with torch.inference_mode():
+            for i in range(self.inputs.shape[0]):
+                out = self.block(self.inputs[i : i + 1].to(self.device), **self.kwargs)
+                out = out[0] if isinstance(out, tuple) else out
+                if outs is not None:
+                    outs[i : i + 1] = out.to(outs.device)
+        return outs
+
+    def collect(self, groups: list[LinearGroup], hessian: bool,
+                dtype: torch.dtype = torch.float32) -> dict[str, InputStats]:
+        """Statistics of the inputs of ``groups`` over all calibration samples."""
+        with collect_inputs(groups, hessian=hessian, dtype=dtype) as stats:
+            self.forward(keep_outputs=False)
+        for name, acc in stats.items():
+            acc.check_finite(name)
+        return stats
+
+
+BlockFn = Callable[[int, nn.Module, BlockRunner], None]
+
+
+class LayerwiseEngine:
+    """Sequential block-by-block execution with offloading (see module docstring)."""
+
+    def __init__(self, model: nn.Module, adapter: ModelAdapter, device: str | torch.device = "cpu",
+                 offload: bool = True, progress: bool = True) -> None:
+        self.model = model
+        self.adapter = adapter
+        self.device = torch.device(device)
+        self.offload = offload and self.device.type != "cpu"
+        self.progress = progress
+
+    def _non_block_modules_to(self, device: torch.device) -> None:
+        blocks = self.adapter.blocks()
+        for child in self.adapter.decoder().children():
+            if child is not blocks:
+                child.to(device)
+
+    def capture(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Inputs of block 0 for every sample ([n, L, d], kept on the storage device) and
+        the keyword arguments the decoder passes to its layers (identical for samples of
+        one length, so captured once)."""
+        blocks = self.adapter.blocks()
+        storage = "cpu" if self.offload else self.device
+        self._non_block_modules_to(self.device)
+        hidden: list[torch.Tensor] = []
+        captured: dict[str, Any] = {}
+
+        def pre_hook(module: nn.Module, args: tuple, kwargs: dict):
+            kwargs = dict(kwargs)
+            h = args[0] if args else kwargs.pop("hidden_states")
+            hidden.append(h.detach().to(storage))
+            if "kwargs" not in captured:
+                rest = dict(kwargs)
+                rest.pop("hidden_states", None)
+                for j, extra in enumerate(args[1:]):
+                    rest[f"__arg{j}"] = extra
+                captured["kwargs"] = rest
+            raise _Captured
+
+        handle = blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
+        try:
+            with torch.inference_mode():
+                for i in range(input_ids.shape[0]):
+                    try:
+                        self.adapter.decoder()(input_ids=input_ids[i : i + 1].to(self.device), use_cache=False)
+                    except _Captured:
+                        pass
+        finally:
+            handle.remove()
+        kwargs = captured["kwargs"]
+        if any(k.startswith("__arg") for k in kwargs):
+            raise RuntimeError("decoder layers called with extra positional arguments; adapter needed")
+        kwargs["use_cache"] = False
+        kwargs.pop("past_key_values", None)
+        kwargs.pop("past_key_value", None)
+        return torch.cat(hidden, 0), to_device(kwargs, self.device)
+
+    def run(self, input_ids: torch.Tensor, on_block: BlockFn, desc: str = "blocks") -> EngineStats:
+        """Calibrate and modify every block in order; return time and memory used."""
+        stats = EngineStats()
+        t0 = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        hidden, kwargs = self.capture(input_ids)
+        blocks = self.adapter.blocks()
+        bar = tqdm(range(len(blocks)), desc=desc, disable=not self.progress, file=sys.stderr)
+        for i in bar:
+            tb = time.perf_counter()
+            block = blocks[i]
+            if self.offload:
+                block.to(self.device)
+            runner = BlockRunner(block, hidden, kwargs, self.device)
+            on_block(i, block, runner)
+            hidden = runner.forward(keep_outputs=True)
+            if self.offload:
+                block.to("cpu")
+            stats.block_seconds.append(time.perf_counter() - tb)
+        stats.seconds = time.perf_counter() - t0
+        stats.peak_rss_mb = peak_rss_mb()
+        if self.device.type == "cuda":
+            stats.peak_device_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        self.final_hidden = hidden
+        return stats

@@ -1,0 +1,85 @@
+"""Per-linear calibration statistics gathered by forward hooks.
+
+For a linear ``y = W x`` seeing inputs ``X`` (n × N tokens) we keep the running mean
+``H = 2/N · X Xᵀ`` (SparseGPT's convention, Frantar & Alistarh 2023, §3) and the
+squared input column norms ``‖X_j‖²/N`` that Wanda's metric ``|W_ij|·‖X_j‖₂`` uses
+(Sun et al. 2024, Eq. 1). Both use running means so the scale does not grow with N.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..errors import LlmpruneError
+from ..models.base import LinearGroup
+
+
+class InputStats:
+    """Running input statistics of one linear layer."""
+
+    def __init__(self, in_features: int, hessian: bool, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> None:
+        self.tokens = 0
+        self.sq_norms = torch.zeros(in_features, dtype=torch.float64, device=device)
+        self.hessian = torch.zeros(in_features, in_features, dtype=dtype, device=device) if hessian else None
+
+    def add(self, x: torch.Tensor) -> None:
+        """Accumulate a batch of inputs (any leading shape, last dim = in_features)."""
+        x = x.detach().reshape(-1, x.shape[-1])
+        n = x.shape[0]
+        if n == 0:
+            return
+        total = self.tokens + n
+        self.sq_norms.mul_(self.tokens / total).add_(x.double().pow(2).sum(0) / total)
+        if self.hessian is not None:
+            xs = x.to(self.hessian.dtype) * (2.0 / total) ** 0.5
+            self.hessian.mul_(self.tokens / total).addmm_(xs.T, xs)
+        self.tokens = total
+
+    def column_norms(self) -> torch.Tensor:
+        """``‖X_j‖₂`` per input column (up to a global scale), float32."""
+        return self.sq_norms.sqrt().float()
+
+    def check_finite(self, name: str) -> None:
+        bad = not torch.isfinite(self.sq_norms).all()
+        if self.hessian is not None:
+            bad = bad or not torch.isfinite(self.hessian).all()
+        if bad:
+            raise LlmpruneError(
+                f"calibration statistics of {name} contain NaN/inf: the model's activations "
+                "overflow; load it in float32 (--dtype float32) or check the checkpoint"
+            )
+
+
+@contextmanager
+def collect_inputs(groups: list[LinearGroup], hessian: bool,
+                   dtype: torch.dtype = torch.float32) -> Iterator[dict[str, InputStats]]:
+    """Hook one block's linears while it runs; yield ``{name: InputStats}``.
+
+    Linears of one :class:`LinearGroup` read the same tensor (q/k/v, gate/up), so the
+    group shares one accumulator, fed by a hook on its first member only: each Hessian
+    is computed once per group.
+    """
+    stats: dict[str, InputStats] = {}
+    handles = []
+
+    def hook(acc: InputStats):
+        def fn(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            acc.add(args[0])
+
+        return fn
+
+    for group in groups:
+        first = group.linears[0]
+        acc = InputStats(first.in_features, hessian, dtype=dtype, device=first.weight.device)
+        stats.update({name: acc for name in group.names})
+        handles.append(first.register_forward_hook(hook(acc)))
+    try:
+        yield stats
+    finally:
+        for h in handles:
+            h.remove()

@@ -22,16 +22,20 @@ from .obs import dampen, inverse_cholesky_upper
 from .sparsity import Sparsity
 
 
-def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity,
-                    blocksize: int = 128, damp: float = 0.01) -> torch.Tensor:
-    """Return the pruned and compensated copy of ``W`` (float32, same shape)."""
+def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None,
+                    blocksize: int = 128, damp: float = 0.01, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Return the pruned and compensated copy of ``W`` (float32, same shape).
+
+    ``mask`` (True = prune) fixes the pruned set instead of the adaptive selection,
+    e.g. to compensate a Wanda or magnitude mask; ``sparsity`` is then ignored.
+    """
     W = W.detach().float().clone()
     rows, cols = W.shape
     H = H.to(W.device).float()
     dead = torch.diag(H) == 0
     W[:, dead] = 0
     U = inverse_cholesky_upper(dampen(H, damp))
-    if sparsity.is_nm:
+    if mask is None and sparsity.is_nm:
         m = sparsity.m
         blocksize = max(m, (blocksize // m) * m)
 
@@ -43,7 +47,9 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity,
         Err1 = torch.zeros_like(W1)
         U1 = U[i1:i2, i1:i2]
         d = torch.diag(U1)
-        if sparsity.is_nm:
+        if mask is not None:
+            mask1 = mask[:, i1:i2].to(W.device)
+        elif sparsity.is_nm:
             mask1 = nm_mask(W1**2 / d.unsqueeze(0) ** 2, sparsity.n, sparsity.m)
         else:
             # this block's share of the layer's exact count

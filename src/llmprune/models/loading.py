@@ -141,9 +141,12 @@ def load_model_and_tokenizer(
         where = "local directory" if local else "hub id (needs internet)"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LlmpruneError(f"cannot load model {spec!r} as a {where}: {first}") from None
-    except (ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LlmpruneError(f"cannot load model {spec!r}: {first}") from None
+    except Exception as exc:  # corrupt files surface as many exception types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise LlmpruneError(
+            f"cannot load model {spec!r} ({type(exc).__name__}: {first}): the checkpoint is corrupt "
+            "or incomplete; re-create or re-download it"
+        ) from None
     model.eval()
     if device != "cpu":
         model.to(device)

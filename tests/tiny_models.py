@@ -1,0 +1,43 @@
+"""Tiny random models of every supported family, built from transformers configs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _configs(vocab_size: int) -> dict:
+    from transformers import (Gemma3TextConfig, LlamaConfig, MistralConfig, OPTConfig, PhiConfig,
+                              Qwen2Config)
+
+    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  max_position_embeddings=256)
+    return {
+        "llama": LlamaConfig(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, **common),
+        "mistral": MistralConfig(num_attention_heads=4, num_key_value_heads=2, sliding_window=None, **common),
+        "qwen2": Qwen2Config(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, **common),
+        "opt": OPTConfig(vocab_size=vocab_size, hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=64),
+        "phi": PhiConfig(num_attention_heads=4, num_key_value_heads=4, partial_rotary_factor=0.5, **common),
+        "gemma3": Gemma3TextConfig(num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                   sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+                                   **common),
+    }
+
+
+FAMILIES = ("llama", "mistral", "qwen2", "opt", "phi", "gemma3")
+
+
+def build_tiny(family: str, vocab_size: int = 128, seed: int = 0) -> nn.Module:
+    """A tiny random causal LM of ``family`` in eval mode, float32, eager attention."""
+    from transformers import AutoModelForCausalLM
+
+    config = _configs(vocab_size)[family]
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # random norms/biases so that every parameter matters
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()

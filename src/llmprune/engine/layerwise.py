@@ -31,16 +31,20 @@ class _Captured(Exception):
     """Raised by the block-0 pre-hook once its inputs are stored."""
 
 
-def to_device(obj: Any, device: torch.device | str) -> Any:
-    """Move every tensor inside ``obj`` (tuples, lists, dicts nested) to ``device``."""
+def to_device(obj: Any, device: torch.device | str, memo: dict[int, Any] | None = None) -> Any:
+    """Move every tensor inside ``obj`` (tuples, lists, dicts nested) to ``device``;
+    ``memo`` makes a tensor shared by several containers move once."""
+    memo = {} if memo is None else memo
     if isinstance(obj, torch.Tensor):
-        return obj.to(device)
+        if id(obj) not in memo:
+            memo[id(obj)] = obj.to(device)
+        return memo[id(obj)]
     if isinstance(obj, tuple):
-        return tuple(to_device(o, device) for o in obj)
+        return tuple(to_device(o, device, memo) for o in obj)
     if isinstance(obj, list):
-        return [to_device(o, device) for o in obj]
+        return [to_device(o, device, memo) for o in obj]
     if isinstance(obj, dict):
-        return {k: to_device(v, device) for k, v in obj.items()}
+        return {k: to_device(v, device, memo) for k, v in obj.items()}
     return obj
 
 
@@ -110,29 +114,40 @@ class LayerwiseEngine:
             if child is not blocks:
                 child.to(device)
 
-    def capture(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Inputs of block 0 for every sample ([n, L, d], kept on the storage device) and
-        the keyword arguments the decoder passes to its layers (identical for samples of
-        one length, so captured once)."""
+    def capture(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+        """Inputs of block 0 for every sample ([n, L, d], on the storage device) and, per
+        block, every keyword argument the decoder passes it.
+
+        During capture each block's ``forward`` is replaced by an identity that records
+        its arguments, so the decoder's own loop computes whatever it passes each layer
+        (per-layer masks and rotary tables of sliding/global layers included) at the cost
+        of the embedding only. Arguments are identical for samples of one length, so
+        they are recorded from the first sample.
+        """
         blocks = self.adapter.blocks()
         storage = "cpu" if self.offload else self.device
         self._non_block_modules_to(self.device)
         hidden: list[torch.Tensor] = []
-        captured: dict[str, Any] = {}
+        per_block: list[dict | None] = [None] * len(blocks)
 
-        def pre_hook(module: nn.Module, args: tuple, kwargs: dict):
-            kwargs = dict(kwargs)
-            h = args[0] if args else kwargs.pop("hidden_states")
-            hidden.append(h.detach().to(storage))
-            if "kwargs" not in captured:
-                rest = dict(kwargs)
-                rest.pop("hidden_states", None)
-                for j, extra in enumerate(args[1:]):
-                    rest[f"__arg{j}"] = extra
-                captured["kwargs"] = rest
-            raise _Captured
+        def recorder(index: int):
+            def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
+                h = args[0] if args else kwargs.pop("hidden_states")
+                if len(args) > 1:
+                    raise RuntimeError("decoder layers called with extra positional arguments; "
+                                       "the adapter must name them")
+                if index == 0:
+                    hidden.append(h.detach().to(storage))
+                if per_block[index] is None:
+                    per_block[index] = dict(kwargs)
+                elif index == 0:
+                    raise _Captured  # later samples: only block-0 inputs are needed
+                return h
 
-        handle = blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
+            return forward
+
+        for i, block in enumerate(blocks):
+            block.forward = recorder(i)
         try:
             with torch.inference_mode():
                 for i in range(input_ids.shape[0]):
@@ -141,14 +156,17 @@ class LayerwiseEngine:
                     except _Captured:
                         pass
         finally:
-            handle.remove()
-        kwargs = captured["kwargs"]
-        if any(k.startswith("__arg") for k in kwargs):
-            raise RuntimeError("decoder layers called with extra positional arguments; adapter needed")
-        kwargs["use_cache"] = False
-        kwargs.pop("past_key_values", None)
-        kwargs.pop("past_key_value", None)
-        return torch.cat(hidden, 0), to_device(kwargs, self.device)
+            for block in blocks:
+                del block.forward
+        memo: dict[int, Any] = {}
+        kwargs_list = []
+        for kwargs in per_block:
+            kwargs = dict(kwargs or {})
+            kwargs["use_cache"] = False
+            kwargs.pop("past_key_values", None)
+            kwargs.pop("past_key_value", None)
+            kwargs_list.append(to_device(kwargs, self.device, memo))
+        return torch.cat(hidden, 0), kwargs_list
 
     def run(self, input_ids: torch.Tensor, on_block: BlockFn, desc: str = "blocks") -> EngineStats:
         """Calibrate and modify every block in order; return time and memory used."""
@@ -156,7 +174,7 @@ class LayerwiseEngine:
         t0 = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        hidden, kwargs = self.capture(input_ids)
+        hidden, kwargs_list = self.capture(input_ids)
         blocks = self.adapter.blocks()
         bar = tqdm(range(len(blocks)), desc=desc, disable=not self.progress, file=sys.stderr)
         for i in bar:
@@ -164,7 +182,7 @@ class LayerwiseEngine:
             block = blocks[i]
             if self.offload:
                 block.to(self.device)
-            runner = BlockRunner(block, hidden, kwargs, self.device)
+            runner = BlockRunner(block, hidden, kwargs_list[i], self.device)
             on_block(i, block, runner)
             hidden = runner.forward(keep_outputs=True)
             if self.offload:

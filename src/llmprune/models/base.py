@@ -91,6 +91,14 @@ class ModelAdapter(ABC):
     def lm_head(self) -> nn.Linear:
         return self.model.get_output_embeddings()
 
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from the last block's output: final norm, then the LM head (families
+        with an output projection or logit soft-capping extend this)."""
+        norm = self.final_norm()
+        if norm is not None:
+            hidden = norm(hidden)
+        return self.lm_head()(hidden)
+
     def tied_embeddings(self) -> bool:
         """True when the LM head shares its weight tensor with the token embedding."""
         return self.lm_head().weight is self.embeddings().weight

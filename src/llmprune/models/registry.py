@@ -6,9 +6,12 @@ from torch import nn
 
 from ..errors import LlmpruneError
 from .base import ModelAdapter
+from .gemma3 import Gemma3Adapter
 from .llama import LlamaAdapter
+from .opt import OPTAdapter
+from .phi import PhiAdapter
 
-ADAPTERS: list[type[ModelAdapter]] = [LlamaAdapter]
+ADAPTERS: list[type[ModelAdapter]] = [LlamaAdapter, OPTAdapter, PhiAdapter, Gemma3Adapter]
 
 
 def register(adapter: type[ModelAdapter]) -> type[ModelAdapter]:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llmprune-installed
 
-.PHONY: venv demo test bench-unstructured clean
+.PHONY: venv demo test bench-unstructured eval-demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# Zero-shot evaluation of the demo's pruned model on the first EVAL_LIMIT items of the seven
+# tasks (DATA_DIR holds zeroshot/<task>_<split>.jsonl), then a report (report.md + plots).
+DATA_DIR ?= ../shared/data
+DEMO_OUT ?= out/demo
+EVAL_LIMIT ?= 25
+
+eval-demo: $(STAMP)
+	test -f $(DEMO_OUT)/report.json || $(BIN)/llmprune demo --out $(DEMO_OUT) --force
+	$(BIN)/llmprune eval $(DEMO_OUT) --zeroshot all --limit $(EVAL_LIMIT) --data-dir $(DATA_DIR) --save
+	$(BIN)/llmprune report $(DEMO_OUT) --out $(DEMO_OUT)-report
 
 bench-unstructured: $(STAMP)
 	$(BIN)/python benchmarks/unstructured.py --quick --resume

@@ -41,3 +41,19 @@ def build_tiny(family: str, vocab_size: int = 128, seed: int = 0) -> nn.Module:
             if p.ndim == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
+
+
+def build_tiny_mamba(vocab_size: int = 128, seed: int = 0) -> nn.Module:
+    """A tiny random Mamba (no attention, so it is not in :data:`FAMILIES`), float32, eval
+    mode; ``time_step_rank`` 8 so that every linear takes 2:4 and 4:8 patterns."""
+    from transformers import MambaConfig, MambaForCausalLM
+
+    config = MambaConfig(vocab_size=vocab_size, hidden_size=64, state_size=8, num_hidden_layers=2, expand=2,
+                         conv_kernel=4, time_step_rank=8, use_cache=False)
+    torch.manual_seed(seed)
+    model = MambaForCausalLM(config)
+    with torch.no_grad():  # random norms/biases so that every parameter matters
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()

@@ -51,15 +51,30 @@ def _validate_calibration(calib_samples: int, seqlen: int) -> None:
 def prune(model: nn.Module, tokenizer, method: str, ratio: float | None = None, pattern: str | None = None,
           calib_samples: int = 128, seqlen: int = 2048, seed: int = 0, device: str = "cpu",
           calib_dataset: str = "wikitext2", data_dir: str | os.PathLike | None = None,
-          progress: bool = True, **options: Any) -> dict:
+          progress: bool = True, update: str | None = None, **options: Any) -> dict:
     """Prune ``model`` in place with ``method`` and return the report dictionary.
 
     ``ratio`` is the fraction of decoder-block linear weights removed; ``pattern`` an
     N:M string such as ``"2:4"``. ``options`` go to the method (e.g. ``damp``,
-    ``blocksize`` for SparseGPT).
+    ``blocksize`` for SparseGPT). ``update`` (``"sparsegpt"`` or ``"mrp"``, magnitude and
+    Wanda only) compensates the method's mask with that solver's weight update.
     """
     from .methods import get_method, prune_unstructured
+    from .methods.update import check_update
 
+    update = check_update(method, update)
+    if update is not None:
+        options["update"] = update
+    if method.lower() == "manual":
+        return prune_manual(model, options.pop("spec", None), **options)
+    from .methods.structured import structured_methods
+
+    if method.lower() in structured_methods():
+        if pattern is not None or ratio is None:
+            raise LlmpruneError(f"{method} is structured: give --ratio R (fraction of block weights), not --pattern")
+        return prune_structured(model, tokenizer, method.lower(), float(ratio), calib_samples=calib_samples,
+                                seqlen=seqlen, seed=seed, device=device, calib_dataset=calib_dataset,
+                                data_dir=data_dir, progress=progress, **options)
     sparsity = Sparsity.parse(ratio=ratio, pattern=pattern)
     method_cls = get_method(method)
     try:
@@ -80,6 +95,7 @@ def prune(model: nn.Module, tokenizer, method: str, ratio: float | None = None, 
         "method": method_cls.name,
         "ratio": sparsity.ratio,
         "pattern": f"{sparsity.n}:{sparsity.m}" if sparsity.is_nm else None,
+        "update": update,
         "options": method_obj.options(),
         "model_type": model.config.model_type,
         "calibration": None if calib is None else {
@@ -100,6 +116,92 @@ def prune(model: nn.Module, tokenizer, method: str, ratio: float | None = None, 
     }
 
 
+def prune_structured(model: nn.Module, tokenizer, method: str, ratio: float, calib_samples: int = 128,
+                     seqlen: int = 2048, seed: int = 0, device: str = "cpu", calib_dataset: str = "wikitext2",
+                     data_dir: "str | os.PathLike | None" = None, progress: bool = True, **options: Any) -> dict:
+    """Structured baselines (Wanda-sp, FLAP, ShortGPT): heads/channels/blocks removed
+    physically; ``ratio`` is the fraction of decoder-block linear weights."""
+    from .methods.structured import prune_structured as run, structured_methods
+    from .surgery import block_widths
+
+    try:
+        method_obj = structured_methods()[method](ratio, **options)
+    except TypeError as exc:
+        raise LlmpruneError(f"bad option for method {method}: {exc}") from None
+    adapter = get_adapter(model)
+    _validate_calibration(calib_samples, seqlen)
+    torch.manual_seed(seed)
+    params_before = count_parameters(model)
+    block_before = adapter.block_linear_params()
+    t0 = time.perf_counter()
+    calib = calibration_data(tokenizer, calib_samples, seqlen, seed, calib_dataset, data_dir)
+    result = run(model, adapter, method_obj, calib, device=device, progress=progress)
+    seconds = time.perf_counter() - t0
+    adapter = get_adapter(model)
+    block_after = adapter.block_linear_params()
+    return {
+        "method": method,
+        "ratio": ratio,
+        "achieved_ratio": 1.0 - block_after / block_before,
+        "pattern": None,
+        "options": method_obj.options(),
+        "model_type": model.config.model_type,
+        "calibration": {"dataset": calib_dataset, "samples": calib_samples, "seqlen": seqlen, "seed": seed},
+        "params_before": params_before,
+        "params_after": count_parameters(model),
+        "params_note": "stored parameters (tied embeddings counted once); structured pruning removes them",
+        "block_linear_params_before": block_before,
+        "block_linear_params": block_after,
+        "seconds": seconds,
+        "prune_seconds": result["seconds"],
+        "peak_rss_mb": result["peak_rss_mb"],
+        "peak_device_mb": result["peak_device_mb"],
+        "device": str(device),
+        "removed": result["removed"],
+        "block_influence": result["block_influence"],
+        "layers_structured": block_widths(adapter),
+        "environment": environment(),
+    }
+
+
+def prune_manual(model: nn.Module, spec: "str | os.PathLike | dict | None", **unused: Any) -> dict:
+    """Apply a structured plan (YAML/JSON file or dict; see :mod:`llmprune.surgery.plan`)
+    physically and return the report: the model really gets smaller."""
+    from .surgery import StructuredPlan, apply_plan, block_widths, load_plan
+
+    if spec is None:
+        raise LlmpruneError("--method manual needs --spec FILE listing what to remove per layer")
+    plan = StructuredPlan.from_dict(spec) if isinstance(spec, dict) else load_plan(spec)
+    adapter = get_adapter(model)
+    params_before = count_parameters(model)
+    block_before = adapter.block_linear_params()
+    t0 = time.perf_counter()
+    apply_plan(adapter, plan)
+    seconds = time.perf_counter() - t0
+    adapter = get_adapter(model)
+    block_after = adapter.block_linear_params()
+    return {
+        "method": "manual",
+        "ratio": 1.0 - block_after / block_before,
+        "pattern": None,
+        "options": {"plan": plan.to_dict()},
+        "model_type": model.config.model_type,
+        "calibration": None,
+        "params_before": params_before,
+        "params_after": count_parameters(model),
+        "params_note": "stored parameters (tied embeddings counted once); structured pruning removes them",
+        "block_linear_params_before": block_before,
+        "block_linear_params": block_after,
+        "seconds": seconds,
+        "prune_seconds": seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_device_mb": None,
+        "device": "cpu",
+        "layers_structured": block_widths(adapter),
+        "environment": environment(),
+    }
+
+
 def environment() -> dict:
     """Versions and hardware recorded with every report (reproducibility)."""
     import transformers
@@ -116,21 +218,43 @@ def environment() -> dict:
     }
 
 
-def evaluate(model: nn.Module, tokenizer, ppl: Sequence[str] | str = ("wikitext2",), seqlen: int = 2048,
+def evaluate(model: nn.Module, tokenizer, ppl: Sequence[str] | str | None = None, seqlen: int = 2048,
              max_windows: int | None = None, data_dir: str | os.PathLike | None = None,
-             device: str = "cpu", progress: bool = True) -> dict:
-    """Perplexity on each dataset: ``{"ppl": {name: value}, "protocol": {name: {...}}}``."""
+             device: str = "cpu", progress: bool = True, zeroshot: Sequence[str] | str | None = None,
+             limit: int | None = None, batch_size: int = 8) -> dict:
+    """Perplexity on each dataset and zero-shot accuracy on each task:
+    ``{"ppl": {name: value}, "zeroshot": {task: {"acc", "acc_norm", "n", ...}}, "protocol": {name: {...}}}``.
+
+    ``ppl`` defaults to WikiText-2 when no ``zeroshot`` tasks are given, else to none.
+    Zero-shot tasks (piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq,
+    openbookqa, or ``"all"``) run lm-eval on ``data_dir/zeroshot/*.jsonl``, the first
+    ``limit`` items each when given; the ``"zeroshot"`` key is present only then.
+    """
     from .eval.perplexity import evaluate_ppl
 
+    if ppl is None:
+        ppl = () if zeroshot else ("wikitext2",)
     names = [p.strip() for p in (ppl.split(",") if isinstance(ppl, str) else ppl) if p.strip()]
-    if not names:
+    if not names and not zeroshot:
         raise LlmpruneError("no perplexity dataset given: pass e.g. --ppl wikitext2")
     if seqlen < 2:
         raise LlmpruneError(f"--seqlen {seqlen} must be at least 2")
     if max_windows is not None and max_windows < 1:
         raise LlmpruneError(f"--max-windows {max_windows} must be at least 1")
-    return evaluate_ppl(model, tokenizer, names, seqlen=seqlen, max_windows=max_windows,
-                        data_dir=data_dir, device=device, progress=progress)
+    if zeroshot:
+        from .eval.zeroshot import check_zeroshot, evaluate_zeroshot
+
+        check_zeroshot(zeroshot, data_dir, limit, batch_size)  # fail before the perplexity work
+    result: dict = {"ppl": {}, "protocol": {}}
+    if names:
+        result = evaluate_ppl(model, tokenizer, names, seqlen=seqlen, max_windows=max_windows,
+                              data_dir=data_dir, device=device, progress=progress)
+    if zeroshot:
+        scores = evaluate_zeroshot(model, tokenizer, zeroshot, data_dir, limit=limit,
+                                   batch_size=batch_size, progress=progress)
+        result["zeroshot"] = scores["zeroshot"]
+        result["protocol"].update(scores["protocol"])
+    return result
 
 
 def save(model: nn.Module, tokenizer, out: str | os.PathLike, report: dict, force: bool = False) -> Path:

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 from .errors import LlmpruneError
@@ -28,7 +29,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="compute device: cpu or cuda[:N] (default cpu)")
     p.add_argument("--dtype", default="float32", help="model dtype: float32, bfloat16, float16")
     p.add_argument("--data-dir", default=None,
-                   help="folder holding ptb/ and c4/ (and optionally wikitext2/); WikiText-2 ships inside the package")
+                   help="folder holding ptb/, c4/, zeroshot/ (and optionally wikitext2/); WikiText-2 ships inside the package")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -38,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="prune a model and write it to --out")
     p.add_argument("--model", default=None, help="smollm2-135m (default, embedded), a local HF directory or a hub id")
-    p.add_argument("--method", required=True, help="magnitude, wanda, sparsegpt")
-    group = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--method", required=True, help="magnitude, wanda, sparsegpt, mrp (unstructured); wanda-sp, flap, shortgpt, sobp (structured); manual (--spec)")
+    group = p.add_mutually_exclusive_group()
     group.add_argument("--ratio", type=str, help="fraction of block linear weights to remove, in [0, 0.99]")
     group.add_argument("--pattern", type=str, help="N:M sparsity, at most N non-zeros per M weights, e.g. 2:4")
     p.add_argument("--calib-samples", type=int, default=128, help="calibration windows (default 128)")
@@ -48,24 +49,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--damp", type=float, default=None, help="SparseGPT dampening (default 0.01)")
     p.add_argument("--blocksize", type=int, default=None, help="SparseGPT column block (default 128)")
+    p.add_argument("--update", choices=("none", "sparsegpt", "mrp"), default=None,
+                   help="magnitude/wanda: compensate the mask with SparseGPT's or MRP's weight update")
+    p.add_argument("--no-refine", action="store_true", help="sobp: skip stage 2 (local greedy OBS refinement)")
+    p.add_argument("--no-reconstruct", action="store_true", help="sobp: skip stage 3 (module-wise reconstruction)")
+    p.add_argument("--uniform", action="store_true", help="sobp: same counts in every layer (no global allocation)")
+    p.add_argument("--checkpointing", action="store_true", help="sobp: activation checkpointing in stage 1")
+    p.add_argument("--allow-empty", action="store_true", help="structured: a layer may lose all heads or channels")
+    p.add_argument("--spec", default=None, help="--method manual: YAML/JSON plan of what to remove per layer")
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     _add_common(p)
 
-    e = sub.add_parser("eval", help="evaluate a model's perplexity")
+    e = sub.add_parser("eval", help="evaluate a model's perplexity and zero-shot accuracy")
     e.add_argument("model", help="a directory written by `llmprune prune`, any HF directory, or smollm2-135m")
-    e.add_argument("--ppl", default="wikitext2", help="comma list of wikitext2, ptb, c4 (default wikitext2)")
+    e.add_argument("--ppl", default=None,
+                   help="comma list of wikitext2, ptb, c4 (default wikitext2, none when --zeroshot is given)")
+    e.add_argument("--zeroshot", default=None,
+                   help="comma list of piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq, openbookqa "
+                        "(or all); reads DATA/zeroshot/<task>_<split>.jsonl, scored by lm-eval")
+    e.add_argument("--limit", type=int, default=None, help="zero-shot: only the first N items of each task")
+    e.add_argument("--batch-size", type=int, default=8, help="zero-shot: lm-eval batch size (default 8)")
+    e.add_argument("--save", action="store_true", help="also merge the result into MODEL/eval.json (atomically)")
     e.add_argument("--seqlen", type=int, default=2048, help="window length (default 2048)")
     e.add_argument("--max-windows", type=int, default=None, help="evaluate only the first K windows")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     _add_common(e)
 
+    b = sub.add_parser("bench", help="measure prefill/decode tokens/s, time to first token and memory")
+    b.add_argument("model", help="a model directory (e.g. written by `llmprune prune`) or smollm2-135m")
+    b.add_argument("--vs", default=None, help="a second model measured in the same run (e.g. the dense one)")
+    b.add_argument("--prompt-len", type=int, default=128, help="prompt tokens (default 128)")
+    b.add_argument("--new-tokens", type=int, default=64, help="greedy decode steps (default 64)")
+    b.add_argument("--batch", type=int, default=8, help="the larger batch size (batch 1 is always measured)")
+    b.add_argument("--trials", type=int, default=5)
+    b.add_argument("--warmup", type=int, default=1)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    b.add_argument("--save", default=None, help="also write the JSON result to this file")
+    _add_common(b)
+
+    r = sub.add_parser("report", help="compare runs: report.md, report.json and PNG plots")
+    r.add_argument("runs", nargs="+", help="run directories (report.json from prune, eval.json from eval --save)")
+    r.add_argument("--out", default="report", help="output folder (default ./report)")
+
     d = sub.add_parser("demo", help="prune the embedded model and print before/after perplexity")
     d.add_argument("--method", default="sparsegpt")
     d.add_argument("--ratio", default="0.5")
-    d.add_argument("--calib-samples", type=int, default=16)
+    d.add_argument("--calib-samples", type=int, default=4)
     d.add_argument("--seqlen", type=int, default=2048)
-    d.add_argument("--eval-windows", type=int, default=8)
+    d.add_argument("--eval-windows", type=int, default=6)
     d.add_argument("--out", default=None, help="also save the pruned model here")
     d.add_argument("--force", action="store_true")
     _add_common(d)
@@ -77,20 +111,48 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from .export import check_output_dir
     from .solvers.sparsity import Sparsity
 
-    Sparsity.parse(ratio=args.ratio, pattern=args.pattern)  # validate before loading anything
+    if args.method.lower() == "manual":
+        from .surgery import load_plan
+
+        if args.ratio is not None or args.pattern is not None:
+            raise LlmpruneError("--method manual takes --spec FILE, not --ratio/--pattern")
+        if args.spec is None:
+            raise LlmpruneError("--method manual needs --spec FILE listing what to remove per layer")
+        load_plan(args.spec)  # validate before loading anything
+    elif args.method.lower() in ("wanda-sp", "flap", "shortgpt", "sobp"):
+        if args.pattern is not None or args.ratio is None:
+            raise LlmpruneError(f"{args.method} is structured: give --ratio R (fraction of block weights), not --pattern")
+        Sparsity.parse(ratio=args.ratio)
+    else:
+        Sparsity.parse(ratio=args.ratio, pattern=args.pattern)  # validate before loading anything
+    from .methods.update import check_update
+
+    check_update(args.method, args.update)
     check_output_dir(args.out, args.force)
     device = _device(args.device)
-    options = {k: v for k, v in (("damp", args.damp), ("blocksize", args.blocksize)) if v is not None}
+    options = {k: v for k, v in (("damp", args.damp), ("blocksize", args.blocksize), ("spec", args.spec))
+               if v is not None}
+    if args.method.lower() == "sobp":
+        options.update(refine=not args.no_refine, reconstruct=not args.no_reconstruct,
+                       global_selection=not args.uniform, checkpointing=args.checkpointing)
+    elif args.no_refine or args.no_reconstruct or args.uniform or args.checkpointing:
+        raise LlmpruneError("--no-refine/--no-reconstruct/--uniform/--checkpointing are SoBP options: use --method sobp")
+    if args.allow_empty:
+        options["allow_empty"] = True
     model, tok = api.load(args.model, dtype=args.dtype)
     report = api.prune(model, tok, args.method, ratio=args.ratio, pattern=args.pattern,
                        calib_samples=args.calib_samples, seqlen=args.seqlen, seed=args.seed, device=device,
                        calib_dataset=args.calib_dataset, data_dir=args.data_dir, progress=not args.quiet,
-                       **options)
+                       update=args.update, **options)
     report["model"] = args.model or "smollm2-135m"
     api.save(model, tok, args.out, report, force=args.force)
-    print(f"{report['method']} {report['pattern'] or report['ratio']}: block sparsity "
-          f"{report['block_sparsity']:.4f}, non-zero params {report['params_before']:,} -> "
-          f"{report['params_after']:,}, {report['seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MiB")
+    if "block_sparsity" in report:
+        print(f"{report['method']} {report['pattern'] or report['ratio']}: block sparsity "
+              f"{report['block_sparsity']:.4f}, non-zero params {report['params_before']:,} -> "
+              f"{report['params_after']:,}, {report['seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MiB")
+    else:
+        print(f"{report['method']}: {report.get('achieved_ratio', report['ratio']):.1%} of block linear weights removed, parameters "
+              f"{report['params_before']:,} -> {report['params_after']:,}, {report['seconds']:.1f} s")
     print(f"saved to {args.out}")
     return 0
 
@@ -103,15 +165,100 @@ def _format_ppl(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _format_zeroshot(result: dict) -> str:
+    from .eval.zeroshot import mean_accuracy
+
+    lines = []
+    for task, score in result.get("zeroshot", {}).items():
+        norm = "" if score["acc_norm"] is None else f"  acc_norm {score['acc_norm']:.4f}"
+        lines.append(f"{task}: acc {score['acc']:.4f}{norm}  n {score['n']}  "
+                     f"[{json.dumps(result['protocol'][task], sort_keys=True)}]")
+    if lines:
+        lines.append(f"zero-shot mean acc {mean_accuracy(result['zeroshot']):.4f} over {len(result['zeroshot'])} task(s)")
+    return "\n".join(lines)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import api
 
     device = _device(args.device)
+    if args.zeroshot:
+        from .eval.zeroshot import check_zeroshot
+
+        check_zeroshot(args.zeroshot, args.data_dir, args.limit, args.batch_size)  # before loading the model
+    if args.save and not Path(args.model).expanduser().is_dir():
+        raise LlmpruneError(f"--save writes eval.json into the model directory, but {args.model} is not a "
+                            "directory: evaluate a saved model directory or drop --save")
     model, tok = api.load(args.model, dtype=args.dtype, device=device)
     result = api.evaluate(model, tok, ppl=args.ppl, seqlen=args.seqlen, max_windows=args.max_windows,
-                          data_dir=args.data_dir, device=device, progress=not args.quiet)
+                          data_dir=args.data_dir, device=device, progress=not args.quiet,
+                          zeroshot=args.zeroshot, limit=args.limit, batch_size=args.batch_size)
     result["model"] = args.model
-    print(json.dumps(result) if args.json else _format_ppl(result))
+    if args.save:
+        from .eval.record import save_eval
+
+        save_eval(args.model, result)
+    text = "\n".join(t for t in (_format_ppl(result), _format_zeroshot(result)) if t)
+    print(json.dumps(result) if args.json else text)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    data = build_report(args.runs, args.out)
+    print(f"wrote {Path(args.out) / 'report.md'}, report.json and {len(data['plots'])} plot(s) "
+          f"comparing {len(data['runs'])} run(s)")
+    return 0
+
+
+def _format_bench(result: dict) -> str:
+    keys = [("prefill_tok_s_b1", "prefill tok/s b1"), ("prefill_tok_s_b8", "prefill tok/s b8"),
+            ("decode_tok_s_b1", "decode tok/s b1"), ("decode_tok_s_b8", "decode tok/s b8"),
+            ("ttft_s", "TTFT s")]
+    lines = ["| model | params | weights MiB | " + " | ".join(k[1] for k in keys) + " |",
+             "|---|---:|---:|" + "---:|" * len(keys)]
+    for name, m in result["models"].items():
+        cells = [f"{m['metrics'][k]['median']:.4g} ({m['metrics'][k]['min']:.4g}-{m['metrics'][k]['max']:.4g})"
+                 for k, _ in keys]
+        lines.append(f"| {name} | {m['parameters']:,} | {m['weight_mb']:.1f} | " + " | ".join(cells) + " |")
+    if "speedup" in result:
+        sp = result["speedup"]
+        lines.append(f"speedup of {sp['of']} vs {sp['vs']} (medians): " + ", ".join(
+            f"{k} {v:.3f}x" for k, v in sp.items() if k not in ("of", "vs")))
+    lines.append("protocol: " + json.dumps(result["protocol"], sort_keys=True))
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import api
+    from .eval.speed import benchmark
+
+    device = _device(args.device)
+    for name, value in (("--prompt-len", args.prompt_len), ("--new-tokens", args.new_tokens),
+                        ("--batch", args.batch), ("--trials", args.trials)):
+        if value < 1:
+            raise LlmpruneError(f"{name} {value} must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise LlmpruneError(f"--threads {args.threads} must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    models = {}
+    model, _ = api.load(args.model, dtype=args.dtype, device=device)
+    models[str(args.model)] = model
+    if args.vs:
+        other, _ = api.load(args.vs, dtype=args.dtype, device=device)
+        models[str(args.vs) if str(args.vs) != str(args.model) else f"{args.vs} (vs)"] = other
+    result = benchmark(models, device=device, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+                       batch=args.batch, trials=args.trials, warmup=args.warmup, seed=args.seed)
+    result["environment"] = api.environment()
+    if args.save:
+        from pathlib import Path
+
+        Path(args.save).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result) if args.json else _format_bench(result))
     return 0
 
 
@@ -148,7 +295,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"prune": cmd_prune, "eval": cmd_eval, "demo": cmd_demo}[args.command]
+    handler = {"prune": cmd_prune, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo,
+               "report": cmd_report}[args.command]
     try:
         return handler(args)
     except LlmpruneError as exc:

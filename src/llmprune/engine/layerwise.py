@@ -168,8 +168,12 @@ class LayerwiseEngine:
             kwargs_list.append(to_device(kwargs, self.device, memo))
         return torch.cat(hidden, 0), kwargs_list
 
-    def run(self, input_ids: torch.Tensor, on_block: BlockFn, desc: str = "blocks") -> EngineStats:
-        """Calibrate and modify every block in order; return time and memory used."""
+    def run(self, input_ids: torch.Tensor, on_block: BlockFn, desc: str = "blocks",
+            on_output: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> EngineStats:
+        """Calibrate and modify every block in order; return time and memory used.
+
+        ``on_output(i, inputs, outputs)`` (optional) sees each block's calibration inputs
+        and outputs after it ran (e.g. ShortGPT's block influence)."""
         stats = EngineStats()
         t0 = time.perf_counter()
         if self.device.type == "cuda":
@@ -184,7 +188,10 @@ class LayerwiseEngine:
                 block.to(self.device)
             runner = BlockRunner(block, hidden, kwargs_list[i], self.device)
             on_block(i, block, runner)
-            hidden = runner.forward(keep_outputs=True)
+            outputs = runner.forward(keep_outputs=True)
+            if on_output is not None:
+                on_output(i, hidden, outputs)
+            hidden = outputs
             if self.offload:
                 block.to("cpu")
             stats.block_seconds.append(time.perf_counter() - tb)

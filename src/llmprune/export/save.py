@@ -1,21 +1,61 @@
-"""Write a pruned model, its tokenizer and ``report.json`` atomically."""
+"""Write a pruned model, its tokenizer and ``report.json`` atomically.
+
+Structured models are saved so that they reload with their pruned shapes (see
+:mod:`llmprune.export.layout`): a stock config when the family can express the widths,
+otherwise the global config plus ``llmprune_layout`` and ``modeling_llmprune.py`` for
+``AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)``.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 from torch import nn
 
-from ..models.loading import strip_quantization
+from . import modeling_llmprune
 from .atomic import atomic_directory
+from .layout import plan_export
+from .modeling_llmprune import LAYOUT_KEY
+
+REMOTE_FILE = "modeling_llmprune.py"
+REMOTE_CLASS = "LlmprunePrunedForCausalLM"
+
+
+def remote_code_source(base_architecture: str) -> str:
+    """The modeling file written into heterogeneous checkpoints."""
+    source = inspect.getsource(modeling_llmprune)
+    return (source.rstrip() + "\n\n\nimport transformers as _transformers  # noqa: E402\n\n"
+            f"{REMOTE_CLASS} = pruned_class(_transformers.{base_architecture})\n")
 
 
 def save_pruned(model: nn.Module, tokenizer, out: str | Path, report: dict, force: bool = False) -> Path:
     """Save as safetensors + config (+ tokenizer, + report.json); returns the path."""
+    from ..models import get_adapter
+    from ..models.loading import strip_quantization
+
     strip_quantization(model)
+    plan = plan_export(model, get_adapter(model))
+    config = model.config
+    for key in (LAYOUT_KEY, "auto_map"):
+        if hasattr(config, key):
+            delattr(config, key)
+    for key, value in plan.config_updates.items():
+        setattr(config, key, value)
+    if plan.kind == "layout":
+        config.auto_map = {"AutoModelForCausalLM": f"{REMOTE_FILE[:-3]}.{REMOTE_CLASS}"}
+    report = dict(report, export={"kind": plan.kind,
+                                  "remote_code": plan.kind == "layout",
+                                  "note": {"dense": "same shapes as the original config",
+                                           "stock": "uniform widths in a stock config (no remote code)",
+                                           "layout": "per-block widths in config.llmprune_layout; load with "
+                                                     "llmprune.load or trust_remote_code=True"}[plan.kind]})
     with atomic_directory(out, force=force) as tmp:
         model.save_pretrained(tmp)
+        if plan.kind == "layout":
+            base = plan.config_updates[LAYOUT_KEY]["base_architecture"]
+            (tmp / REMOTE_FILE).write_text(remote_code_source(base))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")

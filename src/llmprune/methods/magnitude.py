@@ -1,5 +1,6 @@
 """Magnitude pruning: remove the smallest ``|W_ij|`` of each layer (Han et al. 2015;
-layer-wise as in the Wanda paper's baseline). N:M: smallest per group of M."""
+layer-wise as in the Wanda paper's baseline). N:M: smallest per group of M. ``update``
+compensates the mask (:mod:`llmprune.methods.update`) and then needs calibration."""
 
 from __future__ import annotations
 
@@ -7,15 +8,13 @@ import torch
 
 from ..engine.stats import InputStats
 from ..solvers.masks import layer_mask, nm_mask
-from .base import UnstructuredMethod
+from .update import MaskMethod
 
 
-class Magnitude(UnstructuredMethod):
+class Magnitude(MaskMethod):
     name = "magnitude"
-    needs_calibration = False
+    mask_needs_calibration = False
 
-    def prune_weight(self, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
-        W = weight.detach().float().clone()
+    def select_mask(self, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
         s = self.sparsity
-        mask = nm_mask(W.abs(), s.n, s.m) if s.is_nm else layer_mask(W.abs(), s.ratio)
-        return W.masked_fill_(mask, 0.0)
+        return nm_mask(weight.abs(), s.n, s.m) if s.is_nm else layer_mask(weight.abs(), s.ratio)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from ..errors import LlmpruneError
 from .base import UnstructuredMethod
 from .magnitude import Magnitude
+from .mrp import MRP
 from .sparsegpt import SparseGPT
 from .wanda import Wanda
 
 UNSTRUCTURED: dict[str, type[UnstructuredMethod]] = {
-    cls.name: cls for cls in (Magnitude, Wanda, SparseGPT)
+    cls.name: cls for cls in (Magnitude, Wanda, SparseGPT, MRP)
 }
 
 

@@ -105,8 +105,9 @@ class ModelAdapter(ABC):
 
     # -- one block --------------------------------------------------------------
     @abstractmethod
-    def attention(self, block: nn.Module) -> AttentionSpec:
-        """Attention projections and head geometry of ``block``."""
+    def attention(self, block: nn.Module) -> AttentionSpec | None:
+        """Attention projections and head geometry of ``block`` (None when surgery
+        removed the block's attention entirely)."""
 
     @abstractmethod
     def mlp(self, block: nn.Module) -> MLPSpec:
@@ -123,10 +124,12 @@ class ModelAdapter(ABC):
         families (Phi) override it.
         """
         att, mlp = self.attention(block), self.mlp(block)
-        groups = [
-            LinearGroup(("q", "k", "v"), (att.q, att.k, att.v)),
-            LinearGroup(("o",), (att.o,)),
-        ]
+        groups = []
+        if att is not None:
+            groups += [
+                LinearGroup(("q", "k", "v"), (att.q, att.k, att.v)),
+                LinearGroup(("o",), (att.o,)),
+            ]
         if mlp.gate is not None:
             groups.append(LinearGroup(("gate", "up"), (mlp.gate, mlp.up)))
         else:
@@ -140,6 +143,14 @@ class ModelAdapter(ABC):
         for group in self.linear_groups(block):
             out.update(zip(group.names, group.linears))
         return out
+
+    # -- stock configs for uniformly pruned models -------------------------------
+    def uniform_config(self, heads: int, kv_heads: int, head_dim: int, channels: int) -> dict | None:
+        """Config overrides that make the *stock* family class build blocks with these
+        widths, or None when its config cannot express them (then the checkpoint
+        needs the llmprune layout). LLaMA-style configs by default."""
+        return {"num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+                "intermediate_size": channels}
 
     # -- counting ---------------------------------------------------------------
     def block_linear_params(self) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..export.modeling_llmprune import NoAttention
 from .base import AttentionSpec, MLPSpec, ModelAdapter
 
 
@@ -39,8 +40,10 @@ class Gemma3Adapter(ModelAdapter):
             logits = torch.tanh(logits / cap) * cap
         return logits
 
-    def attention(self, block: nn.Module) -> AttentionSpec:
+    def attention(self, block: nn.Module) -> AttentionSpec | None:
         att = block.self_attn
+        if isinstance(att, NoAttention):
+            return None
         heads, kv = self.head_geometry(att.q_proj, att.k_proj, att.head_dim)
         return AttentionSpec(att, att.q_proj, att.k_proj, att.v_proj, att.o_proj, heads, kv, att.head_dim)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..export.modeling_llmprune import NoAttention
 from .base import AttentionSpec, MLPSpec, ModelAdapter
 
 
@@ -28,8 +29,10 @@ class LlamaAdapter(ModelAdapter):
     def final_norm(self) -> nn.Module | None:
         return self.model.model.norm
 
-    def attention(self, block: nn.Module) -> AttentionSpec:
+    def attention(self, block: nn.Module) -> AttentionSpec | None:
         att = block.self_attn
+        if isinstance(att, NoAttention):
+            return None
         heads, kv = self.head_geometry(att.q_proj, att.k_proj, att.head_dim)
         return AttentionSpec(att, att.q_proj, att.k_proj, att.v_proj, att.o_proj, heads, kv, att.head_dim)
 

@@ -132,8 +132,15 @@ def load_model_and_tokenizer(
     source = resolve_model(spec)
     torch_dtype = parse_dtype(dtype)
     local = Path(source).exists()
+    cls = AutoModelForCausalLM
+    if local:
+        from ..export.checkpoint import causal_lm_class, validate_checkpoint
+
+        custom = causal_lm_class(Path(source))
+        validate_checkpoint(Path(source), custom)
+        cls = custom or cls
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        model = cls.from_pretrained(source, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except LlmpruneError:
         raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..export.modeling_llmprune import NoAttention
 from .base import AttentionSpec, MLPSpec, ModelAdapter
 
 
@@ -35,13 +36,22 @@ class OPTAdapter(ModelAdapter):
             hidden = proj(hidden)
         return self.lm_head()(hidden)
 
-    def attention(self, block: nn.Module) -> AttentionSpec:
+    def attention(self, block: nn.Module) -> AttentionSpec | None:
         att = block.self_attn
+        if isinstance(att, NoAttention):
+            return None
         heads, kv = self.head_geometry(att.q_proj, att.k_proj, att.head_dim)
         return AttentionSpec(att, att.q_proj, att.k_proj, att.v_proj, att.out_proj, heads, kv, att.head_dim)
 
     def mlp(self, block: nn.Module) -> MLPSpec:
         return MLPSpec(block, up=block.fc1, down=block.fc2, gate=None)
+
+    def uniform_config(self, heads: int, kv_heads: int, head_dim: int, channels: int) -> dict | None:
+        # OPT derives head_dim from hidden_size / num_attention_heads: fewer heads
+        # cannot be expressed in its stock config.
+        if heads * head_dim != self.config.hidden_size:
+            return None
+        return {"ffn_dim": channels}
 
     def norms(self, block: nn.Module) -> list[nn.Module]:
         return [block.self_attn_layer_norm, block.final_layer_norm]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..export.modeling_llmprune import NoAttention
 from .base import AttentionSpec, LinearGroup, MLPSpec, ModelAdapter
 
 
@@ -26,8 +27,10 @@ class PhiAdapter(ModelAdapter):
     def final_norm(self) -> nn.Module | None:
         return self.model.model.final_layernorm
 
-    def attention(self, block: nn.Module) -> AttentionSpec:
+    def attention(self, block: nn.Module) -> AttentionSpec | None:
         att = block.self_attn
+        if isinstance(att, NoAttention):
+            return None
         heads, kv = self.head_geometry(att.q_proj, att.k_proj, att.head_dim)
         return AttentionSpec(att, att.q_proj, att.k_proj, att.v_proj, att.dense, heads, kv, att.head_dim)
 
@@ -39,6 +42,8 @@ class PhiAdapter(ModelAdapter):
 
     def linear_groups(self, block: nn.Module) -> list[LinearGroup]:
         att, mlp = self.attention(block), self.mlp(block)
+        if att is None:
+            return [LinearGroup(("fc1",), (mlp.up,)), LinearGroup(("fc2",), (mlp.down,))]
         return [
             LinearGroup(("q", "k", "v", "fc1"), (att.q, att.k, att.v, mlp.up)),
             LinearGroup(("dense",), (att.o,)),

@@ -8,10 +8,11 @@ from ..errors import LlmpruneError
 from .base import ModelAdapter
 from .gemma3 import Gemma3Adapter
 from .llama import LlamaAdapter
+from .mamba import MambaAdapter
 from .opt import OPTAdapter
 from .phi import PhiAdapter
 
-ADAPTERS: list[type[ModelAdapter]] = [LlamaAdapter, OPTAdapter, PhiAdapter, Gemma3Adapter]
+ADAPTERS: list[type[ModelAdapter]] = [LlamaAdapter, OPTAdapter, PhiAdapter, Gemma3Adapter, MambaAdapter]
 
 
 def register(adapter: type[ModelAdapter]) -> type[ModelAdapter]:

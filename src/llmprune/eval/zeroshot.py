@@ -1,0 +1,153 @@
+"""Zero-shot accuracy on local task files with lm-eval as the engine.
+
+The already-loaded model (any checkpoint :func:`llmprune.load` reads, heterogeneous
+ones included) is wrapped in lm-eval's ``HFLM``; the tasks are lm-eval's own configs
+for piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq and openbookqa, reading
+``<data_dir>/zeroshot/<task>_<split>.jsonl`` (see :mod:`.zeroshot_tasks`). Nothing is
+fetched from a hub: the Hugging Face offline switches are on while lm-eval runs.
+
+Result: ``{"zeroshot": {task: {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n"}},
+"protocol": {task: {...}}}``; ``acc_norm`` is ``None`` where lm-eval's task defines
+only ``acc`` (winogrande, boolq).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import os
+import tempfile
+from typing import Iterator, Sequence
+
+from torch import nn
+
+from ..errors import LlmpruneError
+from .zeroshot_tasks import TASKS, TaskFile, locate, parse_tasks, write_task_dir
+
+_OFFLINE_ENV = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """Forbid hub access while lm-eval and ``datasets`` run (env and loaded modules)."""
+    saved_env = {k: os.environ.get(k) for k in _OFFLINE_ENV}
+    os.environ.update({k: "1" for k in _OFFLINE_ENV})
+    patched: list[tuple[object, str, object]] = []
+    import datasets.config
+    import huggingface_hub.constants
+
+    for module, attr in ((datasets.config, "HF_DATASETS_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"),
+                         (huggingface_hub.constants, "HF_HUB_OFFLINE")):
+        if hasattr(module, attr):
+            patched.append((module, attr, getattr(module, attr)))
+            setattr(module, attr, True)
+    try:
+        yield
+    finally:
+        for module, attr, value in patched:
+            setattr(module, attr, value)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _quiet_lm_eval() -> Iterator[None]:
+    """lm-eval warns that a model object (not a name) was passed; that is intended."""
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def lm_eval_version() -> str:
+    try:
+        return importlib.metadata.version("lm_eval")
+    except importlib.metadata.PackageNotFoundError:
+        raise LlmpruneError("zero-shot evaluation needs lm-eval: pip install 'llmprune[zeroshot]'") from None
+
+
+def protocol(f: TaskFile, n: int, limit: int | None, batch_size: int, version: str, dtype: str) -> dict:
+    """What a zero-shot number means: engine, prompt source, data file, sample count."""
+    return {
+        "engine": f"lm-eval {version} (HFLM over the loaded model)",
+        "task": f"{f.task.lm_eval_name} = lm-eval {f.task.name} prompt/choices/metrics on a local file",
+        "num_fewshot": 0,
+        "limit": limit,
+        "n": n,
+        "n_available": f.rows,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "file": f"zeroshot/{f.task.filename}",
+        "sha256": f.sha256[:16],
+        "split": f.task.split,
+        "metrics": list(f.task.metrics),
+    }
+
+
+def _metrics(raw: dict, f: TaskFile, n: int) -> dict:
+    out: dict = {}
+    for metric in ("acc", "acc_norm"):
+        value = raw.get(f"{metric},none") if metric in f.task.metrics else None
+        stderr = raw.get(f"{metric}_stderr,none") if metric in f.task.metrics else None
+        out[metric] = None if value is None else float(value)
+        out[f"{metric}_stderr"] = stderr if isinstance(stderr, (int, float)) else None
+    out["n"] = n
+    return out
+
+
+def check_zeroshot(tasks: str | Sequence[str], data_dir: str | os.PathLike | None,
+                   limit: int | None = None, batch_size: int = 8) -> list[TaskFile]:
+    """Validate the arguments, lm-eval's presence and every data file (before any model work)."""
+    names = parse_tasks(tasks if isinstance(tasks, str) else list(tasks))
+    if limit is not None and limit < 1:
+        raise LlmpruneError(f"--limit {limit} must be at least 1")
+    if batch_size < 1:
+        raise LlmpruneError(f"--batch-size {batch_size} must be at least 1")
+    lm_eval_version()
+    return [locate(TASKS[name], data_dir) for name in names]
+
+
+def evaluate_zeroshot(model: nn.Module, tokenizer, tasks: str | Sequence[str],
+                      data_dir: str | os.PathLike | None, limit: int | None = None,
+                      batch_size: int = 8, progress: bool = True) -> dict:
+    """Zero-shot acc / acc_norm of ``model`` on each task (first ``limit`` items if given).
+
+    ``progress`` is accepted for symmetry with perplexity; lm-eval draws its own bars.
+    lm-eval seeds Python's, NumPy's and torch's generators (its defaults) while it runs.
+    """
+    files = check_zeroshot(tasks, data_dir, limit, batch_size)
+    version = lm_eval_version()
+    with offline(), _quiet_lm_eval(), tempfile.TemporaryDirectory(prefix="llmprune-tasks-") as tmp:
+        from lm_eval import simple_evaluate
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+
+        write_task_dir(files, tmp)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        manager = TaskManager(include_path=tmp, include_defaults=False)
+        out = simple_evaluate(model=lm, tasks=[f.task.lm_eval_name for f in files], task_manager=manager,
+                              num_fewshot=0, limit=limit, log_samples=False)
+    if out is None:
+        raise LlmpruneError("lm-eval returned no results (non-zero rank?): run on a single process")
+    result: dict = {"zeroshot": {}, "protocol": {}}
+    for f in files:
+        key = f.task.lm_eval_name
+        counts = out.get("n-samples", {}).get(key, {})
+        n = int(counts.get("effective", f.rows if limit is None else min(limit, f.rows)))
+        result["zeroshot"][f.task.name] = _metrics(out["results"][key], f, n)
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        result["protocol"][f.task.name] = protocol(f, n, limit, batch_size, version, dtype)
+    return result
+
+
+def mean_accuracy(zeroshot: dict, metric: str = "acc") -> float | None:
+    """Unweighted mean of ``metric`` over the tasks that have it (``None`` if none)."""
+    values = [v[metric] for v in zeroshot.values() if v.get(metric) is not None]
+    return sum(values) / len(values) if values else None

@@ -1,0 +1,135 @@
+"""Describe a (possibly heterogeneous) pruned model so that it reloads.
+
+Three outcomes, checked by rebuilding on the ``meta`` device and comparing every
+parameter shape with the live model:
+
+- ``dense``: shapes are those of the model's own config (unstructured pruning);
+- ``stock``: every block has the same widths and the family's config can express
+  them (e.g. ``num_attention_heads``/``intermediate_size``): a plain config that loads
+  with stock transformers, no remote code;
+- ``layout``: anything else (per-block widths, removed attention, residual index
+  sets): the config keeps the global dense values and gains ``llmprune_layout``; the
+  checkpoint carries ``modeling_llmprune.py`` for ``trust_remote_code`` loading.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import LlmpruneError
+from ..models.base import ModelAdapter
+from .modeling_llmprune import LAYOUT_KEY, LAYOUT_VERSION, NoAttention, pruned_class
+from ..surgery.structural import GROUP_ATTRS, HEAD_ATTRS, KV_ATTRS
+
+
+@dataclass
+class ExportPlan:
+    kind: str  # "dense" | "stock" | "layout"
+    config_updates: dict[str, Any]
+
+
+def _path_of(root: nn.Module, target: nn.Module) -> str:
+    for name, module in root.named_modules():
+        if module is target:
+            return name
+    raise LlmpruneError("internal error: module not found in model")
+
+
+def _linear_spec(lin: nn.Linear) -> dict:
+    spec: dict[str, Any] = {"shape": [lin.out_features, lin.in_features], "bias": lin.bias is not None}
+    in_index = getattr(lin, "in_index", None)
+    out_index = getattr(lin, "out_index", None)
+    if in_index is not None:
+        spec["in_index"] = int(in_index.numel())
+    if out_index is not None:
+        spec["out_index"] = int(out_index.numel())
+        spec["full_out"] = int(lin.full_out)
+    return spec
+
+
+def describe_layout(model: nn.Module, adapter: ModelAdapter) -> dict:
+    """The ``llmprune_layout`` record of ``model``'s current per-block shapes."""
+    layers = []
+    for block in adapter.blocks():
+        spec: dict[str, Any] = {"linears": {}, "attrs": {}}
+        for name, module in block.named_modules():
+            if isinstance(module, NoAttention):
+                spec["no_attention"] = {"path": name, "hidden_size": module.hidden_size,
+                                        "head_dim": module.head_dim, "layer_idx": module.layer_idx,
+                                        "bias": module.bias is not None}
+            elif isinstance(module, nn.Linear):
+                spec["linears"][name] = _linear_spec(module)
+        att = adapter.attention(block)
+        if att is not None:
+            att_path = _path_of(block, att.module)
+            for attr in HEAD_ATTRS + KV_ATTRS + GROUP_ATTRS:
+                if hasattr(att.module, attr):
+                    spec["attrs"][f"{att_path}.{attr}" if att_path else attr] = int(getattr(att.module, attr))
+        layers.append(spec)
+    return {
+        "version": LAYOUT_VERSION,
+        "base_architecture": type(model).__name__,
+        "blocks_path": _path_of(model, adapter.blocks()),
+        "layers": layers,
+    }
+
+
+def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    out = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    return out
+
+
+def _meta_build(model: nn.Module, config) -> nn.Module:
+    cls = type(model)
+    layout = getattr(config, LAYOUT_KEY, None)
+    if layout:
+        cls = pruned_class(cls)
+    with torch.device("meta"):
+        return cls(config)
+
+
+def _matches(model: nn.Module, config) -> bool:
+    try:
+        ref = _meta_build(model, config)
+    except Exception:
+        return False
+    return _shapes(ref) == _shapes(model)
+
+
+def _uniform_widths(adapter: ModelAdapter) -> tuple[int, int, int, int] | None:
+    widths = set()
+    for block in adapter.blocks():
+        att, mlp = adapter.attention(block), adapter.mlp(block)
+        if att is None:
+            return None
+        widths.add((att.num_heads, att.num_kv_heads, att.head_dim, mlp.channels))
+    return widths.pop() if len(widths) == 1 else None
+
+
+def plan_export(model: nn.Module, adapter: ModelAdapter) -> ExportPlan:
+    """Decide how ``model`` is saved so that it reloads with the same shapes."""
+    config = copy.deepcopy(model.config)
+    for key in (LAYOUT_KEY, "auto_map"):
+        if hasattr(config, key):
+            delattr(config, key)
+    if _matches(model, config):
+        return ExportPlan("dense", {})
+    widths = _uniform_widths(adapter)
+    if widths is not None:
+        updates = adapter.uniform_config(*widths)
+        if updates is not None:
+            for k, v in updates.items():
+                setattr(config, k, v)
+            if _matches(model, config):
+                return ExportPlan("stock", updates)
+    config = copy.deepcopy(model.config)
+    layout = describe_layout(model, adapter)
+    setattr(config, LAYOUT_KEY, layout)
+    if not _matches(model, config):
+        raise LlmpruneError("internal error: the recorded layout does not rebuild the pruned model's shapes")
+    return ExportPlan("layout", {LAYOUT_KEY: layout})

@@ -1,0 +1,263 @@
+"""SoBP: Structured Optimal Brain Pruning (Wei et al., EMNLP 2024), our reconstruction.
+
+No official code exists; only the abstract is verified: (1) global first-order
+information selects the structures, (2) a local greedy approach refines them, (3)
+module-wise reconstruction reduces the loss. Units are KV groups (a KV head with its
+query heads; one head without GQA) and MLP channels. Our choices (options, documented):
+
+1. **Global selection** (``global_selection``): scalar masks ``m_g = 1`` multiply each
+   KV group's head outputs (the ``o_proj`` input) and each MLP channel (the
+   ``down_proj`` input). ``I_g = |Σ_x ∂L/∂m_g|`` (first-order Taylor of the LM loss)
+   over the calibration windows, one window per backward, gradients with respect to
+   the masks only: every model parameter has ``requires_grad=False``, so no weight
+   gradient is ever held (``checkpointing=True`` adds activation checkpointing for
+   large models). Units of all layers are ranked by ``I_g`` per parameter removed and
+   removed lowest-first until the budget is met, giving non-uniform per-layer counts
+   (each block keeps at least one KV group and one channel unless ``allow_empty``).
+   Off: the same counts in every layer (uniform), chosen by the same scores.
+2. **Local greedy refinement** (``refine``): inside each layer, with the Hessian of the
+   output projection's input computed on the pruned model's own activations
+   (sequential, layer by layer), the layer's count of groups/channels is removed one
+   at a time by the structured OBS cost, each removal followed by the optimal update of
+   the remaining columns and a downdate of ``H⁻¹`` (:mod:`llmprune.solvers.group_obs`).
+   Off: remove the stage-1 units of that layer, no update.
+3. **Module-wise reconstruction** (``reconstruct``): refit each module's output
+   projection (``o_proj``, then ``down_proj``) by least squares so that the pruned
+   module, fed the pruned model's activations, reproduces the dense module fed the
+   dense model's activations: ``W' = Y Zᵀ (Z Zᵀ + λI)⁻¹`` (bias refit too when present).
+   A dense copy of only the current block is kept alongside.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..engine.layerwise import BlockRunner, LayerwiseEngine, peak_rss_mb
+from ..errors import LlmpruneError
+from ..models.base import LinearGroup, ModelAdapter
+from ..solvers.group_obs import greedy_group_obs, least_squares_refit
+from ..surgery import structural
+from .structured import BlockInfo, StructuredMethod, Unit, _costs, select_global, select_uniform
+
+
+@contextmanager
+def _masks(adapter: ModelAdapter) -> Iterator[list[tuple[torch.Tensor | None, torch.Tensor]]]:
+    """Ones-masks on every block's o_proj input (per KV group) and down_proj input (per
+    channel), as forward pre-hooks; yields ``[(group_mask | None, channel_mask)]``."""
+    masks, handles = [], []
+    for block in adapter.blocks():
+        att, mlp = adapter.attention(block), adapter.mlp(block)
+        gm = None
+        if att is not None:
+            gm = torch.ones(att.num_kv_heads, device=att.o.weight.device, requires_grad=True)
+            width = att.group_size * att.head_dim
+
+            def pre_o(module, args, gm=gm, width=width):
+                return (args[0] * gm.repeat_interleave(width).to(args[0].dtype),) + args[1:]
+
+            handles.append(att.o.register_forward_pre_hook(pre_o))
+        cm = torch.ones(mlp.channels, device=mlp.down.weight.device, requires_grad=True)
+
+        def pre_d(module, args, cm=cm):
+            return (args[0] * cm.to(args[0].dtype),) + args[1:]
+
+        handles.append(mlp.down.register_forward_pre_hook(pre_d))
+        masks.append((gm, cm))
+    try:
+        yield masks
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def first_order_scores(model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str = "cpu",
+                       checkpointing: bool = False, progress: bool = True) -> list[tuple[list[float], list[float]]]:
+    """``|Σ_x ∂L/∂m_g|`` for every KV group and channel of every block (stage 1)."""
+    from tqdm.auto import tqdm
+    import sys
+
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    was_training = model.training
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+    model.to(device)
+    try:
+        with _masks(adapter) as masks, torch.enable_grad():
+            for i in tqdm(range(calib.shape[0]), desc="sobp: first-order scores", disable=not progress, file=sys.stderr):
+                ids = calib[i : i + 1].to(device)
+                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+                if not torch.isfinite(loss):
+                    raise LlmpruneError("the calibration loss is NaN/inf: load the model in float32 (--dtype float32)")
+                loss.backward()
+            out = []
+            for gm, cm in masks:
+                g = [] if gm is None else gm.grad.abs().tolist()
+                out.append((g, cm.grad.abs().tolist()))
+    finally:
+        if checkpointing:
+            model.gradient_checkpointing_disable()
+        model.train(was_training)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    return out
+
+
+class _Refit:
+    """Accumulates ``Y Zᵀ`` and ``Z Zᵀ`` between a dense module's output projection
+    (its output Y, dense stream) and the pruned one's (its input Z, pruned stream)."""
+
+    def __init__(self, dense_lin: nn.Linear, lin: nn.Linear) -> None:
+        self.bias = lin.bias is not None
+        self.y: torch.Tensor | None = None
+        self.YZ = None
+        self.ZZ = None
+        self.n = 0
+        self.handles = [dense_lin.register_forward_hook(self._dense), lin.register_forward_pre_hook(self._pruned)]
+
+    def _dense(self, module, args, output):
+        self.y = output.detach().reshape(-1, output.shape[-1]).double()
+
+    def _pruned(self, module, args):
+        z = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+        if self.bias:
+            z = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], 1)
+        if self.YZ is None:
+            self.YZ = torch.zeros(self.y.shape[1], z.shape[1], dtype=torch.float64, device=z.device)
+            self.ZZ = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float64, device=z.device)
+        self.YZ += self.y.T @ z
+        self.ZZ += z.T @ z
+        self.n += z.shape[0]
+
+    def solve_into(self, lin: nn.Linear, damp: float) -> None:
+        for h in self.handles:
+            h.remove()
+        if self.YZ is None:
+            return
+        W = least_squares_refit(self.YZ / self.n, self.ZZ / self.n, damp)
+        with torch.no_grad():
+            if self.bias:
+                lin.weight.copy_(W[:, :-1].to(lin.weight.dtype))
+                lin.bias.copy_(W[:, -1].to(lin.bias.dtype))
+            else:
+                lin.weight.copy_(W.to(lin.weight.dtype))
+
+
+def _paired_pass(dense: BlockRunner, pruned: BlockRunner) -> None:
+    with torch.inference_mode():
+        for i in range(pruned.inputs.shape[0]):
+            dense.block(dense.inputs[i : i + 1].to(dense.device), **dense.kwargs)
+            pruned.block(pruned.inputs[i : i + 1].to(pruned.device), **pruned.kwargs)
+
+
+class SoBP(StructuredMethod):
+    name = "sobp"
+
+    def __init__(self, ratio: float, refine: bool = True, reconstruct: bool = True, global_selection: bool = True,
+                 damp: float = 0.01, checkpointing: bool = False, allow_empty: bool = False) -> None:
+        super().__init__(ratio, allow_empty=allow_empty)
+        self.refine = refine
+        self.reconstruct = reconstruct
+        self.global_selection = global_selection
+        self.damp = damp
+        self.checkpointing = checkpointing
+
+    def options(self) -> dict:
+        return {"refine": self.refine, "reconstruct": self.reconstruct, "global_selection": self.global_selection,
+                "damp": self.damp, "checkpointing": self.checkpointing, "allow_empty": self.allow_empty,
+                "score": "|sum_x dL/dm_g| per parameter removed"}
+
+    def run(self, model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str = "cpu",
+            progress: bool = True) -> dict:
+        t0 = time.perf_counter()
+        blocks = list(adapter.blocks())
+        info, units = [], []
+        scores = first_order_scores(model, adapter, calib, device, self.checkpointing, progress)
+        model.to("cpu") if device != "cpu" else None
+        stage1_rss = peak_rss_mb()
+        t1 = time.perf_counter()
+        for b, block in enumerate(blocks):
+            att, mlp = adapter.attention(block), adapter.mlp(block)
+            groups, channels, gcost, ccost = _costs(att, mlp)
+            info.append(BlockInfo(groups, channels, gcost, ccost))
+            gs, cs = scores[b]
+            units += [Unit(b, "group", g, gcost, s / gcost) for g, s in enumerate(gs)]
+            units += [Unit(b, "channel", c, ccost, s / ccost) for c, s in enumerate(cs)]
+        total = sum(bi.groups * bi.group_cost + bi.channels * bi.channel_cost for bi in info)
+        select = select_global if self.global_selection else select_uniform
+        chosen = select(units, info, self.ratio, self.ratio * total, self.allow_empty)
+        plan = [({u.index for u in chosen if u.block == b and u.kind == "group"},
+                 {u.index for u in chosen if u.block == b and u.kind == "channel"}) for b in range(len(blocks))]
+
+        engine = LayerwiseEngine(model, adapter, device=device, progress=False)
+        hidden, kwargs_list = engine.capture(calib)
+        dense_hidden = hidden.clone() if self.reconstruct else None
+        from tqdm.auto import tqdm
+        import sys
+
+        for b in tqdm(range(len(blocks)), desc="sobp: refine + reconstruct", disable=not progress, file=sys.stderr):
+            block = adapter.blocks()[b]
+            dev = torch.device(device)
+            if engine.offload:
+                block.to(dev)
+            runner = BlockRunner(block, hidden, kwargs_list[b], dev)
+            dense_block = copy.deepcopy(block) if self.reconstruct else None
+            groups_out, chans_out = plan[b]
+            att = adapter.attention(block)
+            if att is not None and groups_out:
+                if self.refine:
+                    H = runner.collect([LinearGroup(("o",), (att.o,))], hessian=True)["o"].hessian
+                    width = att.group_size * att.head_dim
+                    cols = [list(range(g * width, (g + 1) * width)) for g in range(att.num_kv_heads)]
+                    removed, W = greedy_group_obs(att.o.weight, H, cols, len(groups_out), self.damp)
+                    with torch.no_grad():
+                        att.o.weight.copy_(W.to(att.o.weight.dtype))
+                    groups_out = set(removed)
+                keep = [g for g in range(att.num_kv_heads) if g not in groups_out]
+                structural.prune_heads(adapter, block, keep, layer=b)
+            mlp = adapter.mlp(block)
+            if chans_out:
+                if self.refine:
+                    H = runner.collect([LinearGroup(("down",), (mlp.down,))], hessian=True)["down"].hessian
+                    removed, W = greedy_group_obs(mlp.down.weight, H, [[c] for c in range(mlp.channels)],
+                                                  len(chans_out), self.damp)
+                    with torch.no_grad():
+                        mlp.down.weight.copy_(W.to(mlp.down.weight.dtype))
+                    chans_out = set(removed)
+                structural.prune_channels(adapter, block, [c for c in range(mlp.channels) if c not in chans_out],
+                                          layer=b)
+            if self.reconstruct:
+                dense_runner = BlockRunner(dense_block, dense_hidden, kwargs_list[b], dev)
+                d_att, d_mlp = adapter.attention(dense_block), adapter.mlp(dense_block)
+                att, mlp = adapter.attention(block), adapter.mlp(block)
+                if att is not None:
+                    refit = _Refit(d_att.o, att.o)
+                    _paired_pass(dense_runner, runner)
+                    refit.solve_into(att.o, self.damp)
+                if mlp.channels:
+                    refit = _Refit(d_mlp.down, mlp.down)
+                    _paired_pass(dense_runner, runner)
+                    refit.solve_into(mlp.down, self.damp)
+                dense_hidden = dense_runner.forward(keep_outputs=True)
+                del dense_block
+            hidden = runner.forward(keep_outputs=True)
+            if engine.offload:
+                block.to("cpu")
+        return {
+            "seconds": time.perf_counter() - t0,
+            "stage1_seconds": t1 - t0,
+            "stage1_peak_rss_mb": stage1_rss,
+            "peak_rss_mb": peak_rss_mb(),
+            "peak_device_mb": None,
+            "removed": {"groups": sum(len(p[0]) for p in plan), "channels": sum(len(p[1]) for p in plan),
+                        "blocks": []},
+            "block_influence": None,
+        }

@@ -1,0 +1,64 @@
+"""Structured OBS: remove whole column groups of an output projection, greedily, with the
+optimal update of the remaining columns (ZipLM-style; used by SoBP's stage 2).
+
+For ``W`` (d_out × n) whose input has ``H = XXᵀ`` (dampened), removing the column set
+``Q`` costs ``½ tr(W_:,Q [(H⁻¹)_QQ]⁻¹ W_:,Qᵀ)`` and the optimal update of the other
+columns is ``δW = −W_:,Q [(H⁻¹)_QQ]⁻¹ (H⁻¹)_Q,:`` (Kurtic et al., ZipLM, NeurIPS 2023,
+Eqs. 3-4; the group form of Hassibi & Stork's OBS). After each removal ``H⁻¹`` is
+downdated, ``H⁻¹ ← H⁻¹ − H⁻¹_:,Q [(H⁻¹)_QQ]⁻¹ H⁻¹_Q,:``, so successive removals stay
+exact: the final weights equal the least-squares optimum for the final removed set.
+Singleton groups (MLP channels) take a vectorised path.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .obs import dampen
+
+
+def greedy_group_obs(W: torch.Tensor, H: torch.Tensor, groups: list[list[int]], n_remove: int,
+                     damp: float = 0.01, update: bool = True) -> tuple[list[int], torch.Tensor]:
+    """Remove ``n_remove`` of ``groups`` (lists of column indices) greedily by OBS cost.
+
+    Returns the removed group indices (in removal order) and the updated weights
+    (float32, removed columns exactly zero). ``update=False`` only ranks (no weight
+    update, ``H⁻¹`` unchanged): the cheapest groups by their initial cost.
+    """
+    Wd = W.detach().double().clone()
+    Hinv = torch.linalg.inv(dampen(H.double(), damp))
+    alive = list(range(len(groups)))
+    removed: list[int] = []
+    singletons = all(len(g) == 1 for g in groups)
+    cols = torch.tensor([g[0] for g in groups], dtype=torch.long) if singletons else None
+    for _ in range(min(n_remove, len(groups))):
+        if singletons:
+            idx = cols[alive]
+            cost = 0.5 * Wd[:, idx].pow(2).sum(0) / torch.diagonal(Hinv)[idx]
+            best = alive[int(torch.argmin(cost))]
+        else:
+            costs = []
+            for gi in alive:
+                q = torch.tensor(groups[gi], dtype=torch.long)
+                inv_qq = torch.linalg.inv(Hinv[q][:, q])
+                wq = Wd[:, q]
+                costs.append(0.5 * torch.einsum("ij,jk,ik->", wq, inv_qq, wq))
+            best = alive[int(torch.argmin(torch.stack(costs)))]
+        removed.append(best)
+        alive.remove(best)
+        if update:
+            q = torch.tensor(groups[best], dtype=torch.long)
+            inv_qq = torch.linalg.inv(Hinv[q][:, q])
+            Wd -= Wd[:, q] @ inv_qq @ Hinv[q, :]
+            Hinv -= Hinv[:, q] @ inv_qq @ Hinv[q, :]
+    for gi in removed:  # later updates leave rounding residue on earlier removed columns
+        Wd[:, torch.tensor(groups[gi], dtype=torch.long)] = 0
+    return removed, Wd.float()
+
+
+def least_squares_refit(YZ: torch.Tensor, ZZ: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
+    """``argmin_W ‖Y − W Z‖² + λ‖W‖²`` from the accumulated ``Y Zᵀ`` and ``Z Zᵀ``:
+    ``W = Y Zᵀ (Z Zᵀ + λI)⁻¹`` with ``λ = damp · mean(diag(ZZᵀ))`` (SoBP stage 3)."""
+    A = dampen(ZZ.double(), damp)
+    L = torch.linalg.cholesky(A)
+    return torch.cholesky_solve(YZ.double().T, L).T.float()

@@ -1,0 +1,92 @@
+"""Shared machinery of the pruning benchmarks: one run = load, prune, evaluate; results
+saved after every run; ``--resume`` keeps finished runs when the protocol is unchanged."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import llmprune
+from llmprune.api import environment
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M")
+    p.add_argument("--quick", action="store_true", help="16 eval windows, 32 x 2048 calibration")
+    p.add_argument("--seqlen", type=int, default=2048)
+    p.add_argument("--calib-samples", type=int, default=None, help="default 128 (32 with --quick)")
+    p.add_argument("--eval-windows", type=int, default=None, help="default all (16 with --quick)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/NAME[_quick].json)")
+    p.add_argument("--resume", action="store_true", help="keep runs already in --out")
+    p.add_argument("--table", action="store_true", help="only print the markdown table of --out")
+
+
+def finish_args(args: argparse.Namespace, name: str) -> argparse.Namespace:
+    if args.calib_samples is None:
+        args.calib_samples = 32 if args.quick else 128
+    if args.eval_windows is None and args.quick:
+        args.eval_windows = 16
+    if args.out is None:
+        args.out = str(RESULTS / (f"{name}_quick.json" if args.quick else f"{name}.json"))
+    return args
+
+
+def run_one(args: argparse.Namespace, method: str | None, label: str, **prune_kw) -> dict:
+    """Load the model, prune it with ``method`` (None = dense), evaluate WikiText-2."""
+    model, tok = llmprune.load(args.model, device="cpu")
+    row: dict = {"method": method or "dense", "setting": label}
+    if method is not None:
+        report = llmprune.prune(model, tok, method, calib_samples=args.calib_samples, seqlen=args.seqlen,
+                                seed=0, device=args.device, **prune_kw)
+        row.update(prune_seconds=round(report["seconds"], 2), peak_rss_mb=round(report["peak_rss_mb"], 1),
+                   peak_device_mb=report["peak_device_mb"], params_after=report["params_after"],
+                   params_before=report["params_before"])
+        for key in ("block_sparsity", "achieved_ratio", "stage1_peak_rss_mb"):
+            if key in report:
+                row[key] = report[key]
+    if args.device != "cpu":
+        model.to(args.device)
+    t0 = time.perf_counter()
+    ev = llmprune.evaluate(model, tok, ppl="wikitext2", seqlen=args.seqlen, max_windows=args.eval_windows,
+                           device=args.device)
+    row.update(ppl=ev["ppl"]["wikitext2"], eval_seconds=round(time.perf_counter() - t0, 2),
+               protocol=ev["protocol"]["wikitext2"])
+    return row
+
+
+def run_plan(args: argparse.Namespace, benchmark: str, protocol: dict,
+             plan: list[tuple[str | None, str, dict]], markdown: Callable[[list[dict]], str]) -> int:
+    """Run every (method, label, prune kwargs) of ``plan`` not yet in ``args.out``."""
+    out = Path(args.out)
+    if args.table:
+        data = json.loads(out.read_text())
+        print(f"protocol: {json.dumps(data['protocol'])}")
+        print(markdown(data["runs"]))
+        return 0
+    torch.manual_seed(0)
+    data = {"benchmark": benchmark, "protocol": protocol, "environment": environment(), "runs": []}
+    if args.resume and out.exists():
+        old = json.loads(out.read_text())
+        if old.get("protocol") == protocol:
+            data["runs"] = old["runs"]
+    done = {(r["method"], r["setting"]) for r in data["runs"]}
+    for method, label, kw in plan:
+        if (method or "dense", label) in done:
+            continue
+        print(f"== {method or 'dense'} {label}", file=sys.stderr, flush=True)
+        data["runs"].append(run_one(args, method, label, **kw))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, indent=2) + "\n")
+        print(markdown(data["runs"][-1:]), flush=True)
+    print(f"protocol: {json.dumps(protocol)}")
+    print(markdown(data["runs"]))
+    return 0

@@ -1,0 +1,57 @@
+"""Structured pruning on SmolLM2-135M: SoBP vs Wanda-sp, FLAP and ShortGPT, plus a SoBP
+ablation (each stage off).
+
+Ratio = fraction of decoder-block linear weights removed (the achieved fraction is
+recorded: units are whole KV groups, channels or blocks). Protocol as in
+``unstructured.py``: WikiText-2 test perplexity at ``--seqlen``, calibration
+``--calib-samples`` × ``--seqlen`` WikiText-2 train tokens, seed 0, the same for every
+method of the run.
+
+    python benchmarks/structured.py --quick [--ratios 0.1,0.2,0.3,0.4] [--no-ablation]
+
+Writes ``benchmarks/results/structured[_quick].json`` after every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from _runner import add_common_args, finish_args, run_plan
+
+ABLATION = {"sobp-no-global": {"global_selection": False}, "sobp-no-refine": {"refine": False},
+            "sobp-no-reconstruct": {"reconstruct": False}}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| method | ratio | achieved | WikiText-2 ppl | params after | prune s | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ach = r.get("achieved_ratio")
+        lines.append(f"| {r['method']} | {r['setting']} | {'-' if ach is None else f'{ach:.3f}'} | {r['ppl']:.2f} | "
+                     f"{r.get('params_after', '-')} | {r.get('prune_seconds', '-')} | {r.get('peak_rss_mb', '-')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(p)
+    p.add_argument("--methods", default="sobp,flap,wanda-sp,shortgpt")
+    p.add_argument("--ratios", default="0.1,0.2,0.3,0.4")
+    p.add_argument("--ablation-ratio", default="0.3", help="ratio of the SoBP ablation runs")
+    p.add_argument("--no-ablation", action="store_true")
+    args = finish_args(p.parse_args(argv), "structured")
+    protocol = {"model": args.model or "smollm2-135m", "seqlen": args.seqlen, "calib_samples": args.calib_samples,
+                "calib_dataset": "wikitext2 train portion", "seed": 0, "eval_windows": args.eval_windows or "all",
+                "quick": args.quick, "device": args.device, "ratio": "fraction of decoder-block linear weights"}
+    plan = [(None, "-", {})]
+    for r in args.ratios.split(","):
+        plan += [(m, r, {"ratio": float(r)}) for m in args.methods.split(",")]
+    if not args.no_ablation:
+        for name, opts in ABLATION.items():
+            plan.append(("sobp", f"{args.ablation_ratio} {name}", {"ratio": float(args.ablation_ratio), **opts}))
+    return run_plan(args, "structured", protocol, plan, markdown)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

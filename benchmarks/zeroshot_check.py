@@ -1,0 +1,166 @@
+"""Zero-shot: our numbers (``llmprune.evaluate(..., zeroshot=...)``) vs lm-eval's own CLI.
+
+Both run on the same saved model directory (default: the cached safetensors copy of
+the embedded SmolLM2-135M) and the same task definitions: the lm-eval yamls that
+``llmprune.eval.zeroshot_tasks.write_task_dir`` writes for the local data files, which
+the CLI reads through ``--include_path``. Ours wraps the model that ``llmprune.load``
+returns in ``HFLM``; the CLI loads the directory itself
+(``lm_eval run --model hf --model_args pretrained=DIR,dtype=float32``). acc and
+acc_norm must agree to the last digit.
+
+    python benchmarks/zeroshot_check.py --limit 100        # check, 100 items per task
+    python benchmarks/zeroshot_check.py --no-cli --out benchmarks/results/zeroshot_dense.json
+                                                           # full sets, ours only (hours on 2 cores)
+
+Results are written after every task (``--resume`` keeps tasks already in ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import llmprune
+from llmprune.api import environment
+from llmprune.eval.zeroshot import evaluate_zeroshot, lm_eval_version, mean_accuracy
+from llmprune.eval.zeroshot_tasks import TASKS, locate, parse_tasks, write_task_dir
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data"  # the offline data folder beside the checkout
+METRICS = ("acc", "acc_norm")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="model directory (default: cached SmolLM2-135M safetensors)")
+    p.add_argument("--tasks", default="all", help="comma list or all (the seven tasks)")
+    p.add_argument("--limit", type=int, default=None, help="first N items per task (default: all)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA), help="folder holding zeroshot/")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for our run (default torch's); 1 is much faster on a CPU shared "
+                        "with another job")
+    p.add_argument("--no-cli", action="store_true", help="only our numbers (no lm-eval CLI comparison)")
+    p.add_argument("--out", default=None, help="default benchmarks/results/zeroshot_check.json")
+    p.add_argument("--resume", action="store_true", help="keep tasks already in --out")
+    args = p.parse_args(argv)
+    args.out = args.out or str(RESULTS / "zeroshot_check.json")
+    return args
+
+
+def model_dir(spec: str | None) -> Path:
+    if spec:
+        return Path(spec).expanduser().resolve()
+    from llmprune.models.loading import default_model_dir
+
+    return default_model_dir()
+
+
+def run_cli(directory: Path, task_dir: Path, task: str, args: argparse.Namespace) -> tuple[dict, dict, list[str]]:
+    """lm-eval's CLI on one task; returns its results entry, sample counts and the command."""
+    name = TASKS[task].lm_eval_name
+    with tempfile.TemporaryDirectory(prefix="lm-eval-out-") as out:
+        cmd = [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
+               "--model_args", f"pretrained={directory},dtype=float32", "--tasks", name,
+               "--include_path", str(task_dir), "--batch_size", str(args.batch_size), "--device", "cpu",
+               "--output_path", out]
+        if args.limit is not None:
+            cmd += ["--limit", str(args.limit)]
+        env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"lm_eval CLI failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        files = sorted(Path(out).rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
+        if not files:
+            raise SystemExit(f"lm_eval CLI wrote no results_*.json under {out}:\n{proc.stderr[-3000:]}")
+        data = json.loads(files[-1].read_text())
+    return data["results"][name], data.get("n-samples", {}).get(name, {}), cmd
+
+
+def compare(ours: dict, cli: dict, task: str) -> dict:
+    """Exact comparison of every metric lm-eval defines for ``task``."""
+    rows = {}
+    for metric in METRICS:
+        if metric not in TASKS[task].metrics:
+            continue
+        theirs = cli.get(f"{metric},none")
+        rows[metric] = {"ours": ours[metric], "lm_eval_cli": theirs, "equal": ours[metric] == theirs}
+    return rows
+
+
+def load_previous(path: Path, resume: bool) -> dict:
+    if resume and path.is_file():
+        return json.loads(path.read_text())
+    return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    names = parse_tasks(args.tasks)
+    directory = model_dir(args.model)
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    previous = load_previous(out_path, args.resume)
+    result = {
+        "benchmark": "zeroshot_check" if not args.no_cli else "zeroshot",
+        "protocol": {"model": args.model or "smollm2-135m (cached safetensors copy)", "dtype": "float32",
+                     "limit": args.limit, "batch_size": args.batch_size, "num_fewshot": 0,
+                     "lm_eval": lm_eval_version(), "device": "cpu", "threads": args.threads,
+                     "ours": "llmprune.load(DIR) -> llmprune.evaluate(..., zeroshot=[task]) (HFLM over the model)",
+                     "lm_eval_cli": None if args.no_cli else
+                     "python -m lm_eval run --model hf --model_args pretrained=DIR,dtype=float32 --tasks "
+                     "llmprune_<task> --include_path TASKS --batch_size B --device cpu [--limit N]"},
+        "environment": environment(),
+        "tasks": dict(previous.get("tasks", {})),
+    }
+    model, tok = llmprune.load(str(directory))
+    with tempfile.TemporaryDirectory(prefix="llmprune-check-tasks-") as tmp:
+        task_dir = write_task_dir([locate(TASKS[t], args.data_dir) for t in names], tmp)
+        for task in names:
+            if task in result["tasks"]:
+                print(f"{task}: kept from {out_path}", flush=True)
+                continue
+            t0 = time.perf_counter()
+            ours = llmprune.evaluate(model, tok, zeroshot=[task], limit=args.limit, data_dir=args.data_dir,
+                                     batch_size=args.batch_size)
+            entry = {"ours": ours["zeroshot"][task], "protocol": ours["protocol"][task],
+                     "ours_seconds": round(time.perf_counter() - t0, 1)}
+            line = f"{task}: ours acc {entry['ours']['acc']:.4f} n {entry['ours']['n']} ({entry['ours_seconds']} s)"
+            if not args.no_cli:
+                t0 = time.perf_counter()
+                cli, counts, _ = run_cli(directory, task_dir, task, args)
+                entry["lm_eval_cli"] = {k: v for k, v in cli.items() if k != "alias"}
+                entry["lm_eval_cli_n"] = counts
+                entry["cli_seconds"] = round(time.perf_counter() - t0, 1)
+                entry["comparison"] = compare(entry["ours"], cli, task)
+                entry["equal"] = all(c["equal"] for c in entry["comparison"].values()) and \
+                    int(counts.get("effective", -1)) == entry["ours"]["n"]
+                line += f" | lm-eval CLI acc {cli.get('acc,none'):.4f} ({entry['cli_seconds']} s) " \
+                        f"{'EQUAL' if entry['equal'] else 'DIFFERENT'}"
+            result["tasks"][task] = entry
+            scores = {t: e["ours"] for t, e in result["tasks"].items()}
+            result["mean_acc"] = mean_accuracy(scores, "acc")
+            result["mean_acc_norm"] = mean_accuracy(scores, "acc_norm")
+            if not args.no_cli:
+                result["all_equal"] = all(e.get("equal", False) for e in result["tasks"].values())
+            out_path.write_text(json.dumps(result, indent=2) + "\n")
+            print(line, flush=True)
+    if not args.no_cli:
+        print("all equal" if result["all_equal"] else "MISMATCH", flush=True)
+        return 0 if result["all_equal"] else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -50,7 +50,7 @@ def run_one(args: argparse.Namespace, method: str | None, label: str, **prune_kw
         row.update(prune_seconds=round(report["seconds"], 2), peak_rss_mb=round(report["peak_rss_mb"], 1),
                    peak_device_mb=report["peak_device_mb"], params_after=report["params_after"],
                    params_before=report["params_before"])
-        for key in ("block_sparsity", "achieved_ratio", "stage1_peak_rss_mb"):
+        for key in ("block_sparsity", "achieved_ratio", "stage1_peak_rss_mb", "train_seconds"):
             if key in report:
                 row[key] = report[key]
     if args.device != "cpu":
@@ -60,6 +60,9 @@ def run_one(args: argparse.Namespace, method: str | None, label: str, **prune_kw
                            device=args.device)
     row.update(ppl=ev["ppl"]["wikitext2"], eval_seconds=round(time.perf_counter() - t0, 2),
                protocol=ev["protocol"]["wikitext2"])
+    after = getattr(args, "after_eval", None)  # optional per-run extra measurement (e.g. decode speed)
+    if after is not None:
+        row.update(after(model, tok, row))
     return row
 
 

@@ -1,4 +1,4 @@
-"""Structured pruning on SmolLM2-135M: SoBP vs Wanda-sp, FLAP and ShortGPT, plus a SoBP
+"""Structured pruning on SmolLM2-135M: SoBP vs Wanda-sp, FLAP, LLM-Pruner and ShortGPT, plus a SoBP
 ablation (each stage off).
 
 Ratio = fraction of decoder-block linear weights removed (the achieved fraction is
@@ -36,16 +36,18 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(p)
-    p.add_argument("--methods", default="sobp,flap,wanda-sp,shortgpt")
+    p.add_argument("--methods", default="sobp,flap,wanda-sp,llm-pruner,shortgpt")
     p.add_argument("--ratios", default="0.1,0.2,0.3,0.4")
     p.add_argument("--ablation-ratio", default="0.3", help="ratio of the SoBP ablation runs")
     p.add_argument("--no-ablation", action="store_true")
+    p.add_argument("--ablation-only", action="store_true",
+                   help="only the SoBP ablation runs (e.g. in a second process with its own --out)")
     args = finish_args(p.parse_args(argv), "structured")
     protocol = {"model": args.model or "smollm2-135m", "seqlen": args.seqlen, "calib_samples": args.calib_samples,
                 "calib_dataset": "wikitext2 train portion", "seed": 0, "eval_windows": args.eval_windows or "all",
                 "quick": args.quick, "device": args.device, "ratio": "fraction of decoder-block linear weights"}
-    plan = [(None, "-", {})]
-    for r in args.ratios.split(","):
+    plan = [] if args.ablation_only else [(None, "-", {})]
+    for r in ([] if args.ablation_only else args.ratios.split(",")):
         plan += [(m, r, {"ratio": float(r)}) for m in args.methods.split(",")]
     if not args.no_ablation:
         for name, opts in ABLATION.items():

@@ -99,3 +99,22 @@ def test_smollm2_heterogeneous_roundtrip(tmp_path: Path) -> None:
         torch.testing.assert_close(remote(ids).logits, want, rtol=1e-5, atol=1e-4)
     disk = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     assert disk < 4 * report["params_before"]
+
+
+def test_demo_prunes_structured_and_reports_speed(capsys, tmp_path: Path, tiny_llama_dir: Path) -> None:
+    """The demo's pipeline (SoBP by default) on a tiny model: before/after perplexity,
+    parameters, decode speed dense vs pruned, and a reloadable saved model."""
+    import json
+
+    from llmprune.cli import main
+
+    out = tmp_path / "demo"
+    code = main(["demo", "--model", str(tiny_llama_dir), "--calib-samples", "2", "--calib-seqlen", "32", "--seqlen", "32",
+                 "--eval-windows", "2", "--speed-trials", "1", "--out", str(out), "--quiet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "pruned with sobp ratio 0.2" in text and "decode tokens/s" in text and "fewer" in text
+    report = json.loads((out / "report.json").read_text())
+    assert report["params_after"] < report["params_before"]
+    assert set(report["speed"]["models"]) == {"dense", "pruned"}
+    assert report["speed"]["models"]["pruned"]["parameters"] < report["speed"]["models"]["dense"]["parameters"]

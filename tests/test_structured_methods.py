@@ -1,4 +1,4 @@
-"""Structured baselines (Wanda-sp, FLAP, ShortGPT): math against brute force, budgets,
+"""Structured baselines (Wanda-sp, FLAP, ShortGPT, LLM-Pruner) and SoBP: math against brute force, budgets,
 every family end to end through export and reload."""
 
 from __future__ import annotations
@@ -162,3 +162,96 @@ def test_sobp_holds_no_weight_gradients(toy_tokenizer):
     assert all(p.requires_grad for p in model.parameters())  # flags restored
     assert len(scores) == 2 and len(scores[0][0]) == 2 and len(scores[0][1]) == 128
     assert any(s > 0 for s in scores[0][1])
+
+
+def _window_grads(model, calib):
+    for p in model.parameters():
+        p.grad = None
+        p.requires_grad_(True)
+    for i in range(calib.shape[0]):
+        model(input_ids=calib[i : i + 1], labels=calib[i : i + 1]).loss.backward()
+
+
+def test_llm_pruner_taylor_scores_match_brute_force(toy_tokenizer):
+    """Group importance = Σ |w·∂L/∂w| (param_first) or |Σ w·∂L/∂w| (vectorize) over the
+    coupled rows/columns of each KV group and channel, gradients summed over windows."""
+    from llmprune.methods.llm_pruner import group_scores
+
+    model = build_tiny("qwen2", vocab_size=len(toy_tokenizer))  # GQA and q/k/v biases
+    calib = llmprune.calibration_data(toy_tokenizer, 2, 16)
+    _window_grads(model, calib)
+    adapter = get_adapter(model)
+    block = adapter.blocks()[0]
+    att, mlp = adapter.attention(block), adapter.mlp(block)
+    d, gsz = att.head_dim, att.group_size
+
+    def terms(g):
+        out = []
+        q_rows = range(g * gsz * d, (g + 1) * gsz * d)
+        kv_rows = range(g * d, (g + 1) * d)
+        for lin, rows in ((att.q, q_rows), (att.k, kv_rows), (att.v, kv_rows)):
+            for r in rows:
+                out.append(lin.weight[r] * lin.weight.grad[r])
+                if lin.bias is not None:
+                    out.append((lin.bias[r] * lin.bias.grad[r]).reshape(1))
+        for c in q_rows:
+            out.append(att.o.weight[:, c] * att.o.weight.grad[:, c])
+        return torch.cat(out).detach()
+
+    def chan_terms(c):
+        out = [mlp.down.weight[:, c] * mlp.down.weight.grad[:, c]]
+        for lin in (mlp.gate, mlp.up):
+            out.append(lin.weight[c] * lin.weight.grad[c])
+        return torch.cat(out).detach()
+
+    groups, chans = group_scores(adapter, block, "param_first")
+    want = [float(terms(g).abs().sum()) for g in range(att.num_kv_heads)]
+    assert groups == pytest.approx(want, rel=1e-4)
+    assert chans[:5] == pytest.approx([float(chan_terms(c).abs().sum()) for c in range(5)], rel=1e-4)
+    groups, chans = group_scores(adapter, block, "vectorize")
+    assert groups == pytest.approx([abs(float(terms(g).sum())) for g in range(att.num_kv_heads)], rel=1e-3, abs=1e-7)
+    assert chans[:5] == pytest.approx([abs(float(chan_terms(c).sum())) for c in range(5)], rel=1e-3, abs=1e-7)
+
+
+@pytest.mark.parametrize("family", ["llama", "phi"])
+def test_llm_pruner_end_to_end(family, toy_tokenizer, tmp_path):
+    model = build_tiny(family, vocab_size=len(toy_tokenizer))
+    report = llmprune.prune(model, toy_tokenizer, "llm-pruner", ratio=0.3, calib_samples=3, seqlen=32,
+                            progress=False, layer_start=1)
+    assert abs(report["achieved_ratio"] - 0.3) < 0.06, report["achieved_ratio"]
+    assert report["options"]["layers"] == (1, 2)
+    widths = report["layers_structured"]
+    dense = build_tiny(family, vocab_size=len(toy_tokenizer))
+    dense_w = llmprune.surgery.block_widths(get_adapter(dense))
+    assert widths[0] == dense_w[0]  # outside the pruned range: untouched
+    assert widths[1]["intermediate"] < dense_w[1]["intermediate"]
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())  # no gradient kept, flags restored
+    ids = torch.randint(0, len(toy_tokenizer), (1, 12))
+    with torch.no_grad():
+        want = model(ids).logits
+    out = tmp_path / "llmp"
+    llmprune.save(model, toy_tokenizer, out, report)
+    reloaded, _ = llmprune.load(out)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, want, rtol=1e-5, atol=1e-5)
+
+
+def test_llm_pruner_errors(toy_tokenizer):
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    with pytest.raises(LlmpruneError, match="taylor"):
+        llmprune.prune(model, toy_tokenizer, "llm-pruner", ratio=0.2, taylor="second")
+    with pytest.raises(LlmpruneError, match="layer range"):
+        llmprune.prune(model, toy_tokenizer, "llm-pruner", ratio=0.2, calib_samples=2, seqlen=16,
+                       layer_start=2, progress=False)
+    with pytest.raises(LlmpruneError, match="smaller --ratio"):
+        llmprune.prune(model, toy_tokenizer, "llm-pruner", ratio=0.6, calib_samples=2, seqlen=16,
+                       layer_start=1, progress=False)
+
+
+def test_sobp_score_normalisation_option(toy_tokenizer):
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    with pytest.raises(LlmpruneError, match="normalisation"):
+        llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.2, normalize="flops")
+    report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=2, seqlen=16, progress=False,
+                            normalize="params", refine=False, reconstruct=False)
+    assert report["options"]["normalize"] == "params" and abs(report["achieved_ratio"] - 0.3) < 0.06

@@ -119,7 +119,7 @@ def prune(model: nn.Module, tokenizer, method: str, ratio: float | None = None, 
 def prune_structured(model: nn.Module, tokenizer, method: str, ratio: float, calib_samples: int = 128,
                      seqlen: int = 2048, seed: int = 0, device: str = "cpu", calib_dataset: str = "wikitext2",
                      data_dir: "str | os.PathLike | None" = None, progress: bool = True, **options: Any) -> dict:
-    """Structured baselines (Wanda-sp, FLAP, ShortGPT): heads/channels/blocks removed
+    """Structured methods (Wanda-sp, FLAP, ShortGPT, LLM-Pruner, SoBP): heads/channels/blocks removed
     physically; ``ratio`` is the fraction of decoder-block linear weights."""
     from .methods.structured import prune_structured as run, structured_methods
     from .surgery import block_widths
@@ -159,6 +159,7 @@ def prune_structured(model: nn.Module, tokenizer, method: str, ratio: float, cal
         "device": str(device),
         "removed": result["removed"],
         "block_influence": result["block_influence"],
+        **{k: result[k] for k in ("stage1_seconds", "stage1_peak_rss_mb", "train_seconds", "disp", "pg") if k in result},
         "layers_structured": block_widths(adapter),
         "environment": environment(),
     }

@@ -1,4 +1,4 @@
-"""Command line: ``llmprune prune | eval | demo``, thin over :mod:`llmprune.api`.
+"""Command line: ``llmprune prune | eval | bench | report | demo``, thin over :mod:`llmprune.api`.
 
 User mistakes print one line ``error: ...`` naming the fix and exit with status 2.
 """
@@ -25,6 +25,12 @@ def _device(value: str) -> str:
     return value
 
 
+def _structured_names() -> set[str]:
+    from .methods.structured import structured_methods
+
+    return set(structured_methods())
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="compute device: cpu or cuda[:N] (default cpu)")
     p.add_argument("--dtype", default="float32", help="model dtype: float32, bfloat16, float16")
@@ -39,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="prune a model and write it to --out")
     p.add_argument("--model", default=None, help="smollm2-135m (default, embedded), a local HF directory or a hub id")
-    p.add_argument("--method", required=True, help="magnitude, wanda, sparsegpt, mrp (unstructured); wanda-sp, flap, shortgpt, sobp (structured); manual (--spec)")
+    p.add_argument("--method", required=True, help="magnitude, wanda, sparsegpt, mrp (unstructured); wanda-sp, flap, shortgpt, sobp, disp, pg (structured); manual (--spec)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--ratio", type=str, help="fraction of block linear weights to remove, in [0, 0.99]")
     group.add_argument("--pattern", type=str, help="N:M sparsity, at most N non-zeros per M weights, e.g. 2:4")
@@ -56,6 +62,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uniform", action="store_true", help="sobp: same counts in every layer (no global allocation)")
     p.add_argument("--checkpointing", action="store_true", help="sobp: activation checkpointing in stage 1")
     p.add_argument("--allow-empty", action="store_true", help="structured: a layer may lose all heads or channels")
+    p.add_argument("--steps", type=int, default=None, help="disp: hypernetwork training steps (default 200); "
+                   "pg: policy-gradient steps (default 200)")
+    p.add_argument("--lr", type=float, default=None, help="disp: hypernetwork AdamW learning rate (default 1e-2); "
+                   "pg: learning rate of the keep probabilities, cosine decay (default 0.05)")
+    p.add_argument("--batch-size", type=int, default=None, help="pg: calibration windows per forward (default 1)")
+    p.add_argument("--samples-per-step", type=int, default=None, help="pg: masks sampled per batch, K >= 2 (default 2)")
+    p.add_argument("--budget", choices=("family", "params"), default=None,
+                   help="pg: keep ratio per unit family (default, official code) or one parameter budget across "
+                        "KV groups, channels and whole blocks")
+    p.add_argument("--pg-init", choices=("wanda-sp", "constant", "random"), default=None,
+                   help="pg: initial keep probabilities (default wanda-sp)")
+    p.add_argument("--pg-units", default=None,
+                   help="pg: comma list of groups, channels, blocks (default groups,channels; all three with --budget params)")
+    p.add_argument("--offload", action="store_true",
+                   help="pg: only the running block on --device during each forward (models larger than device memory)")
+    p.add_argument("--disp-lambda", type=float, default=None, help="disp: weight of the parameter loss (default 16)")
+    p.add_argument("--disp-target", default=None,
+                   help="disp: --ratio is a fraction of 'total' parameters (default, the paper's) or of 'block' "
+                        "linear weights")
+    p.add_argument("--disp-estimator", default=None, help="disp: hard-mask gradient 'st' (default) or 'reinmax'")
+    p.add_argument("--disp-batch", type=int, default=None, help="disp: calibration windows per step (default 1)")
+    p.add_argument("--disp-bf16", default="auto", choices=("auto", "on", "off"),
+                   help="disp: bf16 autocast of the frozen model (auto: on for CUDA with bf16, off on CPU)")
+    p.add_argument("--disp-no-checkpointing", action="store_true",
+                   help="disp: keep all activations instead of per-block gradient checkpointing")
     p.add_argument("--spec", default=None, help="--method manual: YAML/JSON plan of what to remove per layer")
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
@@ -94,12 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", help="run directories (report.json from prune, eval.json from eval --save)")
     r.add_argument("--out", default="report", help="output folder (default ./report)")
 
-    d = sub.add_parser("demo", help="prune the embedded model and print before/after perplexity")
-    d.add_argument("--method", default="sparsegpt")
-    d.add_argument("--ratio", default="0.5")
-    d.add_argument("--calib-samples", type=int, default=4)
-    d.add_argument("--seqlen", type=int, default=2048)
+    d = sub.add_parser("demo", help="prune the embedded model (SoBP 20 %%) and print before/after perplexity, "
+                                    "parameters and decode speed")
+    d.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M")
+    d.add_argument("--method", default="sobp")
+    d.add_argument("--ratio", default="0.2")
+    d.add_argument("--calib-samples", type=int, default=8)
+    d.add_argument("--calib-seqlen", type=int, default=512, help="calibration window length (demo-sized)")
+    d.add_argument("--seqlen", type=int, default=2048, help="evaluation window length")
     d.add_argument("--eval-windows", type=int, default=6)
+    d.add_argument("--speed-trials", type=int, default=3,
+                   help="decode-speed trials, dense vs pruned (structured methods; 0 skips)")
     d.add_argument("--out", default=None, help="also save the pruned model here")
     d.add_argument("--force", action="store_true")
     _add_common(d)
@@ -119,7 +155,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if args.spec is None:
             raise LlmpruneError("--method manual needs --spec FILE listing what to remove per layer")
         load_plan(args.spec)  # validate before loading anything
-    elif args.method.lower() in ("wanda-sp", "flap", "shortgpt", "sobp"):
+    elif args.method.lower() in _structured_names():
         if args.pattern is not None or args.ratio is None:
             raise LlmpruneError(f"{args.method} is structured: give --ratio R (fraction of block weights), not --pattern")
         Sparsity.parse(ratio=args.ratio)
@@ -137,6 +173,34 @@ def cmd_prune(args: argparse.Namespace) -> int:
                        global_selection=not args.uniform, checkpointing=args.checkpointing)
     elif args.no_refine or args.no_reconstruct or args.uniform or args.checkpointing:
         raise LlmpruneError("--no-refine/--no-reconstruct/--uniform/--checkpointing are SoBP options: use --method sobp")
+    disp_flags = (args.disp_lambda, args.disp_target, args.disp_estimator, args.disp_batch)
+    if args.method.lower() == "disp":
+        from .methods.disp import DISP
+
+        options.update({k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("lam", args.disp_lambda),
+                                          ("target", args.disp_target), ("estimator", args.disp_estimator),
+                                          ("batch_size", args.disp_batch)) if v is not None})
+        options["checkpointing"] = not args.disp_no_checkpointing
+        if args.disp_bf16 != "auto":
+            options["autocast"] = args.disp_bf16 == "on"
+        DISP(float(args.ratio), **options)  # validate before loading anything
+    elif any(v is not None for v in disp_flags) or args.disp_no_checkpointing or args.disp_bf16 != "auto":
+        raise LlmpruneError("--disp-* options belong to --method disp")
+    pg_flags = {k: v for k, v in (("batch_size", args.batch_size), ("samples_per_step", args.samples_per_step),
+                                  ("budget", args.budget), ("init", args.pg_init), ("units", args.pg_units),
+                                  ("offload", args.offload or None)) if v is not None}
+    if args.method.lower() == "pg":
+        from .methods.pg import PG
+
+        options.update(pg_flags)
+        options.update({k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None})
+        try:
+            PG(float(args.ratio), **options)  # validate before loading anything
+        except TypeError as exc:
+            raise LlmpruneError(f"bad option for method pg: {exc}") from None
+    elif pg_flags:
+        raise LlmpruneError("--batch-size/--samples-per-step/--budget/--pg-init/--pg-units/--offload "
+                            "belong to --method pg")
     if args.allow_empty:
         options["allow_empty"] = True
     model, tok = api.load(args.model, dtype=args.dtype)
@@ -145,6 +209,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
                        calib_dataset=args.calib_dataset, data_dir=args.data_dir, progress=not args.quiet,
                        update=args.update, **options)
     report["model"] = args.model or "smollm2-135m"
+    from .methods.disp import is_main_process
+
+    if not is_main_process():  # torchrun: every rank holds the same pruned model; rank 0 saves it
+        return 0
     api.save(model, tok, args.out, report, force=args.force)
     if "block_sparsity" in report:
         print(f"{report['method']} {report['pattern'] or report['ratio']}: block sparsity "
@@ -263,6 +331,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Prune the embedded model (default: SoBP at 20 % of block weights, demo-sized
+    calibration) and print perplexity, parameters and decode speed before and after."""
+    import copy
+
     from . import api
     from .export import check_output_dir
 
@@ -270,21 +342,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
         check_output_dir(args.out, args.force)
     device = _device(args.device)
     t0 = time.perf_counter()
-    model, tok = api.load(None, dtype=args.dtype)
-    print(f"model: SmolLM2-135M (embedded), {sum(p.numel() for p in model.parameters()):,} parameters")
+    model, tok = api.load(args.model, dtype=args.dtype)
+    print(f"model: {args.model or 'SmolLM2-135M (embedded)'}, {sum(p.numel() for p in model.parameters()):,} parameters")
     kw = dict(ppl="wikitext2", seqlen=args.seqlen, max_windows=args.eval_windows, device=device,
               progress=not args.quiet)
     dense = api.evaluate(model, tok, **kw)
     print(f"dense   {_format_ppl(dense)}")
+    structured = args.method.lower() in _structured_names()
+    dense_model = copy.deepcopy(model) if structured and args.speed_trials > 0 else None
     report = api.prune(model, tok, args.method, ratio=args.ratio, calib_samples=args.calib_samples,
-                       seqlen=args.seqlen, device=device, progress=not args.quiet)
+                       seqlen=args.calib_seqlen, device=device, progress=not args.quiet)
     print(f"pruned with {report['method']} ratio {report['ratio']} "
-          f"(calibration {args.calib_samples} x {args.seqlen} WikiText-2 train tokens, demo-sized), "
+          f"(calibration {args.calib_samples} x {args.calib_seqlen} WikiText-2 train tokens, demo-sized), "
           f"{report['seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MiB")
     pruned = api.evaluate(model, tok, **kw)
     print(f"pruned  {_format_ppl(pruned)}")
-    print(f"non-zero parameters: {report['params_before']:,} -> {report['params_after']:,} "
-          f"(block linears {report['block_sparsity']:.1%} sparse)")
+    if structured:
+        print(f"parameters: {report['params_before']:,} -> {report['params_after']:,} "
+              f"({1 - report['params_after'] / report['params_before']:.1%} fewer; "
+              f"block linears {report['achieved_ratio']:.1%} removed)")
+    else:
+        print(f"non-zero parameters: {report['params_before']:,} -> {report['params_after']:,} "
+              f"(block linears {report['block_sparsity']:.1%} sparse; same tensor shapes, so no speedup)")
+    if dense_model is not None:
+        from .eval.speed import benchmark
+
+        speed = benchmark({"pruned": model, "dense": dense_model}, device=device, prompt_len=64, new_tokens=32,
+                          trials=args.speed_trials)
+        del dense_model
+        m = {n: speed["models"][n]["metrics"] for n in ("dense", "pruned")}
+        print(f"decode tokens/s (batch 1, median of {args.speed_trials}): dense {m['dense']['decode_tok_s_b1']['median']:.1f}"
+              f" -> pruned {m['pruned']['decode_tok_s_b1']['median']:.1f} "
+              f"({speed['speedup']['decode_tok_s_b1']:.2f}x); batch 8: {speed['speedup']['decode_tok_s_b8']:.2f}x")
+        report["speed"] = speed
     if args.out:
         report["eval"] = {"dense": dense, "pruned": pruned}
         api.save(model, tok, args.out, report, force=args.force)

@@ -11,9 +11,15 @@ query heads; one head without GQA) and MLP channels. Our choices (options, docum
    over the calibration windows, one window per backward, gradients with respect to
    the masks only: every model parameter has ``requires_grad=False``, so no weight
    gradient is ever held (``checkpointing=True`` adds activation checkpointing for
-   large models). Units of all layers are ranked by ``I_g`` per parameter removed and
-   removed lowest-first until the budget is met, giving non-uniform per-layer counts
-   (each block keeps at least one KV group and one channel unless ``allow_empty``).
+   large models). Units of all layers are ranked by ``I_g`` and removed lowest-first
+   until the budget is met, giving non-uniform per-layer counts (each block keeps at
+   least one KV group and one channel unless ``allow_empty``).
+   ``normalize="params"`` ranks by ``I_g`` per parameter removed instead (the greedy
+   knapsack ratio). It is not the default because first-order scores underestimate
+   what a whole KV group is worth: on SmolLM2-135M at 20 % it removed 43 of the 90 KV
+   groups (two of three in most blocks) and the selection alone (no stages 2-3) gave
+   WikiText-2 perplexity 341 at seqlen 512 (16 windows, dense 36.6) against 98.6 for
+   the unnormalised score, which there removes MLP channels only.
    Off: the same counts in every layer (uniform), chosen by the same scores.
 2. **Local greedy refinement** (``refine``): inside each layer, with the Hessian of the
    output projection's input computed on the pruned model's own activations
@@ -112,7 +118,7 @@ def first_order_scores(model: nn.Module, adapter: ModelAdapter, calib: torch.Ten
 
 
 class _Refit:
-    """Accumulates ``Y Zᵀ`` and ``Z Zᵀ`` between a dense module's output projection
+    """Accumulates ``Y Zᵀ`` and ``Z Zᵀ`` (float32 sums, solved in float64) between a dense module's output projection
     (its output Y, dense stream) and the pruned one's (its input Z, pruned stream)."""
 
     def __init__(self, dense_lin: nn.Linear, lin: nn.Linear) -> None:
@@ -124,15 +130,15 @@ class _Refit:
         self.handles = [dense_lin.register_forward_hook(self._dense), lin.register_forward_pre_hook(self._pruned)]
 
     def _dense(self, module, args, output):
-        self.y = output.detach().reshape(-1, output.shape[-1]).double()
+        self.y = output.detach().reshape(-1, output.shape[-1]).float()
 
     def _pruned(self, module, args):
-        z = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+        z = args[0].detach().reshape(-1, args[0].shape[-1]).float()
         if self.bias:
             z = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], 1)
         if self.YZ is None:
-            self.YZ = torch.zeros(self.y.shape[1], z.shape[1], dtype=torch.float64, device=z.device)
-            self.ZZ = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float64, device=z.device)
+            self.YZ = torch.zeros(self.y.shape[1], z.shape[1], dtype=torch.float32, device=z.device)
+            self.ZZ = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float32, device=z.device)
         self.YZ += self.y.T @ z
         self.ZZ += z.T @ z
         self.n += z.shape[0]
@@ -162,8 +168,12 @@ class SoBP(StructuredMethod):
     name = "sobp"
 
     def __init__(self, ratio: float, refine: bool = True, reconstruct: bool = True, global_selection: bool = True,
-                 damp: float = 0.01, checkpointing: bool = False, allow_empty: bool = False) -> None:
+                 damp: float = 0.01, checkpointing: bool = False, allow_empty: bool = False,
+                 normalize: str = "none") -> None:
         super().__init__(ratio, allow_empty=allow_empty)
+        if normalize not in ("none", "params"):
+            raise LlmpruneError(f"unknown sobp score normalisation {normalize!r}: use 'none' or 'params'")
+        self.normalize = normalize
         self.refine = refine
         self.reconstruct = reconstruct
         self.global_selection = global_selection
@@ -173,7 +183,8 @@ class SoBP(StructuredMethod):
     def options(self) -> dict:
         return {"refine": self.refine, "reconstruct": self.reconstruct, "global_selection": self.global_selection,
                 "damp": self.damp, "checkpointing": self.checkpointing, "allow_empty": self.allow_empty,
-                "score": "|sum_x dL/dm_g| per parameter removed"}
+                "normalize": self.normalize,
+                "score": "|sum_x dL/dm_g|" + (" per parameter removed" if self.normalize == "params" else "")}
 
     def run(self, model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str = "cpu",
             progress: bool = True) -> dict:
@@ -189,8 +200,9 @@ class SoBP(StructuredMethod):
             groups, channels, gcost, ccost = _costs(att, mlp)
             info.append(BlockInfo(groups, channels, gcost, ccost))
             gs, cs = scores[b]
-            units += [Unit(b, "group", g, gcost, s / gcost) for g, s in enumerate(gs)]
-            units += [Unit(b, "channel", c, ccost, s / ccost) for c, s in enumerate(cs)]
+            gn, cn = (gcost, ccost) if self.normalize == "params" else (1, 1)
+            units += [Unit(b, "group", g, gcost, s / gn) for g, s in enumerate(gs)]
+            units += [Unit(b, "channel", c, ccost, s / cn) for c, s in enumerate(cs)]
         total = sum(bi.groups * bi.group_cost + bi.channels * bi.channel_cost for bi in info)
         select = select_global if self.global_selection else select_uniform
         chosen = select(units, info, self.ratio, self.ratio * total, self.allow_empty)

@@ -1,4 +1,5 @@
-"""Structured baselines on the layer-wise engine: Wanda-sp, FLAP and ShortGPT.
+"""Structured baselines on the layer-wise engine: Wanda-sp, FLAP and ShortGPT
+(LLM-Pruner and SoBP, which need gradients, live in their own modules).
 
 Units: whole KV groups of attention (a KV head with its query heads; one head when
 there is no GQA) and MLP intermediate channels; ShortGPT removes whole blocks. The
@@ -285,6 +286,9 @@ def prune_structured(model: nn.Module, adapter: ModelAdapter, method: Structured
 
 def structured_methods() -> dict[str, type[StructuredMethod]]:
     """Structured methods by name (SoBP lives in its own module)."""
+    from .llm_pruner import LLMPruner
+    from .disp import DISP
+    from .pg import PG
     from .sobp import SoBP
 
-    return {cls.name: cls for cls in (WandaSP, FLAP, ShortGPT, SoBP)}
+    return {cls.name: cls for cls in (WandaSP, FLAP, ShortGPT, LLMPruner, SoBP, DISP, PG)}

@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--calib-samples", type=int, default=8)
     d.add_argument("--calib-seqlen", type=int, default=512, help="calibration window length (demo-sized)")
     d.add_argument("--seqlen", type=int, default=2048, help="evaluation window length")
-    d.add_argument("--eval-windows", type=int, default=6)
-    d.add_argument("--speed-trials", type=int, default=3,
+    d.add_argument("--eval-windows", type=int, default=4)
+    d.add_argument("--speed-trials", type=int, default=2,
                    help="decode-speed trials, dense vs pruned (structured methods; 0 skips)")
     d.add_argument("--out", default=None, help="also save the pruned model here")
     d.add_argument("--force", action="store_true")

@@ -57,3 +57,16 @@ def build_tiny_mamba(vocab_size: int = 128, seed: int = 0) -> nn.Module:
             if p.ndim == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
+
+
+def assert_reload_matches(model, tokenizer, report: dict, out, vocab: int | None = None) -> None:
+    """Save ``model`` with llmprune, reload it and check the logits are unchanged."""
+    import llmprune
+
+    ids = torch.randint(0, vocab or len(tokenizer), (1, 12))
+    with torch.no_grad():
+        want = model(ids).logits
+    llmprune.save(model, tokenizer, out, report)
+    reloaded, _ = llmprune.load(out)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, want, rtol=1e-5, atol=1e-5)

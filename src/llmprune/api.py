@@ -48,6 +48,19 @@ def _validate_calibration(calib_samples: int, seqlen: int) -> None:
         raise LlmpruneError(f"--seqlen {seqlen} must be at least 2")
 
 
+def _setup(model: nn.Module, name: str, cls: type, target: Any, options: dict, calib_samples: int, seqlen: int,
+           seed: int) -> tuple[Any, Any]:
+    """Build the method object (bad keyword = one-line error), check calibration, seed."""
+    try:
+        method_obj = cls(target, **options)
+    except TypeError as exc:
+        raise LlmpruneError(f"bad option for method {name}: {exc}") from None
+    adapter = get_adapter(model)
+    _validate_calibration(calib_samples, seqlen)
+    torch.manual_seed(seed)
+    return method_obj, adapter
+
+
 def prune(model: nn.Module, tokenizer, method: str, ratio: float | None = None, pattern: str | None = None,
           calib_samples: int = 128, seqlen: int = 2048, seed: int = 0, device: str = "cpu",
           calib_dataset: str = "wikitext2", data_dir: str | os.PathLike | None = None,
@@ -77,13 +90,7 @@ def prune(model: nn.Module, tokenizer, method: str, ratio: float | None = None, 
                                 data_dir=data_dir, progress=progress, **options)
     sparsity = Sparsity.parse(ratio=ratio, pattern=pattern)
     method_cls = get_method(method)
-    try:
-        method_obj = method_cls(sparsity, **options)
-    except TypeError as exc:
-        raise LlmpruneError(f"bad option for method {method}: {exc}") from None
-    adapter = get_adapter(model)
-    _validate_calibration(calib_samples, seqlen)
-    torch.manual_seed(seed)
+    method_obj, adapter = _setup(model, method, method_cls, sparsity, options, calib_samples, seqlen, seed)
     params_before = count_nonzero_parameters(model)
     t0 = time.perf_counter()
     calib = None
@@ -124,13 +131,8 @@ def prune_structured(model: nn.Module, tokenizer, method: str, ratio: float, cal
     from .methods.structured import prune_structured as run, structured_methods
     from .surgery import block_widths
 
-    try:
-        method_obj = structured_methods()[method](ratio, **options)
-    except TypeError as exc:
-        raise LlmpruneError(f"bad option for method {method}: {exc}") from None
-    adapter = get_adapter(model)
-    _validate_calibration(calib_samples, seqlen)
-    torch.manual_seed(seed)
+    method_obj, adapter = _setup(model, method, structured_methods()[method], ratio, options, calib_samples, seqlen,
+                                 seed)
     params_before = count_parameters(model)
     block_before = adapter.block_linear_params()
     t0 = time.perf_counter()

@@ -123,6 +123,12 @@ def prune(model: nn.Module, tokenizer, method: str, ratio: float | None = None, 
     }
 
 
+def _structured_counts(model: nn.Module, params_before: int, block_before: int, block_after: int) -> dict:
+    return {"params_before": params_before, "params_after": count_parameters(model),
+            "params_note": "stored parameters (tied embeddings counted once); structured pruning removes them",
+            "block_linear_params_before": block_before, "block_linear_params": block_after}
+
+
 def prune_structured(model: nn.Module, tokenizer, method: str, ratio: float, calib_samples: int = 128,
                      seqlen: int = 2048, seed: int = 0, device: str = "cpu", calib_dataset: str = "wikitext2",
                      data_dir: "str | os.PathLike | None" = None, progress: bool = True, **options: Any) -> dict:
@@ -149,11 +155,7 @@ def prune_structured(model: nn.Module, tokenizer, method: str, ratio: float, cal
         "options": method_obj.options(),
         "model_type": model.config.model_type,
         "calibration": {"dataset": calib_dataset, "samples": calib_samples, "seqlen": seqlen, "seed": seed},
-        "params_before": params_before,
-        "params_after": count_parameters(model),
-        "params_note": "stored parameters (tied embeddings counted once); structured pruning removes them",
-        "block_linear_params_before": block_before,
-        "block_linear_params": block_after,
+        **_structured_counts(model, params_before, block_before, block_after),
         "seconds": seconds,
         "prune_seconds": result["seconds"],
         "peak_rss_mb": result["peak_rss_mb"],
@@ -190,11 +192,7 @@ def prune_manual(model: nn.Module, spec: "str | os.PathLike | dict | None", **un
         "options": {"plan": plan.to_dict()},
         "model_type": model.config.model_type,
         "calibration": None,
-        "params_before": params_before,
-        "params_after": count_parameters(model),
-        "params_note": "stored parameters (tied embeddings counted once); structured pruning removes them",
-        "block_linear_params_before": block_before,
-        "block_linear_params": block_after,
+        **_structured_counts(model, params_before, block_before, block_after),
         "seconds": seconds,
         "prune_seconds": seconds,
         "peak_rss_mb": peak_rss_mb(),

@@ -281,8 +281,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _format_bench(result: dict) -> str:
-    keys = [("prefill_tok_s_b1", "prefill tok/s b1"), ("prefill_tok_s_b8", "prefill tok/s b8"),
-            ("decode_tok_s_b1", "decode tok/s b1"), ("decode_tok_s_b8", "decode tok/s b8"),
+    batch = result["protocol"]["batch_sizes"][-1]  # the *_b8 keys hold the --batch size (8 by default)
+    keys = [("prefill_tok_s_b1", "prefill tok/s b1"), ("prefill_tok_s_b8", f"prefill tok/s b{batch}"),
+            ("decode_tok_s_b1", "decode tok/s b1"), ("decode_tok_s_b8", f"decode tok/s b{batch}"),
             ("ttft_s", "TTFT s")]
     lines = ["| model | params | weights MiB | " + " | ".join(k[1] for k in keys) + " |",
              "|---|---:|---:|" + "---:|" * len(keys)]

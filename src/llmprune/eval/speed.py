@@ -9,6 +9,8 @@ machine drift hits both alike; median and min/max reported. On CUDA, times come 
 CUDA events and memory from ``torch.cuda.max_memory_allocated``; on CPU, from
 ``time.perf_counter`` and the process RSS sampled every 2 ms above its level before the
 measurement (the weights themselves are reported separately as ``weight_mb``).
+Keys ending in ``_b8`` hold the ``batch`` size of the run (8 by default; the protocol's
+``batch_sizes`` names it).
 """
 
 from __future__ import annotations

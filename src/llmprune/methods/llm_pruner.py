@@ -31,7 +31,6 @@ the block weights), the loss is back-propagated one calibration window at a time
 
 from __future__ import annotations
 
-import sys
 import time
 
 import torch
@@ -40,6 +39,7 @@ from torch import nn
 from ..engine.layerwise import peak_rss_mb
 from ..errors import LlmpruneError
 from ..models.base import ModelAdapter
+from .gradients import backward_windows
 from .structured import BlockInfo, StructuredMethod, Unit, _costs, apply_selection, select_uniform
 
 TAYLOR = ("param_first", "vectorize")
@@ -112,40 +112,12 @@ class LLMPruner(StructuredMethod):
         return {"taylor": self.taylor, "layers": self.layers, "allocation": "uniform over the pruned layers",
                 "checkpointing": self.checkpointing, "allow_empty": self.allow_empty, "recovery": None}
 
-    def _accumulate_gradients(self, model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str,
-                              progress: bool) -> tuple[list[nn.Parameter], list[tuple[nn.Parameter, bool]]]:
-        from tqdm.auto import tqdm
-
+    def _linear_params(self, adapter: ModelAdapter) -> list[nn.Parameter]:
         params = []
         for block in adapter.blocks():
             for lin in adapter.prunable_linears(block).values():
                 params += [lin.weight] + ([lin.bias] if lin.bias is not None else [])
-        flags = [(p, p.requires_grad) for p in model.parameters()]
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
-            p.grad = None
-        was_training = model.training
-        if self.checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.train()
-        model.to(device)
-        try:
-            with torch.enable_grad():
-                for i in tqdm(range(calib.shape[0]), desc="llm-pruner: gradients", disable=not progress,
-                              file=sys.stderr):
-                    ids = calib[i : i + 1].to(device)
-                    loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-                    if not torch.isfinite(loss):
-                        raise LlmpruneError("the calibration loss is NaN/inf: load the model in float32 "
-                                            "(--dtype float32)")
-                    loss.backward()
-        finally:
-            if self.checkpointing:
-                model.gradient_checkpointing_disable()
-            model.train(was_training)
-        return params, flags
+        return params
 
     def run(self, model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str = "cpu",
             progress: bool = True) -> dict:
@@ -163,7 +135,8 @@ class LLMPruner(StructuredMethod):
         if local > 0.95:
             raise LlmpruneError(f"llm-pruner would need to remove {local:.0%} of each of blocks {lo}..{hi - 1} to "
                                 f"reach {self.ratio:.0%} overall: use a smaller --ratio or widen the layer range")
-        params, flags = self._accumulate_gradients(model, adapter, calib, device, progress)
+        params = self._linear_params(adapter)
+        backward_windows(model, calib, device, params, self.checkpointing, progress, desc="llm-pruner: gradients")
         grad_rss = peak_rss_mb()
         units: list[Unit] = []
         try:
@@ -175,8 +148,6 @@ class LLMPruner(StructuredMethod):
         finally:
             for p in params:
                 p.grad = None
-            for p, flag in flags:
-                p.requires_grad_(flag)
         model.to("cpu") if device != "cpu" else None
         chosen = select_uniform(units, info, local, self.ratio * total, self.allow_empty)
         apply_selection(adapter, chosen, info, compensate=False)

@@ -49,6 +49,7 @@ from ..errors import LlmpruneError
 from ..models.base import LinearGroup, ModelAdapter
 from ..solvers.group_obs import greedy_group_obs, least_squares_refit
 from ..surgery import structural
+from .gradients import backward_windows
 from .structured import BlockInfo, StructuredMethod, Unit, _costs, select_global, select_uniform
 
 
@@ -85,36 +86,10 @@ def _masks(adapter: ModelAdapter) -> Iterator[list[tuple[torch.Tensor | None, to
 def first_order_scores(model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str = "cpu",
                        checkpointing: bool = False, progress: bool = True) -> list[tuple[list[float], list[float]]]:
     """``|Σ_x ∂L/∂m_g|`` for every KV group and channel of every block (stage 1)."""
-    from tqdm.auto import tqdm
-    import sys
-
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    was_training = model.training
-    if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.train()
-    model.to(device)
-    try:
-        with _masks(adapter) as masks, torch.enable_grad():
-            for i in tqdm(range(calib.shape[0]), desc="sobp: first-order scores", disable=not progress, file=sys.stderr):
-                ids = calib[i : i + 1].to(device)
-                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-                if not torch.isfinite(loss):
-                    raise LlmpruneError("the calibration loss is NaN/inf: load the model in float32 (--dtype float32)")
-                loss.backward()
-            out = []
-            for gm, cm in masks:
-                g = [] if gm is None else gm.grad.abs().tolist()
-                out.append((g, cm.grad.abs().tolist()))
-    finally:
-        if checkpointing:
-            model.gradient_checkpointing_disable()
-        model.train(was_training)
-        for p, flag in flags:
-            p.requires_grad_(flag)
-    return out
+    with _masks(adapter) as masks:
+        backward_windows(model, calib, device, checkpointing=checkpointing, progress=progress,
+                         desc="sobp: first-order scores")
+        return [([] if gm is None else gm.grad.abs().tolist(), cm.grad.abs().tolist()) for gm, cm in masks]
 
 
 class _Refit:

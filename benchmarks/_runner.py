@@ -28,6 +28,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/NAME[_quick].json)")
     p.add_argument("--resume", action="store_true", help="keep runs already in --out")
     p.add_argument("--table", action="store_true", help="only print the markdown table of --out")
+    p.add_argument("--save-models", default=None, metavar="DIR",
+                   help="also save every pruned model as DIR/METHOD_SETTING (llmprune.save; e.g. for zero-shot)")
 
 
 def finish_args(args: argparse.Namespace, name: str) -> argparse.Namespace:
@@ -53,6 +55,10 @@ def run_one(args: argparse.Namespace, method: str | None, label: str, **prune_kw
         for key in ("block_sparsity", "achieved_ratio", "stage1_peak_rss_mb", "train_seconds"):
             if key in report:
                 row[key] = report[key]
+        if getattr(args, "save_models", None):
+            name = f"{method}_{label}".replace(" ", "_").replace(":", "-")
+            row["saved_to"] = name
+            llmprune.save(model, tok, Path(args.save_models) / name, report, force=True)
     if args.device != "cpu":
         model.to(args.device)
     t0 = time.perf_counter()

@@ -124,6 +124,27 @@ def test_least_squares_refit_matches_lstsq():
     torch.testing.assert_close(W.double(), torch.linalg.lstsq(Z, Y).solution.T, rtol=1e-4, atol=1e-4)
 
 
+def test_least_squares_refit_with_prior_matches_augmented_lstsq():
+    """Ridge towards W0: argmin ||Y - W Z||^2 + lam ||W - W0||^2 equals plain least squares on
+    the system stacked with sqrt(lam) I rows whose targets are sqrt(lam) W0."""
+    from llmprune.solvers.group_obs import least_squares_refit
+
+    torch.manual_seed(4)
+    Z = torch.randn(200, 6, dtype=torch.float64) * torch.tensor([1.0, 5.0, 0.1, 1.0, 2.0, 0.5], dtype=torch.float64)
+    Y = torch.randn(200, 3, dtype=torch.float64)
+    W0 = torch.randn(3, 6, dtype=torch.float64)
+    damp = 0.3
+    ZZ = Z.T @ Z
+    lam = damp * torch.diagonal(ZZ).mean()
+    aug_Z = torch.cat([Z, lam.sqrt() * torch.eye(6, dtype=torch.float64)])
+    aug_Y = torch.cat([Y, lam.sqrt() * W0.T])
+    expected = torch.linalg.lstsq(aug_Z, aug_Y).solution.T
+    got = least_squares_refit(Y.T @ Z, ZZ, damp=damp, prior=W0)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
+    ridge = least_squares_refit(Y.T @ Z, ZZ, damp=damp)  # prior None = towards zero: a different answer
+    assert (ridge.double() - expected).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("family", ["llama", "phi"])
 def test_sobp_end_to_end_and_ablations(family, toy_tokenizer, tmp_path):
     calib_kw = dict(calib_samples=3, seqlen=32, progress=False)
@@ -243,3 +264,33 @@ def test_sobp_score_normalisation_option(toy_tokenizer):
     report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=2, seqlen=16, progress=False,
                             normalize="params", refine=False, reconstruct=False)
     assert report["options"]["normalize"] == "params" and abs(report["achieved_ratio"] - 0.3) < 0.06
+
+
+def test_sobp_refit_pairs_samples_and_never_worsens_the_fit():
+    """Stage 3 on a one-linear "block": the refit equals brute-force ridge-towards-W0 least squares
+    over all samples (so targets are paired with the right sample), and its error to the dense
+    targets is never above the stage-2 weights' (the ridge objective at W' is <= its value at W0)."""
+    from llmprune.engine.layerwise import BlockRunner
+    from llmprune.methods.sobp import _refit
+
+    torch.manual_seed(7)
+    lin = torch.nn.Linear(5, 3, bias=True)
+    dense = torch.nn.Linear(5, 3, bias=True)
+    Z = torch.randn(4, 6, 5)  # 4 samples x 6 tokens, the pruned stream
+    targets = [dense(Z[i : i + 1] + 0.3 * torch.randn(1, 6, 5)).detach() for i in range(4)]  # dense stream
+    W0 = torch.cat([lin.weight, lin.bias[:, None]], 1).detach().double()
+    Zf = torch.cat([Z.reshape(-1, 5), torch.ones(24, 1)], 1).double()
+    Y = torch.cat(targets).reshape(-1, 3).double()
+    before = ((Y - Zf @ W0.T) ** 2).sum()
+    damp = 0.05
+    lam = damp * torch.diagonal(Zf.T @ Zf / 24).mean()
+    expected = torch.linalg.lstsq(torch.cat([Zf / 24 ** 0.5, lam.sqrt() * torch.eye(6, dtype=torch.float64)]),
+                                  torch.cat([Y / 24 ** 0.5, lam.sqrt() * W0.T])).solution.T
+    _refit(BlockRunner(lin, Z, {}, torch.device("cpu")), lin, targets, damp, "current")
+    got = torch.cat([lin.weight, lin.bias[:, None]], 1).detach().double()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert ((Y - Zf @ got.T) ** 2).sum() <= before
+    with pytest.raises(LlmpruneError, match="refit_prior"):
+        from llmprune.methods.sobp import SoBP
+
+        SoBP(0.2, refit_prior="ones")

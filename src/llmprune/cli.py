@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reconstruct", action="store_true", help="sobp: skip stage 3 (module-wise reconstruction)")
     p.add_argument("--uniform", action="store_true", help="sobp: same counts in every layer (no global allocation)")
     p.add_argument("--checkpointing", action="store_true", help="sobp: activation checkpointing in stage 1")
+    p.add_argument("--refit-prior", choices=("current", "zero"), default=None,
+                   help="sobp stage 3: ridge the least-squares refit towards the stage-2 weights (current, "
+                        "default) or towards zero")
     p.add_argument("--allow-empty", action="store_true", help="structured: a layer may lose all heads or channels")
     p.add_argument("--steps", type=int, default=None, help="disp: hypernetwork training steps (default 200); "
                    "pg: policy-gradient steps (default 200)")
@@ -171,8 +174,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.method.lower() == "sobp":
         options.update(refine=not args.no_refine, reconstruct=not args.no_reconstruct,
                        global_selection=not args.uniform, checkpointing=args.checkpointing)
-    elif args.no_refine or args.no_reconstruct or args.uniform or args.checkpointing:
-        raise LlmpruneError("--no-refine/--no-reconstruct/--uniform/--checkpointing are SoBP options: use --method sobp")
+        if args.refit_prior is not None:
+            options["refit_prior"] = args.refit_prior
+    elif args.no_refine or args.no_reconstruct or args.uniform or args.checkpointing or args.refit_prior:
+        raise LlmpruneError("--no-refine/--no-reconstruct/--uniform/--checkpointing/--refit-prior are SoBP options: "
+                            "use --method sobp")
     disp_flags = (args.disp_lambda, args.disp_target, args.disp_estimator, args.disp_batch)
     if args.method.lower() == "disp":
         from .methods.disp import DISP

@@ -30,8 +30,15 @@ query heads; one head without GQA) and MLP channels. Our choices (options, docum
 3. **Module-wise reconstruction** (``reconstruct``): refit each module's output
    projection (``o_proj``, then ``down_proj``) by least squares so that the pruned
    module, fed the pruned model's activations, reproduces the dense module fed the
-   dense model's activations: ``W' = Y Zᵀ (Z Zᵀ + λI)⁻¹`` (bias refit too when present).
-   A dense copy of only the current block is kept alongside.
+   dense model's activations: ``W' = (Y Zᵀ + λW₀)(Z Zᵀ + λI)⁻¹``, ridge towards the
+   stage-2 weights ``W₀`` (``refit_prior="current"``; ``"zero"`` is plain ridge,
+   ``W' = Y Zᵀ (Z Zᵀ + λI)⁻¹``), bias refit too when present. A dense copy of only
+   the current block is kept alongside; one pass of it per block stores the dense
+   targets of both projections (6 block passes per block in stages 2-3, not 8).
+   Measured on SmolLM2-135M at 30 %, seqlen 512, 16 × 512 calibration (24 test
+   windows, stage 1 fixed): no stage 3 59.2; ridge towards zero 74.2 (damp 0.01) and
+   68.9 (damp 1e-4); towards the stage-2 weights 66.5. Ridge towards zero shrinks
+   weakly excited input directions to zero, which is why ``current`` is the default.
 """
 
 from __future__ import annotations
@@ -92,51 +99,62 @@ def first_order_scores(model: nn.Module, adapter: ModelAdapter, calib: torch.Ten
         return [([] if gm is None else gm.grad.abs().tolist(), cm.grad.abs().tolist()) for gm, cm in masks]
 
 
-class _Refit:
-    """Accumulates ``Y Zᵀ`` and ``Z Zᵀ`` (float32 sums, solved in float64) between a dense module's output projection
-    (its output Y, dense stream) and the pruned one's (its input Z, pruned stream)."""
+def _dense_targets(dense: BlockRunner, lins: list[nn.Linear]) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+    """One pass of the dense block over the dense stream: every sample's output of each
+    of ``lins`` (kept on the inputs' storage device) and the block's outputs."""
+    ys: list[list[torch.Tensor]] = [[] for _ in lins]
+    store = dense.inputs.device
 
-    def __init__(self, dense_lin: nn.Linear, lin: nn.Linear) -> None:
-        self.bias = lin.bias is not None
-        self.y: torch.Tensor | None = None
-        self.YZ = None
-        self.ZZ = None
-        self.n = 0
-        self.handles = [dense_lin.register_forward_hook(self._dense), lin.register_forward_pre_hook(self._pruned)]
+    def hook(k: int):
+        return lambda module, args, output: ys[k].append(output.detach().to(store))
 
-    def _dense(self, module, args, output):
-        self.y = output.detach().reshape(-1, output.shape[-1]).float()
-
-    def _pruned(self, module, args):
-        z = args[0].detach().reshape(-1, args[0].shape[-1]).float()
-        if self.bias:
-            z = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], 1)
-        if self.YZ is None:
-            self.YZ = torch.zeros(self.y.shape[1], z.shape[1], dtype=torch.float32, device=z.device)
-            self.ZZ = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float32, device=z.device)
-        self.YZ += self.y.T @ z
-        self.ZZ += z.T @ z
-        self.n += z.shape[0]
-
-    def solve_into(self, lin: nn.Linear, damp: float) -> None:
-        for h in self.handles:
+    handles = [lin.register_forward_hook(hook(k)) for k, lin in enumerate(lins)]
+    try:
+        outs = dense.forward(keep_outputs=True)
+    finally:
+        for h in handles:
             h.remove()
-        if self.YZ is None:
-            return
-        W = least_squares_refit(self.YZ / self.n, self.ZZ / self.n, damp)
-        with torch.no_grad():
-            if self.bias:
-                lin.weight.copy_(W[:, :-1].to(lin.weight.dtype))
-                lin.bias.copy_(W[:, -1].to(lin.bias.dtype))
-            else:
-                lin.weight.copy_(W.to(lin.weight.dtype))
+    return ys, outs
 
 
-def _paired_pass(dense: BlockRunner, pruned: BlockRunner) -> None:
-    with torch.inference_mode():
-        for i in range(pruned.inputs.shape[0]):
-            dense.block(dense.inputs[i : i + 1].to(dense.device), **dense.kwargs)
-            pruned.block(pruned.inputs[i : i + 1].to(pruned.device), **pruned.kwargs)
+def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], damp: float, prior: str) -> None:
+    """Least-squares refit of ``lin`` (weight and bias) so that, fed the pruned stream, it
+    reproduces ``targets`` (the dense module's outputs on the dense stream): accumulates
+    ``Y Zᵀ`` and ``Z Zᵀ`` over one pass of the pruned block (float32 sums, solved in float64)."""
+    bias = lin.bias is not None
+    acc: dict = {"YZ": None, "ZZ": None, "n": 0, "i": 0}
+
+    def pre(module, args):
+        z = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+        y = targets[acc["i"]].to(z.device).reshape(-1, lin.out_features).float()
+        acc["i"] += 1
+        if bias:
+            z = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], 1)
+        if acc["YZ"] is None:
+            acc["YZ"] = torch.zeros(y.shape[1], z.shape[1], dtype=torch.float32, device=z.device)
+            acc["ZZ"] = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float32, device=z.device)
+        acc["YZ"] += y.T @ z
+        acc["ZZ"] += z.T @ z
+        acc["n"] += z.shape[0]
+
+    handle = lin.register_forward_pre_hook(pre)
+    try:
+        runner.forward(keep_outputs=False)
+    finally:
+        handle.remove()
+    if acc["YZ"] is None:
+        return
+    W0 = None
+    if prior == "current":
+        W0 = lin.weight.detach().float()
+        W0 = torch.cat([W0, lin.bias.detach().float()[:, None]], 1) if bias else W0
+    W = least_squares_refit(acc["YZ"] / acc["n"], acc["ZZ"] / acc["n"], damp, prior=W0)
+    with torch.no_grad():
+        if bias:
+            lin.weight.copy_(W[:, :-1].to(lin.weight.dtype))
+            lin.bias.copy_(W[:, -1].to(lin.bias.dtype))
+        else:
+            lin.weight.copy_(W.to(lin.weight.dtype))
 
 
 class SoBP(StructuredMethod):
@@ -144,11 +162,14 @@ class SoBP(StructuredMethod):
 
     def __init__(self, ratio: float, refine: bool = True, reconstruct: bool = True, global_selection: bool = True,
                  damp: float = 0.01, checkpointing: bool = False, allow_empty: bool = False,
-                 normalize: str = "none") -> None:
+                 normalize: str = "none", refit_prior: str = "current") -> None:
         super().__init__(ratio, allow_empty=allow_empty)
         if normalize not in ("none", "params"):
             raise LlmpruneError(f"unknown sobp score normalisation {normalize!r}: use 'none' or 'params'")
         self.normalize = normalize
+        if refit_prior not in ("current", "zero"):
+            raise LlmpruneError(f"unknown sobp refit_prior {refit_prior!r}: use 'current' or 'zero'")
+        self.refit_prior = refit_prior
         self.refine = refine
         self.reconstruct = reconstruct
         self.global_selection = global_selection
@@ -158,7 +179,7 @@ class SoBP(StructuredMethod):
     def options(self) -> dict:
         return {"refine": self.refine, "reconstruct": self.reconstruct, "global_selection": self.global_selection,
                 "damp": self.damp, "checkpointing": self.checkpointing, "allow_empty": self.allow_empty,
-                "normalize": self.normalize,
+                "normalize": self.normalize, "refit_prior": self.refit_prior,
                 "score": "|sum_x dL/dm_g|" + (" per parameter removed" if self.normalize == "params" else "")}
 
     def run(self, model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str = "cpu",
@@ -225,16 +246,12 @@ class SoBP(StructuredMethod):
                 dense_runner = BlockRunner(dense_block, dense_hidden, kwargs_list[b], dev)
                 d_att, d_mlp = adapter.attention(dense_block), adapter.mlp(dense_block)
                 att, mlp = adapter.attention(block), adapter.mlp(block)
-                if att is not None:
-                    refit = _Refit(d_att.o, att.o)
-                    _paired_pass(dense_runner, runner)
-                    refit.solve_into(att.o, self.damp)
-                if mlp.channels:
-                    refit = _Refit(d_mlp.down, mlp.down)
-                    _paired_pass(dense_runner, runner)
-                    refit.solve_into(mlp.down, self.damp)
-                dense_hidden = dense_runner.forward(keep_outputs=True)
-                del dense_block
+                pairs = ([(d_att.o, att.o)] if att is not None else []) + \
+                    ([(d_mlp.down, mlp.down)] if mlp.channels else [])
+                targets, dense_hidden = _dense_targets(dense_runner, [d for d, _ in pairs])
+                for (_, lin), ys in zip(pairs, targets):  # o_proj first: the MLP refit sees the refit attention
+                    _refit(runner, lin, ys, self.damp, self.refit_prior)
+                del dense_block, targets
             hidden = runner.forward(keep_outputs=True)
             if engine.offload:
                 block.to("cpu")

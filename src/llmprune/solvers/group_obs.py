@@ -56,9 +56,18 @@ def greedy_group_obs(W: torch.Tensor, H: torch.Tensor, groups: list[list[int]], 
     return removed, Wd.float()
 
 
-def least_squares_refit(YZ: torch.Tensor, ZZ: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
-    """``argmin_W ‖Y − W Z‖² + λ‖W‖²`` from the accumulated ``Y Zᵀ`` and ``Z Zᵀ``:
-    ``W = Y Zᵀ (Z Zᵀ + λI)⁻¹`` with ``λ = damp · mean(diag(ZZᵀ))`` (SoBP stage 3)."""
+def least_squares_refit(YZ: torch.Tensor, ZZ: torch.Tensor, damp: float = 0.01,
+                        prior: torch.Tensor | None = None) -> torch.Tensor:
+    """``argmin_W ‖Y − W Z‖² + λ‖W − W₀‖²`` from the accumulated ``Y Zᵀ`` and ``Z Zᵀ``:
+    ``W = (Y Zᵀ + λ W₀)(Z Zᵀ + λI)⁻¹`` with ``λ = damp · mean(diag(ZZᵀ))`` (SoBP stage 3).
+
+    ``prior`` is ``W₀``; ``None`` means zero (plain ridge). Ridge towards zero shrinks
+    every weakly excited input direction to zero; towards the current weights it only
+    limits how far the refit moves them, as the dampening of an OBS update does.
+    """
     A = dampen(ZZ.double(), damp)
+    rhs = YZ.double()
+    if prior is not None:
+        rhs = rhs + prior.double() * (A - ZZ.double()).diagonal()[None, :]  # λ per input (dead inputs: 1 + λ)
     L = torch.linalg.cholesky(A)
-    return torch.cholesky_solve(YZ.double().T, L).T.float()
+    return torch.cholesky_solve(rhs.T, L).T.float()

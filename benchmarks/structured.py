@@ -20,7 +20,8 @@ import sys
 from _runner import add_common_args, finish_args, run_plan
 
 ABLATION = {"sobp-no-global": {"global_selection": False}, "sobp-no-refine": {"refine": False},
-            "sobp-no-reconstruct": {"reconstruct": False}}
+            "sobp-no-reconstruct": {"reconstruct": False},
+            "sobp-refit-zero": {"refit_prior": "zero"}}  # stage 3 as ridge towards zero (the default before)
 
 
 def markdown(rows: list[dict]) -> str:

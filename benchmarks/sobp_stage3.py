@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--resume", action="store_true")
     args = p.parse_args(argv)
+    variants = args.variants.split(",")
+    for v in variants:
+        variant_options(v)  # bad variant: fail before loading anything
     out = Path(args.out)
     data = json.loads(out.read_text()) if args.resume and out.exists() else {"benchmark": "sobp_stage3", "runs": []}
     data["environment"] = environment()
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     calib = llmprune.calibration_data(tok, args.calib_samples, args.seqlen, 0)
     scores = None
     original = sobp.first_order_scores
-    for v in args.variants.split(","):
+    for v in variants:
         if any(r["variant"] == v and r["protocol"] == protocol for r in data["runs"]):
             continue
         model = copy.deepcopy(model0)

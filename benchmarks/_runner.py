@@ -55,7 +55,7 @@ def run_one(args: argparse.Namespace, method: str | None, label: str, **prune_kw
         for key in ("block_sparsity", "achieved_ratio", "stage1_peak_rss_mb", "train_seconds"):
             if key in report:
                 row[key] = report[key]
-        if getattr(args, "save_models", None):
+        if args.save_models:
             name = f"{method}_{label}".replace(" ", "_").replace(":", "-")
             row["saved_to"] = name
             llmprune.save(model, tok, Path(args.save_models) / name, report, force=True)

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                                  progress=False)["ppl"]["wikitext2"]
         cal = perplexity(model, calib[: args.eval_windows], progress=False)
         row = {"variant": v, "protocol": protocol, "test_ppl": test, "calib_ppl": cal,
-               "prune_seconds_stages_2_3": round(seconds, 1)}
+               "seconds_without_stage1": round(seconds, 1)}
         data["runs"].append(row)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(data, indent=2) + "\n")

@@ -35,10 +35,9 @@ query heads; one head without GQA) and MLP channels. Our choices (options, docum
    ``W' = Y Zᵀ (Z Zᵀ + λI)⁻¹``), bias refit too when present. A dense copy of only
    the current block is kept alongside; one pass of it per block stores the dense
    targets of both projections (6 block passes per block in stages 2-3, not 8).
-   Measured on SmolLM2-135M at 30 %, seqlen 512, 16 × 512 calibration (24 test
-   windows, stage 1 fixed): no stage 3 59.2; ridge towards zero 74.2 (damp 0.01) and
-   68.9 (damp 1e-4); towards the stage-2 weights 66.5. Ridge towards zero shrinks
-   weakly excited input directions to zero, which is why ``current`` is the default.
+   Ridge towards zero shrinks weakly excited input directions to zero; towards the
+   stage-2 weights measured better on SmolLM2-135M, hence the default. Neither beat no
+   stage 3 there (``benchmarks/sobp_stage3.py``, results in the README).
 """
 
 from __future__ import annotations

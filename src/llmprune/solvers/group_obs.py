@@ -65,9 +65,10 @@ def least_squares_refit(YZ: torch.Tensor, ZZ: torch.Tensor, damp: float = 0.01,
     every weakly excited input direction to zero; towards the current weights it only
     limits how far the refit moves them, as the dampening of an OBS update does.
     """
-    A = dampen(ZZ.double(), damp)
+    ZZ = ZZ.double()
+    A = dampen(ZZ, damp)
     rhs = YZ.double()
     if prior is not None:
-        rhs = rhs + prior.double() * (A - ZZ.double()).diagonal()[None, :]  # λ per input (dead inputs: 1 + λ)
+        rhs = rhs + prior.double() * (A.diagonal() - ZZ.diagonal())[None, :]  # λ per input (dead inputs: 1 + λ)
     L = torch.linalg.cholesky(A)
     return torch.cholesky_solve(rhs.T, L).T.float()

@@ -13,6 +13,16 @@ acc_norm must agree to the last digit.
                                                            # full sets, ours only (hours on 2 cores)
 
 Results are written after every task (``--resume`` keeps tasks already in ``--out``).
+A long task can be run in parts, in separate sessions or processes (each with its own
+``--out``, or one after the other with ``--resume``):
+
+    python benchmarks/zeroshot_check.py --no-cli --tasks hellaswag --items 0:2500 --out F --resume
+    python benchmarks/zeroshot_check.py --no-cli --tasks hellaswag --items 2500:5000 --out F --resume  # ...
+    python benchmarks/zeroshot_check.py --merge-parts PART.json ... --out F   # join parts from other files
+
+Parts are kept under ``tasks[task]["parts"]["START:END"]``; once they tile the whole
+file, the task's full-set score (``ours``) is their item-weighted mean
+(``llmprune.eval.zeroshot.merge_item_ranges``).
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from pathlib import Path
 
 import llmprune
 from llmprune.api import environment
-from llmprune.eval.zeroshot import evaluate_zeroshot, lm_eval_version, mean_accuracy
+from llmprune.eval.zeroshot import lm_eval_version, mean_accuracy, merge_item_ranges, parse_items
 from llmprune.eval.zeroshot_tasks import TASKS, locate, parse_tasks, write_task_dir
 
 HERE = Path(__file__).resolve().parent
@@ -49,9 +59,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "with another job")
     p.add_argument("--no-cli", action="store_true", help="only our numbers (no lm-eval CLI comparison)")
     p.add_argument("--out", default=None, help="default benchmarks/results/zeroshot_check.json")
-    p.add_argument("--resume", action="store_true", help="keep tasks already in --out")
+    p.add_argument("--resume", action="store_true", help="keep tasks (and task parts) already in --out")
+    p.add_argument("--items", default=None, metavar="START:END",
+                   help="only items START..END-1 of each task, saved as a part of it (needs --no-cli)")
+    p.add_argument("--merge-parts", nargs="+", default=None, metavar="JSON",
+                   help="copy the task parts of these result files into --out and join complete tasks; no model run")
     args = p.parse_args(argv)
     args.out = args.out or str(RESULTS / "zeroshot_check.json")
+    if args.items is not None:
+        if not args.no_cli:
+            p.error("--items runs our side only: add --no-cli")
+        if args.limit is not None:
+            p.error("--limit and --items both choose items: give one of them")
+        start, end = parse_items(args.items)
+        args.items = f"{start}:{end}"
     return args
 
 
@@ -101,8 +122,65 @@ def load_previous(path: Path, resume: bool) -> dict:
     return {}
 
 
+def add_part(tasks: dict, task: str, ours: dict, protocol: dict, seconds: float) -> None:
+    """Record one item range of ``task``; when the ranges tile the file, fill the full-set entry."""
+    start, end = protocol["items"]
+    entry = tasks.setdefault(task, {})
+    entry.setdefault("parts", {})[f"{start}:{end}"] = {"ours": ours, "protocol": protocol, "ours_seconds": seconds}
+    join_parts(entry)
+
+
+def join_parts(entry: dict) -> None:
+    parts = list(entry.get("parts", {}).values())
+    if not parts:
+        return
+    total = parts[0]["protocol"]["n_available"]
+    if sum(p["ours"]["n"] for p in parts) != total:
+        return  # not complete yet (merge_item_ranges checks the tiling once the counts add up)
+    entry["ours"] = merge_item_ranges([{**p["ours"], "items": p["protocol"]["items"]} for p in parts], total)
+    entry["protocol"] = {**parts[0]["protocol"], "items": None, "n": total,
+                         "assembled_from": sorted((p["protocol"]["items"] for p in parts), key=lambda r: r[0])}
+    entry["ours_seconds"] = round(sum(p["ours_seconds"] for p in parts), 1)
+
+
+def complete(entry: dict | None) -> bool:
+    return bool(entry) and "ours" in entry
+
+
+def summarize(result: dict, no_cli: bool) -> None:
+    scores = {t: e["ours"] for t, e in result["tasks"].items() if complete(e)}
+    result["mean_acc"] = mean_accuracy(scores, "acc")
+    result["mean_acc_norm"] = mean_accuracy(scores, "acc_norm")
+    if not no_cli:
+        result["all_equal"] = all(e.get("equal", False) for e in result["tasks"].values())
+
+
+def merge_files(args: argparse.Namespace) -> int:
+    """--merge-parts: copy every task part of the given files into --out; join complete tasks."""
+    out_path = Path(args.out)
+    result = json.loads(out_path.read_text()) if out_path.is_file() else None
+    for name in args.merge_parts:
+        data = json.loads(Path(name).read_text())
+        if result is None:
+            result = {**data, "tasks": {}}
+        for task, entry in data.get("tasks", {}).items():
+            for part in entry.get("parts", {}).values():
+                add_part(result["tasks"], task, part["ours"], part["protocol"], part["ours_seconds"])
+    if result is None:
+        raise SystemExit("--merge-parts: no input files")
+    summarize(result, True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    for task, entry in result["tasks"].items():
+        state = f"acc {entry['ours']['acc']:.4f} n {entry['ours']['n']}" if complete(entry) else \
+            "parts " + ", ".join(entry.get("parts", {}))
+        print(f"{task}: {state}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.merge_parts:
+        return merge_files(args)
     if args.threads:
         import torch
 
@@ -128,14 +206,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="llmprune-check-tasks-") as tmp:
         task_dir = write_task_dir([locate(TASKS[t], args.data_dir) for t in names], tmp)
         for task in names:
-            if task in result["tasks"]:
-                print(f"{task}: kept from {out_path}", flush=True)
+            entry = result["tasks"].get(task)
+            if complete(entry) or (args.items and args.items in (entry or {}).get("parts", {})):
+                print(f"{task}{' ' + args.items if args.items else ''}: kept from {out_path}", flush=True)
                 continue
             t0 = time.perf_counter()
             ours = llmprune.evaluate(model, tok, zeroshot=[task], limit=args.limit, data_dir=args.data_dir,
-                                     batch_size=args.batch_size)
-            entry = {"ours": ours["zeroshot"][task], "protocol": ours["protocol"][task],
-                     "ours_seconds": round(time.perf_counter() - t0, 1)}
+                                     batch_size=args.batch_size, items=args.items)
+            seconds = round(time.perf_counter() - t0, 1)
+            if args.items:
+                add_part(result["tasks"], task, ours["zeroshot"][task], ours["protocol"][task], seconds)
+                summarize(result, args.no_cli)
+                out_path.write_text(json.dumps(result, indent=2) + "\n")
+                print(f"{task} {ours['protocol'][task]['items']}: ours acc {ours['zeroshot'][task]['acc']:.4f} "
+                      f"n {ours['zeroshot'][task]['n']} ({seconds} s)"
+                      + (f"; full set assembled: acc {result['tasks'][task]['ours']['acc']:.4f}"
+                         if complete(result["tasks"][task]) else ""), flush=True)
+                continue
+            entry = {"ours": ours["zeroshot"][task], "protocol": ours["protocol"][task], "ours_seconds": seconds}
             line = f"{task}: ours acc {entry['ours']['acc']:.4f} n {entry['ours']['n']} ({entry['ours_seconds']} s)"
             if not args.no_cli:
                 t0 = time.perf_counter()
@@ -149,11 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 line += f" | lm-eval CLI acc {cli.get('acc,none'):.4f} ({entry['cli_seconds']} s) " \
                         f"{'EQUAL' if entry['equal'] else 'DIFFERENT'}"
             result["tasks"][task] = entry
-            scores = {t: e["ours"] for t, e in result["tasks"].items()}
-            result["mean_acc"] = mean_accuracy(scores, "acc")
-            result["mean_acc_norm"] = mean_accuracy(scores, "acc_norm")
-            if not args.no_cli:
-                result["all_equal"] = all(e.get("equal", False) for e in result["tasks"].values())
+            summarize(result, args.no_cli)
             out_path.write_text(json.dumps(result, indent=2) + "\n")
             print(line, flush=True)
     if not args.no_cli:

@@ -13,7 +13,7 @@ pytest.importorskip("lm_eval")
 
 from llmprune.cli import main  # noqa: E402
 from llmprune.errors import LlmpruneError  # noqa: E402
-from llmprune.eval.zeroshot import evaluate_zeroshot, offline  # noqa: E402
+from llmprune.eval.zeroshot import evaluate_zeroshot, merge_item_ranges, offline  # noqa: E402
 from llmprune.eval.zeroshot_tasks import TASKS, locate, parse_tasks, write_task_dir  # noqa: E402
 
 ROWS = {"piqa": 1838, "hellaswag": 10042, "winogrande": 1267, "arc_easy": 2376, "arc_challenge": 1172,
@@ -147,6 +147,41 @@ def test_limit_takes_the_first_items(shared_data: Path, tmp_path: Path, tiny_lla
     assert result["zeroshot"]["piqa"]["acc"] == pytest.approx(hand["acc"], abs=1e-12)
 
 
+def test_item_ranges_score_those_items_and_join_to_the_full_set(shared_data: Path, tmp_path: Path, tiny_llama,
+                                                                 toy_tokenizer) -> None:
+    data = _small_data_dir(shared_data, tmp_path, ["arc_easy"], n=10)
+    rows = _rows(data / "zeroshot" / TASKS["arc_easy"].filename)
+    full = evaluate_zeroshot(tiny_llama, toy_tokenizer, ["arc_easy"], data, batch_size=3)["zeroshot"]["arc_easy"]
+    parts = []
+    for items in ("0:4", (4, 99)):  # the second range is clipped to the file's 10 items
+        res = evaluate_zeroshot(tiny_llama, toy_tokenizer, ["arc_easy"], data, batch_size=3, items=items)
+        proto = res["protocol"]["arc_easy"]
+        parts.append({**res["zeroshot"]["arc_easy"], "items": proto["items"]})
+        start, end = proto["items"]
+        hand = _hand_scores(tiny_llama, toy_tokenizer, "arc_easy", rows[start:end])
+        assert res["zeroshot"]["arc_easy"]["n"] == end - start and proto["limit"] is None
+        assert res["zeroshot"]["arc_easy"]["acc"] == pytest.approx(hand["acc"], abs=1e-12)
+        assert res["zeroshot"]["arc_easy"]["acc_norm"] == pytest.approx(hand["acc_norm"], abs=1e-12)
+    assert [p["items"] for p in parts] == [[0, 4], [4, 10]]
+    joined = merge_item_ranges(parts, 10)
+    assert joined["n"] == 10
+    assert joined["acc"] == pytest.approx(full["acc"], abs=1e-12)
+    assert joined["acc_norm"] == pytest.approx(full["acc_norm"], abs=1e-12)
+    assert joined["acc_stderr"] == pytest.approx(full["acc_stderr"], abs=1e-12)
+    with pytest.raises(LlmpruneError, match=r"starts past the end of arc_easy_test.jsonl \(10 items\)"):
+        evaluate_zeroshot(tiny_llama, toy_tokenizer, ["arc_easy"], data, items="10:20")
+
+
+def test_merge_item_ranges_refuses_gaps_and_overlaps() -> None:
+    a = {"items": [0, 4], "n": 4, "acc": 0.5, "acc_norm": None}
+    with pytest.raises(LlmpruneError, match=r"run --items 4:10"):
+        merge_item_ranges([a], 10)
+    with pytest.raises(LlmpruneError, match="expected one starting at 4, got 3:10"):
+        merge_item_ranges([a, {"items": [3, 10], "n": 7, "acc": 1.0, "acc_norm": None}], 10)
+    joined = merge_item_ranges([{"items": [4, 10], "n": 6, "acc": 1.0, "acc_norm": None}, a], 10)
+    assert joined["acc"] == pytest.approx(0.8) and joined["acc_norm"] is None
+
+
 # --- errors ------------------------------------------------------------------------------
 
 def test_missing_file_is_one_clear_line(tmp_path: Path) -> None:
@@ -182,6 +217,12 @@ def test_cli_errors(capsys, tiny_llama_dir: Path, tmp_path: Path) -> None:
     assert code == 2 and "unknown zero-shot task" in capsys.readouterr().err
     code = main(["eval", "smollm2-135m", "--ppl", "wikitext2", "--save"])
     assert code == 2 and "--save writes eval.json" in capsys.readouterr().err
+    code = main(["eval", str(tiny_llama_dir), "--zeroshot", "piqa", "--items", "5:2"])
+    assert code == 2 and "must satisfy 0 <= START < END" in capsys.readouterr().err
+    code = main(["eval", str(tiny_llama_dir), "--zeroshot", "piqa", "--items", "a:b"])
+    assert code == 2 and "must be START:END with integers" in capsys.readouterr().err
+    code = main(["eval", str(tiny_llama_dir), "--zeroshot", "piqa", "--items", "0:5", "--limit", "3"])
+    assert code == 2 and "give one of them" in capsys.readouterr().err
 
 
 def test_boolq_rows_check(tmp_path: Path) -> None:

@@ -222,14 +222,15 @@ def environment() -> dict:
 def evaluate(model: nn.Module, tokenizer, ppl: Sequence[str] | str | None = None, seqlen: int = 2048,
              max_windows: int | None = None, data_dir: str | os.PathLike | None = None,
              device: str = "cpu", progress: bool = True, zeroshot: Sequence[str] | str | None = None,
-             limit: int | None = None, batch_size: int = 8) -> dict:
+             limit: int | None = None, batch_size: int = 8, items: str | Sequence[int] | None = None) -> dict:
     """Perplexity on each dataset and zero-shot accuracy on each task:
     ``{"ppl": {name: value}, "zeroshot": {task: {"acc", "acc_norm", "n", ...}}, "protocol": {name: {...}}}``.
 
     ``ppl`` defaults to WikiText-2 when no ``zeroshot`` tasks are given, else to none.
     Zero-shot tasks (piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq,
     openbookqa, or ``"all"``) run lm-eval on ``data_dir/zeroshot/*.jsonl``, the first
-    ``limit`` items each when given; the ``"zeroshot"`` key is present only then.
+    ``limit`` items each when given, or items ``"START:END"`` (``items``; join ranges with
+    :func:`llmprune.eval.zeroshot.merge_item_ranges`); the ``"zeroshot"`` key is present only then.
     """
     from .eval.perplexity import evaluate_ppl
 
@@ -245,14 +246,14 @@ def evaluate(model: nn.Module, tokenizer, ppl: Sequence[str] | str | None = None
     if zeroshot:
         from .eval.zeroshot import check_zeroshot, evaluate_zeroshot
 
-        check_zeroshot(zeroshot, data_dir, limit, batch_size)  # fail before the perplexity work
+        check_zeroshot(zeroshot, data_dir, limit, batch_size, items)  # fail before the perplexity work
     result: dict = {"ppl": {}, "protocol": {}}
     if names:
         result = evaluate_ppl(model, tokenizer, names, seqlen=seqlen, max_windows=max_windows,
                               data_dir=data_dir, device=device, progress=progress)
     if zeroshot:
         scores = evaluate_zeroshot(model, tokenizer, zeroshot, data_dir, limit=limit,
-                                   batch_size=batch_size, progress=progress)
+                                   batch_size=batch_size, progress=progress, items=items)
         result["zeroshot"] = scores["zeroshot"]
         result["protocol"].update(scores["protocol"])
     return result

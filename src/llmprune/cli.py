@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq, openbookqa "
                         "(or all); reads DATA/zeroshot/<task>_<split>.jsonl, scored by lm-eval")
     e.add_argument("--limit", type=int, default=None, help="zero-shot: only the first N items of each task")
+    e.add_argument("--items", default=None, metavar="START:END",
+                   help="zero-shot: only items START..END-1 of each task (split a long task; clipped to its length)")
     e.add_argument("--batch-size", type=int, default=8, help="zero-shot: lm-eval batch size (default 8)")
     e.add_argument("--save", action="store_true", help="also merge the result into MODEL/eval.json (atomically)")
     e.add_argument("--seqlen", type=int, default=2048, help="window length (default 2048)")
@@ -259,14 +261,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.zeroshot:
         from .eval.zeroshot import check_zeroshot
 
-        check_zeroshot(args.zeroshot, args.data_dir, args.limit, args.batch_size)  # before loading the model
+        check_zeroshot(args.zeroshot, args.data_dir, args.limit, args.batch_size, args.items)  # before loading
     if args.save and not Path(args.model).expanduser().is_dir():
         raise LlmpruneError(f"--save writes eval.json into the model directory, but {args.model} is not a "
                             "directory: evaluate a saved model directory or drop --save")
     model, tok = api.load(args.model, dtype=args.dtype, device=device)
     result = api.evaluate(model, tok, ppl=args.ppl, seqlen=args.seqlen, max_windows=args.max_windows,
                           data_dir=args.data_dir, device=device, progress=not args.quiet,
-                          zeroshot=args.zeroshot, limit=args.limit, batch_size=args.batch_size)
+                          zeroshot=args.zeroshot, limit=args.limit, batch_size=args.batch_size, items=args.items)
     result["model"] = args.model
     if args.save:
         from .eval.record import save_eval

@@ -9,7 +9,10 @@ second and raises the first fits the calibration set, not the model.
     OMP_NUM_THREADS=1 python benchmarks/sobp_stage3.py --seqlen 512 --calib-samples 64 \\
         --variants off,current:0.01
 
-Variants: ``off`` (no stage 3), ``zero:DAMP``, ``current:DAMP``. Writes
+Variants: ``off`` (no stage 3), ``zero:DAMP``, ``current:DAMP`` (DAMP also sets stage 2's
+dampening, as ``--damp`` does), ``zero:heldout``, ``current:heldout`` (stage-3 dampening
+chosen per module by two-fold cross-validation on the calibration samples, stage 2 at its
+default; the choices are saved in the row). Writes
 ``benchmarks/results/sobp_stage3.json`` (rows appended; ``--resume`` skips rows present).
 """
 
@@ -37,8 +40,13 @@ def variant_options(v: str) -> dict:
         return {"reconstruct": False}
     prior, _, damp = v.partition(":")
     if prior not in ("zero", "current") or not damp:
-        raise SystemExit(f"bad variant {v!r}: use off, zero:DAMP or current:DAMP")
-    return {"refit_prior": prior, "damp": float(damp)}
+        raise SystemExit(f"bad variant {v!r}: use off, zero:DAMP, current:DAMP, zero:heldout or current:heldout")
+    if damp == "heldout":
+        return {"refit_prior": prior, "refit_damp": "heldout"}
+    try:
+        return {"refit_prior": prior, "damp": float(damp)}
+    except ValueError:
+        raise SystemExit(f"bad variant {v!r}: DAMP must be a number or heldout") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         sobp.first_order_scores = lambda *a, **k: scores  # stage 1 shared by every variant
         try:
             t0 = time.perf_counter()
-            prune_structured(model, tok, "sobp", args.ratio, calib_samples=args.calib_samples, seqlen=args.seqlen,
-                             progress=False, **variant_options(v))
+            report = prune_structured(model, tok, "sobp", args.ratio, calib_samples=args.calib_samples,
+                                      seqlen=args.seqlen, progress=False, **variant_options(v))
             seconds = time.perf_counter() - t0
         finally:
             sobp.first_order_scores = original
@@ -82,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         cal = perplexity(model, calib[: args.eval_windows], progress=False)
         row = {"variant": v, "protocol": protocol, "test_ppl": test, "calib_ppl": cal,
                "seconds_without_stage1": round(seconds, 1)}
+        if "heldout" in v:
+            refits = report.get("sobp", {}).get("refits", [])
+            row["heldout_choices"] = [{"block": r["block"], "module": r["module"], "damp": r["damp"]} for r in refits]
         data["runs"].append(row)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(data, indent=2) + "\n")

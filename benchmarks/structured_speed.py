@@ -29,7 +29,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
-def make_plan(adapter, ratio: float, spread: float) -> dict:
+def make_plan(adapter, ratio: float, spread: float, align: int = 1) -> dict:
+    """Per-layer removals; with ``align > 1`` every layer keeps a multiple of ``align`` MLP channels."""
     blocks = list(adapter.blocks())
     n = len(blocks)
     att0, mlp0 = adapter.attention(blocks[0]), adapter.mlp(blocks[0])
@@ -40,20 +41,44 @@ def make_plan(adapter, ratio: float, spread: float) -> dict:
     shares = [ratio - spread * math.cos(math.pi * (i + 0.5) / n) for i in range(n)]
     target_total = ratio * per_layer * n
     layers: dict[int, dict] = {}
-    removed = 0
+    wanted: list[float] = []  # channels each layer would remove without rounding
     for i, share in enumerate(shares):
         edit: dict = {}
         budget = share * per_layer
         if share > ratio and att0.num_kv_heads > 1:
             edit["remove_kv_heads"] = [att0.num_kv_heads - 1]
             budget -= group_params
-        count = max(0, min(mlp0.channels - 1, round(budget / channel_params)))
-        edit["remove_channels"] = {"count": count}
-        removed += (group_params if "remove_kv_heads" in edit else 0) + count * channel_params
+        wanted.append(budget / channel_params)
         layers[i] = edit
-    # correct rounding drift on the last layer so the total is as close as possible
-    drift = round((target_total - removed) / channel_params)
-    layers[n - 1]["remove_channels"]["count"] += drift
+    heads_removed = sum(group_params for e in layers.values() if "remove_kv_heads" in e)
+    total_channels = round((target_total - heads_removed) / channel_params)  # channels to remove in all
+    step = max(1, align)
+    top = (mlp0.channels - step) // step * step if step > 1 else mlp0.channels - 1  # keep at least one step
+
+    def kept_rounded(w: float) -> int:
+        kept = mlp0.channels - w
+        return min(mlp0.channels, max(step, round(kept / step) * step)) if step > 1 else round(kept)
+
+    if step == 1:  # the original rule: round each layer, then put the rounding drift on the last one
+        counts = [max(0, min(mlp0.channels - 1, round(w))) for w in wanted]
+        counts[-1] += total_channels - sum(counts)
+    else:
+        counts = [min(top, max(0, mlp0.channels - kept_rounded(w))) for w in wanted]
+    # move the total onto the target in steps of ``step``, where rounding was furthest off
+    while step > 1:
+        drift = total_channels - sum(counts)
+        if abs(drift) < step:
+            break
+        sign = 1 if drift > 0 else -1
+        order = sorted(range(n), key=lambda i: sign * (counts[i] - wanted[i]))
+        for i in order:
+            if 0 <= counts[i] + sign * step <= top:
+                counts[i] += sign * step
+                break
+        else:
+            break
+    for i, c in enumerate(counts):
+        layers[i]["remove_channels"] = {"count": c}
     return {"layers": layers}
 
 
@@ -65,6 +90,10 @@ def main() -> int:
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--align", type=int, default=1,
+                    help="every layer keeps a multiple of this many MLP channels (1 = no rounding)")
+    ap.add_argument("--attn", default=None, choices=("sdpa", "eager"),
+                    help="attention implementation for both models (default: transformers' choice, sdpa)")
     ap.add_argument("--out", default=str(HERE / "results" / "structured_speed.json"))
     args = ap.parse_args()
     if args.threads:
@@ -77,7 +106,7 @@ def main() -> int:
 
     dense, tok = llmprune.load(None)
     pruned, _ = llmprune.load(None)
-    plan = make_plan(get_adapter(pruned), args.ratio, args.spread)
+    plan = make_plan(get_adapter(pruned), args.ratio, args.spread, args.align)
     report = llmprune.prune(pruned, tok, "manual", spec=plan)
     ids = torch.randint(0, dense.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(1))
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,6 +122,9 @@ def main() -> int:
         reload_rel = float((a - b).abs().max() / a.abs().max())
         export_kind = json.loads((out / "report.json").read_text())["export"]["kind"]
     del pruned
+    if args.attn:
+        for model in (reloaded, dense):
+            model.set_attn_implementation(args.attn)
     result = benchmark({"pruned": reloaded, "dense": dense}, prompt_len=args.prompt_len,
                        new_tokens=args.new_tokens, trials=args.trials)
     result.update({
@@ -101,6 +133,8 @@ def main() -> int:
         "model": "smollm2-135m",
         "plan_rule": f"non-uniform: share_i = {args.ratio} - {args.spread}*cos(pi*(i+0.5)/L); one KV group "
                      "removed where share_i > mean; smallest-norm MLP channels for the rest",
+        "align": args.align,
+        "attn_implementation": dense.config._attn_implementation,
         "block_params_removed": report["ratio"],
         "params": {"dense": report["params_before"], "pruned": report["params_after"]},
         "safetensors_bytes": size,

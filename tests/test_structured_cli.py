@@ -56,6 +56,8 @@ def test_manual_prune_eval_bench(capsys, tmp_path: Path, tiny_llama_dir: Path) -
     (["--method", "manual", "--ratio", "0.3", "--spec", "x.yaml"], "not --ratio"),
     (["--method", "manual", "--spec", "missing.yaml"], "not found"),
     (["--method", "wanda-sp", "--ratio", "0.3", "--refit-prior", "zero"], "are SoBP options"),
+    (["--method", "wanda-sp", "--ratio", "0.3", "--refit-damp", "heldout"], "are SoBP options"),
+    (["--method", "sobp", "--ratio", "0.3", "--refit-damp", "-1"], "use 'heldout' or a positive number"),
 ])
 def test_manual_errors(capsys, tmp_path: Path, args: list[str], msg: str) -> None:
     code, _, err = _run(capsys, "prune", *args, "--out", str(tmp_path / "o"))

@@ -294,3 +294,69 @@ def test_sobp_refit_pairs_samples_and_never_worsens_the_fit():
         from llmprune.methods.sobp import SoBP
 
         SoBP(0.2, refit_prior="ones")
+
+
+def _folds(Z: torch.Tensor, Y: torch.Tensor) -> list[dict]:
+    """Even / odd samples of Z (samples x tokens x in), Y (samples x tokens x out), as ``_refit`` sums them."""
+    out = []
+    for f in range(2):
+        z, y = Z[f::2].reshape(-1, Z.shape[-1]), Y[f::2].reshape(-1, Y.shape[-1])
+        out.append({"YZ": y.T @ z, "ZZ": z.T @ z, "YY": float((y.double() ** 2).sum()), "n": z.shape[0]})
+    return out
+
+
+def test_heldout_refit_matches_brute_force_cross_validation():
+    """The held-out errors from accumulated sums equal the errors computed on the held-out
+    samples themselves, and the choice is their argmin (keeping W0 is a candidate)."""
+    from llmprune.solvers.group_obs import heldout_refit, least_squares_refit
+
+    torch.manual_seed(11)
+    Z = torch.randn(6, 20, 5, dtype=torch.float64) * torch.tensor([1.0, 3.0, 0.2, 1.0, 0.5], dtype=torch.float64)
+    W_true, W0 = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    Y = Z @ W_true.T + 0.5 * torch.randn(6, 20, 3, dtype=torch.float64)
+    folds = _folds(Z, Y)
+    damps = (1e-3, 1.0, 100.0)
+    best, rel = heldout_refit(folds, damps, W0, W0)
+    brute = {"keep": sum(((Y[f::2] - Z[f::2] @ W0.T) ** 2).sum() for f in range(2))}
+    for d in damps:
+        brute[d] = 0.0
+        for t in range(2):
+            W = least_squares_refit(folds[t]["YZ"] / folds[t]["n"], folds[t]["ZZ"] / folds[t]["n"], d, prior=W0)
+            brute[d] += ((Y[1 - t::2] - Z[1 - t::2] @ W.double().T) ** 2).sum()
+    for k, v in brute.items():
+        assert rel[str(k)] == pytest.approx(float(v / brute["keep"]), rel=1e-5)
+    assert best == min((k for k in brute), key=lambda k: brute[k]) and best is not None
+
+
+def test_heldout_refit_keeps_the_weights_when_a_refit_does_not_generalise():
+    """Targets that are noise unrelated to Z (what an overfit refit chases): keep W0 = the
+    best predictor, so the held-out choice keeps it; a fixed dampening would move it."""
+    from llmprune.engine.layerwise import BlockRunner
+    from llmprune.methods.sobp import _refit
+
+    torch.manual_seed(12)
+    lin = torch.nn.Linear(40, 3, bias=False)
+    Z = torch.randn(4, 12, 40)  # 48 tokens for 40 inputs: a refit can fit the noise in-sample
+    targets = [(Z[i : i + 1] @ lin.weight.T + torch.randn(1, 12, 3)).detach() for i in range(4)]
+    W_before = lin.weight.detach().clone()
+    chosen = _refit(BlockRunner(lin, Z, {}, torch.device("cpu")), lin, targets, "heldout", "current")
+    assert chosen["damp"] is None and torch.equal(lin.weight.detach(), W_before)
+    assert all(v >= 1.0 for v in chosen["heldout_error_vs_keep"].values())
+    fixed = _refit(BlockRunner(lin, Z, {}, torch.device("cpu")), lin, targets, 1e-3, "current")
+    assert fixed["damp"] == 1e-3 and not torch.equal(lin.weight.detach(), W_before)
+
+
+def test_sobp_heldout_refit_end_to_end(toy_tokenizer):
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=4, seqlen=32, progress=False,
+                            refit_damp="heldout")
+    refits = report["sobp"]["refits"]
+    assert report["options"]["refit_damp"] == "heldout"
+    assert {r["module"] for r in refits} == {"o", "down"} and len(refits) == 2 * model.config.num_hidden_layers
+    assert all(r["damp"] is None or r["damp"] > 0 for r in refits)
+    with pytest.raises(LlmpruneError, match="refit_damp"):
+        llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
+                       refit_damp="auto")
+    with pytest.raises(LlmpruneError, match="at least 2 calibration samples"):
+        llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
+                       calib_samples=1, seqlen=32, progress=False, refit_damp="heldout")

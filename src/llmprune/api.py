@@ -163,7 +163,7 @@ def prune_structured(model: nn.Module, tokenizer, method: str, ratio: float, cal
         "device": str(device),
         "removed": result["removed"],
         "block_influence": result["block_influence"],
-        **{k: result[k] for k in ("stage1_seconds", "stage1_peak_rss_mb", "train_seconds", "disp", "pg") if k in result},
+        **{k: result[k] for k in ("stage1_seconds", "stage1_peak_rss_mb", "train_seconds", "disp", "pg", "sobp") if k in result},
         "layers_structured": block_widths(adapter),
         "environment": environment(),
     }

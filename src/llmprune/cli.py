@@ -25,6 +25,18 @@ def _device(value: str) -> str:
     return value
 
 
+def _refit_damp(value: str) -> float | str:
+    if value == "heldout":
+        return value
+    try:
+        damp = float(value)
+    except ValueError:
+        damp = -1.0
+    if not damp > 0:
+        raise LlmpruneError(f"--refit-damp {value!r}: use 'heldout' or a positive number such as 0.01")
+    return damp
+
+
 def _structured_names() -> set[str]:
     from .methods.structured import structured_methods
 
@@ -64,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refit-prior", choices=("current", "zero"), default=None,
                    help="sobp stage 3: ridge the least-squares refit towards the stage-2 weights (current, "
                         "default) or towards zero")
+    p.add_argument("--refit-damp", default=None, metavar="{heldout,FLOAT}",
+                   help="sobp stage 3: ridge dampening of the refit (default: --damp), or 'heldout' to choose it per "
+                        "module by two-fold cross-validation on the calibration samples (may keep stage-2 weights)")
     p.add_argument("--allow-empty", action="store_true", help="structured: a layer may lose all heads or channels")
     p.add_argument("--steps", type=int, default=None, help="disp: hypernetwork training steps (default 200); "
                    "pg: policy-gradient steps (default 200)")
@@ -178,9 +193,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
                        global_selection=not args.uniform, checkpointing=args.checkpointing)
         if args.refit_prior is not None:
             options["refit_prior"] = args.refit_prior
-    elif args.no_refine or args.no_reconstruct or args.uniform or args.checkpointing or args.refit_prior:
-        raise LlmpruneError("--no-refine/--no-reconstruct/--uniform/--checkpointing/--refit-prior are SoBP options: "
-                            "use --method sobp")
+        if args.refit_damp is not None:
+            options["refit_damp"] = _refit_damp(args.refit_damp)
+    elif args.no_refine or args.no_reconstruct or args.uniform or args.checkpointing or args.refit_prior or \
+            args.refit_damp:
+        raise LlmpruneError("--no-refine/--no-reconstruct/--uniform/--checkpointing/--refit-prior/--refit-damp are "
+                            "SoBP options: use --method sobp")
     disp_flags = (args.disp_lambda, args.disp_target, args.disp_estimator, args.disp_batch)
     if args.method.lower() == "disp":
         from .methods.disp import DISP

@@ -38,6 +38,11 @@ query heads; one head without GQA) and MLP channels. Our choices (options, docum
    Ridge towards zero shrinks weakly excited input directions to zero; towards the
    stage-2 weights measured better on SmolLM2-135M, hence the default. Neither beat no
    stage 3 there (``benchmarks/sobp_stage3.py``, results in the README).
+   ``refit_damp`` sets the refit's dampening apart from stage 2's ``damp``;
+   ``refit_damp="heldout"`` chooses it per module by two-fold cross-validation over the
+   calibration samples (even / odd), from ``HELDOUT_DAMPS`` or "keep the stage-2 weights",
+   by the held-out reconstruction error (:func:`~llmprune.solvers.group_obs.heldout_refit`);
+   the choices are returned as ``report["sobp"]["refits"]``.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from torch import nn
 from ..engine.layerwise import BlockRunner, LayerwiseEngine, peak_rss_mb
 from ..errors import LlmpruneError
 from ..models.base import LinearGroup, ModelAdapter
-from ..solvers.group_obs import greedy_group_obs, least_squares_refit
+from ..solvers.group_obs import greedy_group_obs, heldout_refit, least_squares_refit
 from ..surgery import structural
 from .gradients import backward_windows
 from .structured import BlockInfo, StructuredMethod, Unit, _costs, select_global, select_uniform
@@ -116,44 +121,71 @@ def _dense_targets(dense: BlockRunner, lins: list[nn.Linear]) -> tuple[list[list
     return ys, outs
 
 
-def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], damp: float, prior: str) -> None:
+#: dampenings tried by ``refit_damp="heldout"`` (relative to mean(diag Z Zᵀ), as ``damp``)
+HELDOUT_DAMPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], damp: float | str,
+           prior: str) -> dict:
     """Least-squares refit of ``lin`` (weight and bias) so that, fed the pruned stream, it
     reproduces ``targets`` (the dense module's outputs on the dense stream): accumulates
-    ``Y Zᵀ`` and ``Z Zᵀ`` over one pass of the pruned block (float32 sums, solved in float64)."""
+    ``Y Zᵀ`` and ``Z Zᵀ`` over one pass of the pruned block (float32 sums, solved in float64).
+
+    ``damp="heldout"``: the sums are kept per fold (even / odd calibration samples) and the
+    dampening is chosen from :data:`HELDOUT_DAMPS` by two-fold cross-validation, keeping
+    the current weights when no refit predicts the held-out fold better
+    (:func:`~llmprune.solvers.group_obs.heldout_refit`). Returns what was chosen."""
     bias = lin.bias is not None
-    acc: dict = {"YZ": None, "ZZ": None, "n": 0, "i": 0}
+    folds = [{"YZ": None, "ZZ": None, "YY": 0.0, "n": 0} for _ in range(2)]
+    state = {"i": 0}
 
     def pre(module, args):
         z = args[0].detach().reshape(-1, args[0].shape[-1]).float()
-        y = targets[acc["i"]].to(z.device).reshape(-1, lin.out_features).float()
-        acc["i"] += 1
+        y = targets[state["i"]].to(z.device).reshape(-1, lin.out_features).float()
+        f = folds[state["i"] % 2]
+        state["i"] += 1
         if bias:
             z = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], 1)
-        if acc["YZ"] is None:
-            acc["YZ"] = torch.zeros(y.shape[1], z.shape[1], dtype=torch.float32, device=z.device)
-            acc["ZZ"] = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float32, device=z.device)
-        acc["YZ"] += y.T @ z
-        acc["ZZ"] += z.T @ z
-        acc["n"] += z.shape[0]
+        if f["YZ"] is None:
+            f["YZ"] = torch.zeros(y.shape[1], z.shape[1], dtype=torch.float32, device=z.device)
+            f["ZZ"] = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float32, device=z.device)
+        f["YZ"] += y.T @ z
+        f["ZZ"] += z.T @ z
+        f["YY"] += float(y.double().pow(2).sum())
+        f["n"] += z.shape[0]
 
     handle = lin.register_forward_pre_hook(pre)
     try:
         runner.forward(keep_outputs=False)
     finally:
         handle.remove()
-    if acc["YZ"] is None:
-        return
-    W0 = None
-    if prior == "current":
-        W0 = lin.weight.detach().float()
-        W0 = torch.cat([W0, lin.bias.detach().float()[:, None]], 1) if bias else W0
-    W = least_squares_refit(acc["YZ"] / acc["n"], acc["ZZ"] / acc["n"], damp, prior=W0)
+    used = [f for f in folds if f["YZ"] is not None]
+    if not used:
+        return {"damp": None}
+    W_cur = lin.weight.detach().float()
+    W_cur = torch.cat([W_cur, lin.bias.detach().float()[:, None]], 1) if bias else W_cur
+    W0 = W_cur if prior == "current" else None
+    chosen: dict = {"damp": damp}
+    if damp == "heldout":
+        if len(used) < 2:
+            raise LlmpruneError("sobp refit_damp='heldout' needs at least 2 calibration samples (one per fold): "
+                                "raise --calib-samples or give a fixed dampening")
+        best, rel = heldout_refit(folds, HELDOUT_DAMPS, W_cur, W0)
+        chosen = {"damp": best, "heldout_error_vs_keep": rel}
+        if best is None:
+            return chosen
+        damp = best
+    n = sum(f["n"] for f in used)
+    YZ = sum(f["YZ"] for f in used) / n
+    ZZ = sum(f["ZZ"] for f in used) / n
+    W = least_squares_refit(YZ, ZZ, damp, prior=W0)
     with torch.no_grad():
         if bias:
             lin.weight.copy_(W[:, :-1].to(lin.weight.dtype))
             lin.bias.copy_(W[:, -1].to(lin.bias.dtype))
         else:
             lin.weight.copy_(W.to(lin.weight.dtype))
+    return chosen
 
 
 class SoBP(StructuredMethod):
@@ -161,7 +193,8 @@ class SoBP(StructuredMethod):
 
     def __init__(self, ratio: float, refine: bool = True, reconstruct: bool = True, global_selection: bool = True,
                  damp: float = 0.01, checkpointing: bool = False, allow_empty: bool = False,
-                 normalize: str = "none", refit_prior: str = "current") -> None:
+                 normalize: str = "none", refit_prior: str = "current",
+                 refit_damp: float | str | None = None) -> None:
         super().__init__(ratio, allow_empty=allow_empty)
         if normalize not in ("none", "params"):
             raise LlmpruneError(f"unknown sobp score normalisation {normalize!r}: use 'none' or 'params'")
@@ -169,6 +202,10 @@ class SoBP(StructuredMethod):
         if refit_prior not in ("current", "zero"):
             raise LlmpruneError(f"unknown sobp refit_prior {refit_prior!r}: use 'current' or 'zero'")
         self.refit_prior = refit_prior
+        if refit_damp is not None and refit_damp != "heldout" and not (
+                isinstance(refit_damp, (int, float)) and refit_damp > 0):
+            raise LlmpruneError(f"sobp refit_damp {refit_damp!r}: use a positive number or 'heldout'")
+        self.refit_damp = refit_damp
         self.refine = refine
         self.reconstruct = reconstruct
         self.global_selection = global_selection
@@ -179,10 +216,14 @@ class SoBP(StructuredMethod):
         return {"refine": self.refine, "reconstruct": self.reconstruct, "global_selection": self.global_selection,
                 "damp": self.damp, "checkpointing": self.checkpointing, "allow_empty": self.allow_empty,
                 "normalize": self.normalize, "refit_prior": self.refit_prior,
+                "refit_damp": self.damp if self.refit_damp is None else self.refit_damp,
                 "score": "|sum_x dL/dm_g|" + (" per parameter removed" if self.normalize == "params" else "")}
 
     def run(self, model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str = "cpu",
             progress: bool = True) -> dict:
+        if self.reconstruct and self.refit_damp == "heldout" and calib.shape[0] < 2:
+            raise LlmpruneError("sobp refit_damp='heldout' needs at least 2 calibration samples (one per fold): "
+                                "raise --calib-samples or give a fixed dampening")
         t0 = time.perf_counter()
         blocks = list(adapter.blocks())
         info, units = [], []
@@ -204,6 +245,7 @@ class SoBP(StructuredMethod):
         plan = [({u.index for u in chosen if u.block == b and u.kind == "group"},
                  {u.index for u in chosen if u.block == b and u.kind == "channel"}) for b in range(len(blocks))]
 
+        refits: list[dict] = []
         engine = LayerwiseEngine(model, adapter, device=device, progress=False)
         hidden, kwargs_list = engine.capture(calib)
         dense_hidden = hidden.clone() if self.reconstruct else None
@@ -248,8 +290,11 @@ class SoBP(StructuredMethod):
                 pairs = ([(d_att.o, att.o)] if att is not None else []) + \
                     ([(d_mlp.down, mlp.down)] if mlp.channels else [])
                 targets, dense_hidden = _dense_targets(dense_runner, [d for d, _ in pairs])
-                for (_, lin), ys in zip(pairs, targets):  # o_proj first: the MLP refit sees the refit attention
-                    _refit(runner, lin, ys, self.damp, self.refit_prior)
+                names = (["o"] if att is not None else []) + (["down"] if mlp.channels else [])
+                for name, (_, lin), ys in zip(names, pairs, targets):  # o_proj first: the MLP refit sees it
+                    damp = self.damp if self.refit_damp is None else self.refit_damp
+                    refits.append({"block": b, "module": name,
+                                   **_refit(runner, lin, ys, damp, self.refit_prior)})
                 del dense_block, targets
             hidden = runner.forward(keep_outputs=True)
             if engine.offload:
@@ -263,4 +308,5 @@ class SoBP(StructuredMethod):
             "removed": {"groups": sum(len(p[0]) for p in plan), "channels": sum(len(p[1]) for p in plan),
                         "blocks": []},
             "block_influence": None,
+            "sobp": {"refits": refits} if self.reconstruct else {},
         }

@@ -72,3 +72,31 @@ def least_squares_refit(YZ: torch.Tensor, ZZ: torch.Tensor, damp: float = 0.01,
         rhs = rhs + prior.double() * (A.diagonal() - ZZ.diagonal())[None, :]  # λ per input (dead inputs: 1 + λ)
     L = torch.linalg.cholesky(A)
     return torch.cholesky_solve(rhs.T, L).T.float()
+
+
+def heldout_refit(folds: list[dict], damps: tuple[float, ...], prior: torch.Tensor,
+                  refit_prior: torch.Tensor | None) -> tuple[float | None, dict]:
+    """Choose the stage-3 dampening by two-fold cross-validation on calibration samples.
+
+    ``folds[f]`` holds one fold's sums ``YZ`` (Y Zᵀ), ``ZZ`` (Z Zᵀ), ``YY`` (‖Y‖²) and ``n``.
+    For every ``damp`` the refit (:func:`least_squares_refit`, ridge towards
+    ``refit_prior``) is fitted on one fold and scored on the other,
+    ``‖Y_v − W Z_v‖² = YY_v − 2⟨W, YZ_v⟩ + ⟨W ZZ_v, W⟩``; the candidate ``None`` keeps the
+    current weights ``prior`` (no refit). Returns the damp with the lowest summed held-out
+    error (``None``: keep) and every candidate's error relative to keeping.
+    """
+    def err(W: torch.Tensor, f: dict) -> float:
+        W = W.double()
+        return float(f["YY"] - 2 * (W * f["YZ"].double()).sum() + ((W @ f["ZZ"].double()) * W).sum())
+
+    errors: dict = {"keep": sum(err(prior, f) for f in folds)}
+    for damp in damps:
+        total = 0.0
+        for t in range(2):
+            fit, val = folds[t], folds[1 - t]
+            W = least_squares_refit(fit["YZ"] / fit["n"], fit["ZZ"] / fit["n"], damp, prior=refit_prior)
+            total += err(W, val)
+        errors[damp] = total
+    best = min(errors, key=errors.get)
+    base = errors["keep"] if errors["keep"] > 0 else 1.0
+    return (None if best == "keep" else best), {str(k): v / base for k, v in errors.items()}

@@ -360,3 +360,31 @@ def test_sobp_heldout_refit_end_to_end(toy_tokenizer):
     with pytest.raises(LlmpruneError, match="at least 2 calibration samples"):
         llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
                        calib_samples=1, seqlen=32, progress=False, refit_damp="heldout")
+
+
+@pytest.mark.parametrize("family", ["llama", "phi"])
+def test_stop_after_gives_the_same_statistics_without_running_the_rest(family, toy_tokenizer):
+    """``BlockRunner.collect(..., stop_after=o_proj)`` ends each sample's forward at o_proj:
+    the same input Hessian as a full forward, and the MLP never runs."""
+    from llmprune.engine.layerwise import BlockRunner, LayerwiseEngine
+    from llmprune.models.base import LinearGroup
+
+    model = build_tiny(family, vocab_size=len(toy_tokenizer))
+    adapter = get_adapter(model)
+    calib = llmprune.calibration_data(toy_tokenizer, 3, 16, seed=2)
+    hidden, kwargs_list = LayerwiseEngine(model, adapter, progress=False).capture(calib)
+    block = adapter.blocks()[0]
+    att, mlp = adapter.attention(block), adapter.mlp(block)
+    runner = BlockRunner(block, hidden, kwargs_list[0], torch.device("cpu"))
+    group = [LinearGroup(("o",), (att.o,))]
+    full = runner.collect(group, hessian=True)["o"].hessian
+    calls = []
+    handle = mlp.down.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        early = runner.collect(group, hessian=True, stop_after=att.o)["o"].hessian
+    finally:
+        handle.remove()
+    torch.testing.assert_close(early, full, rtol=0, atol=0)
+    assert calls == [] and not att.o._forward_hooks  # MLP skipped, hook removed
+    with pytest.raises(ValueError, match="no block outputs"):
+        runner.forward(keep_outputs=True, stop_after=att.o)

@@ -31,6 +31,10 @@ class _Captured(Exception):
     """Raised by the block-0 pre-hook once its inputs are stored."""
 
 
+class _StopForward(Exception):
+    """Raised by :meth:`BlockRunner.forward`'s ``stop_after`` hook to end a sample's forward."""
+
+
 def to_device(obj: Any, device: torch.device | str, memo: dict[int, Any] | None = None) -> Any:
     """Move every tensor inside ``obj`` (tuples, lists, dicts nested) to ``device``;
     ``memo`` makes a tensor shared by several containers move once."""
@@ -73,22 +77,42 @@ class BlockRunner:
         self.kwargs = kwargs
         self.device = device
 
-    def forward(self, keep_outputs: bool = True) -> torch.Tensor | None:
-        """Run every calibration sample through the block (batch 1, no grad)."""
+    def forward(self, keep_outputs: bool = True, stop_after: nn.Module | None = None) -> torch.Tensor | None:
+        """Run every calibration sample through the block (batch 1, no grad).
+
+        ``stop_after``: end each sample's forward as soon as that submodule has run (for
+        hooks that only need what reaches it, e.g. ``o_proj``'s inputs: the MLP is skipped);
+        no outputs are kept then."""
+        if stop_after is not None and keep_outputs:
+            raise ValueError("stop_after ends the forward early: there are no block outputs to keep")
         outs = torch.empty_like(self.inputs) if keep_outputs else None
-        with torch.inference_mode():
-            for i in range(self.inputs.shape[0]):
-                out = self.block(self.inputs[i : i + 1].to(self.device), **self.kwargs)
-                out = out[0] if isinstance(out, tuple) else out
-                if outs is not None:
-                    outs[i : i + 1] = out.to(outs.device)
+        handle = None
+        if stop_after is not None:
+            def stop(module, args, output):
+                raise _StopForward
+
+            handle = stop_after.register_forward_hook(stop)
+        try:
+            with torch.inference_mode():
+                for i in range(self.inputs.shape[0]):
+                    try:
+                        out = self.block(self.inputs[i : i + 1].to(self.device), **self.kwargs)
+                    except _StopForward:
+                        continue
+                    out = out[0] if isinstance(out, tuple) else out
+                    if outs is not None:
+                        outs[i : i + 1] = out.to(outs.device)
+        finally:
+            if handle is not None:
+                handle.remove()
         return outs
 
     def collect(self, groups: list[LinearGroup], hessian: bool,
-                dtype: torch.dtype = torch.float32) -> dict[str, InputStats]:
-        """Statistics of the inputs of ``groups`` over all calibration samples."""
+                dtype: torch.dtype = torch.float32, stop_after: nn.Module | None = None) -> dict[str, InputStats]:
+        """Statistics of the inputs of ``groups`` over all calibration samples (``stop_after``:
+        see :meth:`forward`)."""
         with collect_inputs(groups, hessian=hessian, dtype=dtype) as stats:
-            self.forward(keep_outputs=False)
+            self.forward(keep_outputs=False, stop_after=stop_after)
         for name, acc in stats.items():
             acc.check_finite(name)
         return stats

@@ -156,7 +156,7 @@ def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], dam
 
     handle = lin.register_forward_pre_hook(pre)
     try:
-        runner.forward(keep_outputs=False)
+        runner.forward(keep_outputs=False, stop_after=lin)  # nothing after lin is needed
     finally:
         handle.remove()
     used = [f for f in folds if f["YZ"] is not None]
@@ -263,7 +263,7 @@ class SoBP(StructuredMethod):
             att = adapter.attention(block)
             if att is not None and groups_out:
                 if self.refine:
-                    H = runner.collect([LinearGroup(("o",), (att.o,))], hessian=True)["o"].hessian
+                    H = runner.collect([LinearGroup(("o",), (att.o,))], hessian=True, stop_after=att.o)["o"].hessian
                     width = att.group_size * att.head_dim
                     cols = [list(range(g * width, (g + 1) * width)) for g in range(att.num_kv_heads)]
                     removed, W = greedy_group_obs(att.o.weight, H, cols, len(groups_out), self.damp)

@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     scores = None
     original = sobp.first_order_scores
     for v in variants:
-        if any(r["variant"] == v and r["protocol"] == protocol for r in data["runs"]):
+        grid = list(sobp.HELDOUT_DAMPS) if "heldout" in v else None
+        if any(r["variant"] == v and r["protocol"] == protocol and r.get("heldout_damps") == grid
+               for r in data["runs"]):
             continue
         model = copy.deepcopy(model0)
         if scores is None:
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"variant": v, "protocol": protocol, "test_ppl": test, "calib_ppl": cal,
                "seconds_without_stage1": round(seconds, 1)}
         if "heldout" in v:
+            row["heldout_damps"] = list(sobp.HELDOUT_DAMPS)
             refits = report.get("sobp", {}).get("refits", [])
             row["heldout_choices"] = [{"block": r["block"], "module": r["module"], "damp": r["damp"]} for r in refits]
         data["runs"].append(row)

@@ -122,7 +122,7 @@ def _dense_targets(dense: BlockRunner, lins: list[nn.Linear]) -> tuple[list[list
 
 
 #: dampenings tried by ``refit_damp="heldout"`` (relative to mean(diag Z Zᵀ), as ``damp``)
-HELDOUT_DAMPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+HELDOUT_DAMPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], damp: float | str,

@@ -121,6 +121,12 @@ def _dense_targets(dense: BlockRunner, lins: list[nn.Linear]) -> tuple[list[list
     return ys, outs
 
 
+def _require_two_folds(samples: int) -> None:
+    if samples < 2:
+        raise LlmpruneError("sobp refit_damp='heldout' needs at least 2 calibration samples (one per fold): "
+                            "raise --calib-samples or give a fixed dampening")
+
+
 #: dampenings tried by ``refit_damp="heldout"`` (relative to mean(diag Z Zᵀ), as ``damp``)
 HELDOUT_DAMPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -167,9 +173,7 @@ def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], dam
     W0 = W_cur if prior == "current" else None
     chosen: dict = {"damp": damp}
     if damp == "heldout":
-        if len(used) < 2:
-            raise LlmpruneError("sobp refit_damp='heldout' needs at least 2 calibration samples (one per fold): "
-                                "raise --calib-samples or give a fixed dampening")
+        _require_two_folds(len(used))
         best, rel = heldout_refit(folds, HELDOUT_DAMPS, W_cur, W0)
         chosen = {"damp": best, "heldout_error_vs_keep": rel}
         if best is None:
@@ -216,14 +220,17 @@ class SoBP(StructuredMethod):
         return {"refine": self.refine, "reconstruct": self.reconstruct, "global_selection": self.global_selection,
                 "damp": self.damp, "checkpointing": self.checkpointing, "allow_empty": self.allow_empty,
                 "normalize": self.normalize, "refit_prior": self.refit_prior,
-                "refit_damp": self.damp if self.refit_damp is None else self.refit_damp,
+                "refit_damp": self._refit_damp(),
                 "score": "|sum_x dL/dm_g|" + (" per parameter removed" if self.normalize == "params" else "")}
+
+    def _refit_damp(self) -> float | str:
+        """Stage 3's dampening: ``refit_damp`` when given, else stage 2's ``damp``."""
+        return self.damp if self.refit_damp is None else self.refit_damp
 
     def run(self, model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str = "cpu",
             progress: bool = True) -> dict:
-        if self.reconstruct and self.refit_damp == "heldout" and calib.shape[0] < 2:
-            raise LlmpruneError("sobp refit_damp='heldout' needs at least 2 calibration samples (one per fold): "
-                                "raise --calib-samples or give a fixed dampening")
+        if self.reconstruct and self.refit_damp == "heldout":
+            _require_two_folds(calib.shape[0])  # before any work
         t0 = time.perf_counter()
         blocks = list(adapter.blocks())
         info, units = [], []
@@ -287,14 +294,12 @@ class SoBP(StructuredMethod):
                 dense_runner = BlockRunner(dense_block, dense_hidden, kwargs_list[b], dev)
                 d_att, d_mlp = adapter.attention(dense_block), adapter.mlp(dense_block)
                 att, mlp = adapter.attention(block), adapter.mlp(block)
-                pairs = ([(d_att.o, att.o)] if att is not None else []) + \
-                    ([(d_mlp.down, mlp.down)] if mlp.channels else [])
-                targets, dense_hidden = _dense_targets(dense_runner, [d for d, _ in pairs])
-                names = (["o"] if att is not None else []) + (["down"] if mlp.channels else [])
-                for name, (_, lin), ys in zip(names, pairs, targets):  # o_proj first: the MLP refit sees it
-                    damp = self.damp if self.refit_damp is None else self.refit_damp
+                pairs = ([("o", d_att.o, att.o)] if att is not None else []) + \
+                    ([("down", d_mlp.down, mlp.down)] if mlp.channels else [])
+                targets, dense_hidden = _dense_targets(dense_runner, [d for _, d, _ in pairs])
+                for (name, _, lin), ys in zip(pairs, targets):  # o_proj first: the MLP refit sees it
                     refits.append({"block": b, "module": name,
-                                   **_refit(runner, lin, ys, damp, self.refit_prior)})
+                                   **_refit(runner, lin, ys, self._refit_damp(), self.refit_prior)})
                 del dense_block, targets
             hidden = runner.forward(keep_outputs=True)
             if engine.offload:

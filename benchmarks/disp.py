@@ -14,7 +14,7 @@ CUDA when used) and the exported model's speed: the pruned model is saved, reloa
 through ``llmprune.load`` and measured by :mod:`llmprune.eval.speed` (prompt 128 tokens,
 greedy decode, batch 1 and 8; decode tokens/s is the headline).
 
-    python benchmarks/disp.py --quick [--fractions 0.3,0.5] [--steps 200] [--speed-trials 3]
+    python benchmarks/disp.py --quick [--fractions 0.3,0.5] [--steps 200] [--pg-steps 200] [--speed-trials 3]
 
 Writes ``benchmarks/results/disp[_quick].json`` after every run. Protocol as in
 ``unstructured.py``: calibration ``--calib-samples`` × ``--seqlen`` WikiText-2 train
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=200, help="DISP hypernetwork steps")
     p.add_argument("--lr", type=float, default=None, help="DISP learning rate (default: the method's)")
     p.add_argument("--lam", type=float, default=None, help="DISP lambda (default: the method's)")
+    p.add_argument("--pg-steps", type=int, default=None, help="PG steps (default: the method's, 200)")
     p.add_argument("--no-2of4", action="store_true", help="skip SparseGPT 2:4")
     p.add_argument("--speed-trials", type=int, default=3, help="0 skips the speed measurement")
     p.add_argument("--new-tokens", type=int, default=32)
@@ -104,19 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     del model
     registered = structured_methods()
     baselines = [m for m in args.baselines.split(",") if m in registered]
+    pg_kw = {} if args.pg_steps is None else {"steps": args.pg_steps}
     disp_kw = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("lam", args.lam)) if v is not None}
     protocol = {"model": args.model or "smollm2-135m", "seqlen": args.seqlen, "calib_samples": args.calib_samples,
                 "calib_dataset": "wikitext2 train portion", "seed": 0, "eval_windows": args.eval_windows or "all",
                 "quick": args.quick, "device": args.device, "params_total": total, "params_block_linear": block,
                 "budget": "fraction of total parameters removed; baselines get f*total/block of block weights",
-                "disp": disp_kw, "speed": {"prompt_len": 128, "new_tokens": args.new_tokens, "batch": [1, 8],
+                "disp": disp_kw, "pg": pg_kw, "speed": {"prompt_len": 128, "new_tokens": args.new_tokens, "batch": [1, 8],
                                            "trials": args.speed_trials, "threads": torch.get_num_threads()}}
     plan: list[tuple[str | None, str, dict]] = [(None, "-", {})]
     for f in (float(x) for x in args.fractions.split(",")):
         label = f"{f} total"
         plan.append(("disp", label, {"ratio": f, "target": "total", **disp_kw}))
         block_ratio = round(f * total / block, 4)
-        plan += [(m, label, {"ratio": block_ratio}) for m in baselines]
+        plan += [(m, label, {"ratio": block_ratio, **(pg_kw if m == "pg" else {})}) for m in baselines]
     if not args.no_2of4:
         plan.append(("sparsegpt", "2:4", {"pattern": "2:4"}))
     return run_plan(args, "disp", protocol, plan, markdown)

@@ -15,7 +15,8 @@ import torch
 
 import llmprune
 from llmprune.errors import LlmpruneError
-from llmprune.methods.disp import DISP, MaskHooks, ParamCount, apply_disp_masks, checkpointed_blocks, match_budget
+from llmprune.engine.offload import BlockStream, checkpointed_blocks
+from llmprune.methods.disp import DISP, MaskHooks, ParamCount, apply_disp_masks, match_budget
 from llmprune.methods.disp_hypernet import (DispHypernet, deterministic_keep, gumbel_noise, hard_mask,
                                             logistic_noise, soft_mask)
 from llmprune.models import count_parameters, get_adapter
@@ -98,16 +99,26 @@ def test_estimators_are_binary_with_gradients(estimator):
     assert ((s >= 0) & (s <= 1)).all() and ((s > 0.01) & (s < 0.99)).any()  # relaxed, not binary
 
 
-def test_hypernetwork_shape_and_checkpointing_gradients():
-    """Per-block checkpointing gives the same hypernetwork gradients as a plain backward."""
+def test_hypernetwork_shape_and_checkpointing_gradients(monkeypatch):
+    """Per-block checkpointing, and checkpointing with offloaded blocks, give the same
+    hypernetwork gradients as a plain backward. Offloaded: each block is streamed in
+    twice per step (forward, then its recomputation in the backward pass) and always
+    streamed out again."""
     model = build_tiny("llama", vocab_size=128)
     adapter = get_adapter(model)
     count = ParamCount(model, adapter)
     for p in model.parameters():
         p.requires_grad_(False)
+    events: list[tuple[str, int]] = []
+    blocks = list(adapter.blocks())
+    enter, exit_ = BlockStream.enter, BlockStream.exit
+    monkeypatch.setattr(BlockStream, "enter", lambda self: (events.append(("in", blocks.index(self.block))),
+                                                            enter(self))[1])
+    monkeypatch.setattr(BlockStream, "exit", lambda self: (events.append(("out", blocks.index(self.block))),
+                                                           exit_(self))[1])
     ids = torch.randint(0, 128, (1, 10))
     grads = []
-    for ckpt in (False, True):
+    for mode in ("plain", "checkpointed", "streamed"):
         hn = DispHypernet([s.size for s in count.specs], seed=3)
         assert not any(n == "z" for n, _ in hn.named_parameters())  # fixed inputs are not trained
         logits = hn()
@@ -115,13 +126,34 @@ def test_hypernetwork_shape_and_checkpointing_gradients():
         g = torch.Generator().manual_seed(0)
         with MaskHooks(adapter, count.specs) as hooks:
             hooks.masks[:] = [soft_mask(a, gumbel_noise(a, g), 0.4, 3.0) for a in logits]
-            ctx = checkpointed_blocks(list(adapter.blocks())) if ckpt else torch.enable_grad()
+            ctx = {"plain": torch.enable_grad(), "checkpointed": checkpointed_blocks(blocks),
+                   "streamed": checkpointed_blocks(blocks, torch.device("cpu"))}[mode]
             with ctx:
-                model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+                forward_events = list(events)
+                loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in hn.parameters()]))
+    n = len(blocks)
+    assert forward_events == [(d, b) for b in range(n) for d in ("in", "out")]  # one block at a time, in order
+    assert sorted(events) == sorted(forward_events * 2)  # the backward recomputed every block, streamed again
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[0], grads[2], rtol=1e-5, atol=1e-7)
     assert "forward" not in adapter.blocks()[0].__dict__
+
+
+def test_offloaded_training_matches_and_needs_checkpointing(toy_tokenizer):
+    """DISP with offload=True (blocks streamed; on the CPU the moves are pointer swaps)
+    learns exactly what the resident model learns."""
+    runs = []
+    for offload in (False, True):
+        model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+        r = llmprune.prune(model, toy_tokenizer, "disp", ratio=0.3, calib_samples=2, seqlen=16, progress=False,
+                           steps=3, offload=offload)
+        runs.append((r["disp"]["history"], r["disp"]["selection"], r["options"]["offload"]))
+    assert runs[0][:2] == runs[1][:2] and (runs[0][2], runs[1][2]) == (False, True)
+    with pytest.raises(LlmpruneError, match="disp-no-checkpointing"):
+        DISP(0.3, offload=True, checkpointing=False)
 
 
 @pytest.mark.parametrize("family,target,estimator", [("llama", "total", "st"), ("phi", "block", "reinmax")])
@@ -185,13 +217,16 @@ def test_cli_disp(tiny_llama_dir, tmp_path):
     out = tmp_path / "out"
     rc = main(["prune", "--model", str(tiny_llama_dir), "--method", "disp", "--ratio", "0.2", "--calib-samples", "2",
                "--seqlen", "16", "--steps", "2", "--lr", "0.01", "--disp-lambda", "4", "--disp-target", "block",
-               "--out", str(out), "--quiet"])
+               "--offload", "--out", str(out), "--quiet"])
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["method"] == "disp" and rep["options"]["steps"] == 2 and rep["options"]["lambda"] == 4.0
     assert rep["options"]["target"] == "block" and rep["achieved_ratio"] >= 0.2 - 1e-9
+    assert rep["options"]["offload"] is True
     assert main(["prune", "--model", str(tiny_llama_dir), "--method", "disp", "--ratio", "0.2",
                  "--disp-target", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert main(["prune", "--model", str(tiny_llama_dir), "--method", "disp", "--ratio", "0.2", "--offload",
+                 "--disp-no-checkpointing", "--out", str(tmp_path / "z")]) == 2
     assert main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda-sp", "--ratio", "0.2",
                  "--disp-lambda", "3", "--out", str(tmp_path / "y")]) == 2
 

@@ -14,7 +14,8 @@ import torch
 
 import llmprune
 from llmprune.errors import LlmpruneError
-from llmprune.methods.pg import PG, MaskHooks, build_layout, placed, select_family, select_params
+from llmprune.engine.offload import placed
+from llmprune.methods.pg import PG, MaskHooks, build_layout, select_family, select_params
 from llmprune.methods.structured import apply_selection
 from llmprune.models import get_adapter
 from llmprune.solvers.policy_gradient import (MovingBaseline, cosine_lr, expected_kept, policy_gradient,
@@ -148,16 +149,30 @@ def test_masked_model_equals_physically_pruned(family, budget, toy_tokenizer):
     assert removed == pytest.approx(sum(u.cost for u in chosen) / before)
 
 
-def test_offload_placement_gives_the_same_logits(toy_tokenizer):
-    """The offload hooks (exercised here on the CPU) leave the forward unchanged."""
+def test_offload_placement_gives_the_same_logits(toy_tokenizer, monkeypatch):
+    """The offload hooks (exercised here on the CPU) leave the forward unchanged, stream
+    each block in and out once per forward, in order, and leave every weight on its
+    original CPU storage."""
+    from llmprune.engine.offload import BlockStream
+
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    blocks = list(get_adapter(model).blocks())
+    storage = [p.data_ptr() for p in model.parameters()]
+    events: list[tuple[str, int]] = []
+    enter, exit_ = BlockStream.enter, BlockStream.exit
+    monkeypatch.setattr(BlockStream, "enter", lambda self: (events.append(("in", blocks.index(self.block))),
+                                                            enter(self))[1])
+    monkeypatch.setattr(BlockStream, "exit", lambda self: (events.append(("out", blocks.index(self.block))),
+                                                           exit_(self))[1])
     ids = torch.randint(0, len(toy_tokenizer), (1, 10))
     with torch.no_grad():
         want = model(ids).logits
-        with placed(model, get_adapter(model), torch.device("cpu"), offload=True):
+        with placed(model, blocks, torch.device("cpu"), offload=True):
             got = model(ids).logits
     torch.testing.assert_close(got, want)
-    assert all(not b._forward_pre_hooks for b in get_adapter(model).blocks())
+    assert events == [(d, b) for b in range(len(blocks)) for d in ("in", "out")]
+    assert all(not b._forward_pre_hooks and not b._forward_hooks for b in blocks)
+    assert [p.data_ptr() for p in model.parameters()] == storage
 
 
 # -- end to end --------------------------------------------------------------------------
@@ -209,10 +224,42 @@ def test_pg_zero_steps_is_the_init_selection(toy_tokenizer):
     assert r["achieved_ratio"] == pytest.approx(0.5, abs=0.01)
 
 
+def test_pg_keep_best_selects_the_lowest_scored_topk_mask(toy_tokenizer):
+    """keep_best=2: the trace scores steps 0, 2, 4 and 5 (after the last); the shipped
+    model is the top-k mask of the best-scored probabilities, and the pruned model's loss
+    on the selection windows equals that mask's recorded loss (masked == pruned)."""
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    r = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.4, calib_samples=4, seqlen=16, progress=False,
+                       steps=5, lr=0.5, keep_best=2, select_samples=3)
+    kb = r["pg"]["keep_best"]
+    assert [t["step"] for t in kb["trace"]] == [0, 2, 4, 5]
+    losses = [t["topk_loss"] for t in kb["trace"]]
+    assert kb["best_topk_loss"] == min(losses)
+    assert kb["trace"][losses.index(min(losses))]["step"] == kb["best_step"]
+    if kb["best_step"] == 0:
+        assert r["pg"]["probabilities"] == r["pg"]["initial_probabilities"]
+    if kb["best_step"] != 5:
+        assert r["pg"]["probabilities"] != r["pg"]["last_probabilities"]
+    calib = llmprune.calibration_data(toy_tokenizer, 4, 16, seed=0)[:3]
+    with torch.no_grad():
+        pruned = sum(float(model(input_ids=calib[i:i + 1], labels=calib[i:i + 1]).loss) for i in range(3)) / 3
+    assert pruned == pytest.approx(kb["best_topk_loss"], abs=1e-4)
+    assert r["achieved_ratio"] == pytest.approx(0.4, abs=0.02)
+
+
+def test_pg_keep_best_with_zero_steps_keeps_the_init(toy_tokenizer):
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    r = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.5, calib_samples=2, seqlen=16, progress=False,
+                       steps=0, keep_best=1)
+    assert r["pg"]["keep_best"]["best_step"] == 0 and len(r["pg"]["keep_best"]["trace"]) == 1
+    assert r["pg"]["probabilities"] == r["pg"]["initial_probabilities"]
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"budget": "layers"}, "budget"), ({"init": "zeros"}, "pg-init"), ({"units": "heads"}, "unit family"),
     ({"units": "groups,channels,blocks"}, "budget params"), ({"samples_per_step": 1}, "samples-per-step"),
-    ({"steps": -1}, "steps"), ({"lr": float("nan")}, "lr"), ({"block_init": 0.5, "budget": "params"}, "block_init"),
+    ({"steps": -1}, "steps"), ({"keep_best": -2}, "keep-best"), ({"keep_best": 5, "select_samples": 0}, "select-samples"),
+    ({"lr": float("nan")}, "lr"), ({"block_init": 0.5, "budget": "params"}, "block_init"),
 ])
 def test_pg_rejects_bad_options(kwargs, match):
     with pytest.raises(LlmpruneError, match=match):
@@ -234,10 +281,11 @@ def test_pg_cli(tmp_path, tiny_llama_dir, capsys):
     out = tmp_path / "pg-cli"
     code = main(["prune", "--model", str(tiny_llama_dir), "--method", "pg", "--ratio", "0.25", "--steps", "3",
                  "--lr", "0.1", "--batch-size", "2", "--samples-per-step", "3", "--budget", "params",
-                 "--pg-init", "constant", "--calib-samples", "4", "--seqlen", "16", "--out", str(out), "--quiet"])
+                 "--pg-init", "constant", "--pg-keep-best", "2", "--calib-samples", "4", "--seqlen", "16", "--out", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "pg" and report["options"]["samples_per_step"] == 3
+    assert report["options"]["keep_best"] == 2 and report["pg"]["keep_best"]["every"] == 2
     assert report["options"]["units"] == ["groups", "channels", "blocks"]
     code = main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda-sp", "--ratio", "0.2", "--budget",
                  "params", "--out", str(tmp_path / "x")])
@@ -261,6 +309,8 @@ def test_pg_data_parallel_two_processes(tmp_path, tiny_llama_dir):
     for r in ranks:
         assert r["world_size"] == 2 and r["ranks_identical"], r
     assert ranks[0]["probabilities"] == ranks[1]["probabilities"]
-    assert ranks[0]["probabilities"] != ranks[0]["initial_probabilities"]
+    assert ranks[0]["last_probabilities"] != ranks[0]["initial_probabilities"]
+    # keep_best: 3 scoring windows split 2 + 1 over the ranks, losses all-reduced: one trace
+    assert ranks[0]["keep_best"] == ranks[1]["keep_best"] and len(ranks[0]["keep_best"]["trace"]) == 3
     assert ranks[0]["history"] != ranks[1]["history"]  # each rank: its own windows and masks
     assert ranks[0]["achieved_ratio"] == ranks[1]["achieved_ratio"]

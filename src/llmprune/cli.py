@@ -93,8 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pg: initial keep probabilities (default wanda-sp)")
     p.add_argument("--pg-units", default=None,
                    help="pg: comma list of groups, channels, blocks (default groups,channels; all three with --budget params)")
+    p.add_argument("--pg-keep-best", type=int, default=None, metavar="N",
+                   help="pg: every N steps score the top-k mask on --pg-select-samples calibration windows and "
+                        "ship the best one seen, the initialisation included (our option; default 0 = off, the paper)")
+    p.add_argument("--pg-select-samples", type=int, default=None,
+                   help="pg: calibration windows that score the top-k mask for --pg-keep-best (default 4)")
     p.add_argument("--offload", action="store_true",
-                   help="pg: only the running block on --device during each forward (models larger than device memory)")
+                   help="pg, disp: only the running block on --device during each forward (and DISP's recomputation in "
+                        "the backward pass): models larger than device memory")
     p.add_argument("--disp-lambda", type=float, default=None, help="disp: weight of the parameter loss (default 16)")
     p.add_argument("--disp-target", default=None,
                    help="disp: --ratio is a fraction of 'total' parameters (default, the paper's) or of 'block' "
@@ -207,6 +213,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
                                           ("target", args.disp_target), ("estimator", args.disp_estimator),
                                           ("batch_size", args.disp_batch)) if v is not None})
         options["checkpointing"] = not args.disp_no_checkpointing
+        if args.offload:
+            options["offload"] = True
         if args.disp_bf16 != "auto":
             options["autocast"] = args.disp_bf16 == "on"
         DISP(float(args.ratio), **options)  # validate before loading anything
@@ -214,7 +222,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise LlmpruneError("--disp-* options belong to --method disp")
     pg_flags = {k: v for k, v in (("batch_size", args.batch_size), ("samples_per_step", args.samples_per_step),
                                   ("budget", args.budget), ("init", args.pg_init), ("units", args.pg_units),
-                                  ("offload", args.offload or None)) if v is not None}
+                                  ("keep_best", args.pg_keep_best), ("select_samples", args.pg_select_samples),
+                                  ("offload", (args.offload or None) if args.method.lower() != "disp" else None))
+                if v is not None}
     if args.method.lower() == "pg":
         from .methods.pg import PG
 
@@ -225,8 +235,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         except TypeError as exc:
             raise LlmpruneError(f"bad option for method pg: {exc}") from None
     elif pg_flags:
-        raise LlmpruneError("--batch-size/--samples-per-step/--budget/--pg-init/--pg-units/--offload "
-                            "belong to --method pg")
+        raise LlmpruneError("--batch-size/--samples-per-step/--budget/--pg-init/--pg-units/--pg-keep-best/--pg-select-samples/--offload "
+                            "belong to --method pg (--offload also to --method disp)")
     if args.allow_empty:
         options["allow_empty"] = True
     model, tok = api.load(args.model, dtype=args.dtype)

@@ -44,8 +44,10 @@ calibration windows, cycled with a fresh permutation per epoch.
 **Memory**: gradient checkpointing per block (``torch.utils.checkpoint``, non-reentrant:
 only block inputs are kept, each block is recomputed in the backward pass) and bf16
 autocast where the device supports it (``autocast``: ``None`` = on for CUDA with bf16,
-off on CPU). Limitation: the whole model must fit on the device; offloaded execution
-(blocks streamed from CPU) is not implemented for DISP.
+off on CPU). ``offload=True`` keeps the decoder blocks in CPU memory and streams each
+one to the device only while its forward or its checkpointed recomputation runs
+(:mod:`llmprune.engine.offload`), so a model larger than the device still trains,
+slowly (every block crosses the bus twice per step); it requires checkpointing.
 
 **Distributed**: under ``torchrun`` (``WORLD_SIZE > 1``) each process trains on its
 share of the windows and the hypernetwork gradients are all-reduced (mean) before every
@@ -59,7 +61,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -67,6 +69,7 @@ import torch
 from torch import nn
 
 from ..engine.layerwise import peak_rss_mb
+from ..engine.offload import checkpointed_blocks, move_except_blocks
 from ..errors import LlmpruneError
 from ..models.base import ModelAdapter, count_parameters
 from ..surgery import structural
@@ -220,27 +223,6 @@ class MaskHooks:
         self.remove()
 
 
-@contextmanager
-def checkpointed_blocks(blocks: Sequence[nn.Module]) -> Iterator[None]:
-    """Run every block's forward under ``torch.utils.checkpoint`` (non-reentrant, so
-    gradients reach the masks the hooks read from outside the block's arguments)."""
-    from torch.utils.checkpoint import checkpoint
-
-    for block in blocks:
-        original = block.forward
-
-        def forward(*args, _original=original, **kwargs):
-            return checkpoint(_original, *args, use_reentrant=False, **kwargs)
-
-        block.forward = forward
-    try:
-        yield
-    finally:
-        for block in blocks:
-            if "forward" in block.__dict__:
-                del block.forward
-
-
 def _distributed(device: str) -> tuple[object | None, int, int, str]:
     """``(torch.distributed | None, rank, world, device)``; initialises the process group
     under torchrun (gloo on CPU, NCCL on CUDA) when it is not yet initialised."""
@@ -317,7 +299,7 @@ class DISP(StructuredMethod):
                  lam: float = 16.0, target: str = "total", estimator: str = "st", ce_masks: str = "soft",
                  temperature: float = 0.4, offset: float = 3.0, batch_size: int = 1, checkpointing: bool = True,
                  autocast: bool | None = None, match_target: bool = True, input_dim: int = 32, hidden: int = 64,
-                 log_every: int = 10, seed: int = 0, allow_empty: bool = False) -> None:
+                 log_every: int = 10, seed: int = 0, offload: bool = False, allow_empty: bool = False) -> None:
         if allow_empty:
             raise LlmpruneError("disp keeps at least one dimension per selection vector: drop --allow-empty")
         super().__init__(ratio)
@@ -333,7 +315,9 @@ class DISP(StructuredMethod):
                   (temperature > 0, f"disp temperature {temperature} must be positive"),
                   (batch_size >= 1, f"disp batch size {batch_size} must be at least 1"),
                   (input_dim >= 1 and hidden >= 1, "disp hypernetwork sizes must be at least 1"),
-                  (log_every >= 1, f"disp log_every {log_every} must be at least 1")]
+                  (log_every >= 1, f"disp log_every {log_every} must be at least 1"),
+                  (checkpointing or not offload, "--offload streams blocks inside the checkpointed forward: drop "
+                                                 "--disp-no-checkpointing")]
         for ok, msg in checks:
             if not ok:
                 raise LlmpruneError(msg)
@@ -342,13 +326,14 @@ class DISP(StructuredMethod):
         self.temperature, self.offset, self.batch_size = float(temperature), float(offset), int(batch_size)
         self.checkpointing, self.autocast, self.match_target = checkpointing, autocast, match_target
         self.input_dim, self.hidden, self.log_every, self.seed = input_dim, hidden, log_every, seed
+        self.offload = bool(offload)
         self.hypernet: DispHypernet | None = None  # kept after run() (tests, inspection)
 
     def options(self) -> dict:
         return {"steps": self.steps, "lr": self.lr, "weight_decay": self.weight_decay, "lambda": self.lam,
                 "target": self.target, "estimator": self.estimator, "ce_masks": self.ce_masks,
                 "temperature": self.temperature, "offset": self.offset, "batch_size": self.batch_size,
-                "checkpointing": self.checkpointing, "autocast": self.autocast, "match_target": self.match_target,
+                "checkpointing": self.checkpointing, "offload": self.offload, "autocast": self.autocast, "match_target": self.match_target,
                 "hypernet": {"input_dim": self.input_dim, "hidden": self.hidden}, "seed": self.seed}
 
     # -- training -------------------------------------------------------------------
@@ -388,16 +373,20 @@ class DISP(StructuredMethod):
             p.requires_grad_(False)
         was_training = model.training
         model.eval()  # no dropout: the frozen model is only differentiated through
-        model.to(dev)
+        blocks = list(adapter.blocks())
+        if self.offload:
+            move_except_blocks(model, blocks, dev)  # the blocks are streamed by checkpointed_blocks
+        else:
+            model.to(dev)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         history: list[dict] = []
         batches = self._batches(calib.shape[0], rank, world)
-        blocks = list(adapter.blocks())
         t0 = time.perf_counter()
         try:
             with MaskHooks(adapter, count.specs) as hooks, \
-                    (checkpointed_blocks(blocks) if self.checkpointing else nullcontext()), torch.enable_grad():
+                    (checkpointed_blocks(blocks, dev if self.offload else None) if self.checkpointing
+                     else nullcontext()), torch.enable_grad():
                 bar = tqdm(range(self.steps), desc="disp: hypernetwork", disable=not progress or rank != 0,
                            file=sys.stderr)
                 for step in bar:
@@ -511,6 +500,6 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-__all__ = ["DISP", "MaskHooks", "ParamCount", "VectorSpec", "apply_disp_masks", "checkpointed_blocks",
+__all__ = ["DISP", "MaskHooks", "ParamCount", "VectorSpec", "apply_disp_masks",
            "is_main_process", "match_budget"]
 

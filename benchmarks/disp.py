@@ -16,7 +16,14 @@ greedy decode, batch 1 and 8; decode tokens/s is the headline).
 
     python benchmarks/disp.py --quick [--fractions 0.3,0.5] [--steps 200] [--pg-steps 200] [--speed-trials 3]
 
-Writes ``benchmarks/results/disp[_quick].json`` after every run. Protocol as in
+Writes ``benchmarks/results/disp[_quick].json`` after every run.
+
+Speed afterwards, on a quiet machine: run with ``--speed-trials 0 --save-models DIR``
+(pruning and perplexity can then share the CPU with other jobs), then
+``python benchmarks/disp.py --out FILE --speed-saved DIR [--speed-trials 5]`` reloads
+the dense model and every saved model of ``FILE`` through ``llmprune.load`` and measures
+them together, trials interleaved across models (one call of
+:func:`llmprune.eval.speed.benchmark`), adding the speed fields to each row. Protocol as in
 ``unstructured.py``: calibration ``--calib-samples`` × ``--seqlen`` WikiText-2 train
 tokens (DISP trains its hypernetwork on these windows, ``--steps`` steps of one
 window), seed 0, the same for every method.
@@ -82,6 +89,41 @@ def speed_hook(args: argparse.Namespace):
     return after
 
 
+def speed_saved(args: argparse.Namespace) -> int:
+    """Measure the dense model and every row's saved model together; update ``--out``."""
+    import json
+    from pathlib import Path
+
+    from llmprune.eval.speed import benchmark
+
+    out = Path(args.out)
+    data = json.loads(out.read_text())
+    models = {"dense": llmprune.load(args.model, device=args.device)[0]}
+    for row in data["runs"]:
+        if row.get("saved_to"):
+            path = Path(args.speed_saved) / row["saved_to"]
+            if not path.is_dir():
+                raise SystemExit(f"error: {path} is missing: rerun the benchmark with --save-models {args.speed_saved}")
+            models[row["saved_to"]] = llmprune.load(str(path), device=args.device)[0]
+    trials = max(args.speed_trials, 1)
+    res = benchmark(models, device=args.device, prompt_len=128, new_tokens=args.new_tokens, batch=8, trials=trials,
+                    warmup=1)
+    for row in data["runs"]:
+        name = "dense" if row["method"] == "dense" else row.get("saved_to")
+        if name not in res["models"]:
+            continue
+        metrics = res["models"][name]["metrics"]
+        for key in ("decode_tok_s_b1", "decode_tok_s_b8", "prefill_tok_s_b1", "ttft_s"):
+            if key in metrics:
+                row[key] = round(metrics[key]["median"], 3)
+        row["speed_protocol"] = {**res["protocol"], "measured": "afterwards, all models interleaved (--speed-saved)"}
+    data["protocol"]["speed"] = {**data["protocol"]["speed"], "trials": trials, "threads": torch.get_num_threads(),
+                                 "when": "after the run, --speed-saved, all models in one interleaved benchmark"}
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    print(markdown(data["runs"]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from llmprune.methods.structured import structured_methods
 
@@ -96,9 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-2of4", action="store_true", help="skip SparseGPT 2:4")
     p.add_argument("--speed-trials", type=int, default=3, help="0 skips the speed measurement")
     p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--speed-saved", default=None, metavar="DIR",
+                   help="only measure the speed of the models of --out saved under DIR (see the docstring)")
     args = finish_args(p.parse_args(argv), "disp")
     if args.table:
         return run_plan(args, "disp", {}, [], markdown)
+    if args.speed_saved:
+        return speed_saved(args)
     args.after_eval = speed_hook(args)
     model, _ = llmprune.load(args.model)
     total, block = count_parameters(model), get_adapter(model).block_linear_params()

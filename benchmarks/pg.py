@@ -17,7 +17,7 @@ calibration ``--calib-samples`` × ``--seqlen`` WikiText-2 train tokens, seed 0,
 for every method of the run.
 
     python benchmarks/pg.py --quick [--ratios 0.2,0.3,0.4] [--steps 200] [--lr 0.05] \\
-        [--batch-size 1] [--samples-per-step 2] [--params-budget] [--device cuda]
+        [--batch-size 1] [--samples-per-step 2] [--keep-best N] [--params-budget] [--device cuda]
 
 Writes ``benchmarks/results/pg[_quick].json`` after every run.
 """
@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples-per-step", type=int, default=None, help="PG masks per batch (default 2)")
     p.add_argument("--offload", action="store_true", help="PG: only the running block on the device")
     p.add_argument("--params-budget", action="store_true", help="also PG with --budget params (blocks included)")
+    p.add_argument("--keep-best", type=int, default=None, metavar="N",
+                   help="PG rows with --pg-keep-best N (score the top-k mask every N steps, ship the best seen)")
+    p.add_argument("--select-samples", type=int, default=None, help="PG --pg-select-samples (default 4)")
     p.add_argument("--no-init-ablation", action="store_true", help="skip the PG steps=0 rows")
     args = finish_args(p.parse_args(argv), "pg")
     args.after_eval = inference_memory(args)
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
     _runner.run_one = run_one
     pg_kw = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("batch_size", args.batch_size),
-                               ("samples_per_step", args.samples_per_step), ("offload", args.offload or None))
+                               ("samples_per_step", args.samples_per_step), ("offload", args.offload or None),
+                               ("keep_best", args.keep_best), ("select_samples", args.select_samples))
              if v is not None}
     protocol = {"model": args.model or "smollm2-135m", "seqlen": args.seqlen, "calib_samples": args.calib_samples,
                 "calib_dataset": "wikitext2 train portion", "seed": 0, "eval_windows": args.eval_windows or "all",
@@ -118,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     plan: list[tuple[str | None, str, dict]] = [(None, "-", {})]
     for r in args.ratios.split(","):
         ratio = float(r)
-        plan.append(("pg", r, {"ratio": ratio, **pg_kw}))
+        plan.append(("pg", f"{r} keep-best {args.keep_best}" if args.keep_best else r, {"ratio": ratio, **pg_kw}))
         if not args.no_init_ablation:
-            plan.append(("pg", f"{r} init only (steps=0)", {"ratio": ratio, **pg_kw, "steps": 0}))
+            init_kw = {k: v for k, v in pg_kw.items() if k not in ("keep_best", "select_samples")}
+            plan.append(("pg", f"{r} init only (steps=0)", {"ratio": ratio, **init_kw, "steps": 0}))
         if args.params_budget:
             plan.append(("pg", f"{r} params budget", {"ratio": ratio, **pg_kw, "budget": "params"}))
         plan += [(m, r, {"ratio": ratio}) for m in args.baselines.split(",") if m]

@@ -20,6 +20,11 @@ A long task can be run in parts, in separate sessions or processes (each with it
     python benchmarks/zeroshot_check.py --no-cli --tasks hellaswag --items 2500:5000 --out F --resume  # ...
     python benchmarks/zeroshot_check.py --merge-parts PART.json ... --out F   # join parts from other files
 
+lm-eval's CLI alone, against scores ours saved before (full sets, or one part with ``--items``,
+passed to the CLI as its ``--samples``):
+
+    python benchmarks/zeroshot_check.py --cli-against F --tasks boolq --out CHECK.json --resume
+
 Parts are kept under ``tasks[task]["parts"]["START:END"]``; once they tile the whole
 file, the task's full-set score (``ours``) is their item-weighted mean
 (``llmprune.eval.zeroshot.merge_item_ranges``).
@@ -62,12 +67,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="keep tasks (and task parts) already in --out")
     p.add_argument("--items", default=None, metavar="START:END",
                    help="only items START..END-1 of each task, saved as a part of it (needs --no-cli)")
+    p.add_argument("--cli-against", default=None, metavar="JSON",
+                   help="run only lm-eval's CLI and compare it with our scores already saved in this file "
+                        "(its full-set entries, or with --items that part); writes the comparison to --out")
     p.add_argument("--merge-parts", nargs="+", default=None, metavar="JSON",
                    help="copy the task parts of these result files into --out and join complete tasks; no model run")
     args = p.parse_args(argv)
     args.out = args.out or str(RESULTS / "zeroshot_check.json")
     if args.items is not None:
-        if not args.no_cli:
+        if not args.no_cli and not args.cli_against:
             p.error("--items runs our side only: add --no-cli")
         if args.limit is not None:
             p.error("--limit and --items both choose items: give one of them")
@@ -84,8 +92,10 @@ def model_dir(spec: str | None) -> Path:
     return default_model_dir()
 
 
-def run_cli(directory: Path, task_dir: Path, task: str, args: argparse.Namespace) -> tuple[dict, dict, list[str]]:
-    """lm-eval's CLI on one task; returns its results entry, sample counts and the command."""
+def run_cli(directory: Path, task_dir: Path, task: str, args: argparse.Namespace,
+            rows: int) -> tuple[dict, dict, list[str]]:
+    """lm-eval's CLI on one task (``rows`` items in its file); returns its results entry,
+    sample counts and the command."""
     name = TASKS[task].lm_eval_name
     with tempfile.TemporaryDirectory(prefix="lm-eval-out-") as out:
         cmd = [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
@@ -94,6 +104,10 @@ def run_cli(directory: Path, task_dir: Path, task: str, args: argparse.Namespace
                "--output_path", out]
         if args.limit is not None:
             cmd += ["--limit", str(args.limit)]
+        if args.items is not None:  # the same items ours scores (lm-eval's samples option on both sides)
+            start, end = (int(x) for x in args.items.split(":"))
+            end = min(end, rows)
+            cmd += ["--samples", json.dumps({name: list(range(start, end))})]
         env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -177,6 +191,58 @@ def merge_files(args: argparse.Namespace) -> int:
     return 0
 
 
+def cli_against(args: argparse.Namespace) -> int:
+    """--cli-against FILE: lm-eval's CLI on the tasks (or the --items part) whose scores
+    ours already saved in FILE, compared to the last digit; no run of ours."""
+    source = Path(args.cli_against)
+    if not source.is_file():
+        raise SystemExit(f"error: --cli-against {source}: no such file: run the tasks with --no-cli --out {source} first")
+    saved = json.loads(source.read_text())
+    names = parse_tasks(args.tasks)
+    directory = model_dir(args.model)
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": "zeroshot_cli_check",
+        "protocol": {"model": args.model or "smollm2-135m (cached safetensors copy)",
+                     "ours_from": f"{source.name} (protocol there; model there: {saved['protocol'].get('model')})",
+                     "lm_eval": lm_eval_version(), "batch_size": args.batch_size, "limit": args.limit,
+                     "lm_eval_cli": "python -m lm_eval run --model hf --model_args pretrained=DIR,dtype=float32 --tasks "
+                                    "llmprune_<task> --include_path TASKS --batch_size B --device cpu "
+                                    "[--samples '{\"llmprune_<task>\": [START..END-1]}']"},
+        "environment": environment(),
+        "tasks": dict(load_previous(out_path, args.resume).get("tasks", {})),
+    }
+    with tempfile.TemporaryDirectory(prefix="llmprune-check-tasks-") as tmp:
+        files = {t: locate(TASKS[t], args.data_dir) for t in names}
+        task_dir = write_task_dir(list(files.values()), tmp)
+        for task in names:
+            key = f"{task} {args.items}" if args.items else task
+            if key in result["tasks"]:
+                print(f"{key}: kept from {out_path}", flush=True)
+                continue
+            entry = saved.get("tasks", {}).get(task) or {}
+            ours = entry.get("parts", {}).get(args.items, {}).get("ours") if args.items else entry.get("ours")
+            if ours is None:
+                what = f"part {args.items} of {task}" if args.items else f"a full-set score of {task}"
+                raise SystemExit(f"error: {source} has no {what}: run it with --no-cli first")
+            t0 = time.perf_counter()
+            cli, counts, _ = run_cli(directory, task_dir, task, args, files[task].rows)
+            row = {"ours": ours, "lm_eval_cli": {k: v for k, v in cli.items() if k != "alias"},
+                   "lm_eval_cli_n": counts, "cli_seconds": round(time.perf_counter() - t0, 1),
+                   "comparison": compare(ours, cli, task)}
+            row["equal"] = all(c["equal"] for c in row["comparison"].values()) and \
+                int(counts.get("effective", -1)) == ours["n"]
+            result["tasks"][key] = row
+            result["all_equal"] = all(r["equal"] for r in result["tasks"].values())
+            out_path.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"{key}: ours acc {ours['acc']:.4f} n {ours['n']} | lm-eval CLI acc {cli.get('acc,none'):.4f} "
+                  f"n {counts.get('effective')} ({row['cli_seconds']} s) {'EQUAL' if row['equal'] else 'DIFFERENT'}",
+                  flush=True)
+    print("all equal" if result.get("all_equal") else "MISMATCH", flush=True)
+    return 0 if result.get("all_equal") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.merge_parts:
@@ -185,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.cli_against:
+        return cli_against(args)
     names = parse_tasks(args.tasks)
     directory = model_dir(args.model)
     out_path = Path(args.out)
@@ -204,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     model, tok = llmprune.load(str(directory))
     with tempfile.TemporaryDirectory(prefix="llmprune-check-tasks-") as tmp:
-        task_dir = write_task_dir([locate(TASKS[t], args.data_dir) for t in names], tmp)
+        files = {t: locate(TASKS[t], args.data_dir) for t in names}
+        task_dir = write_task_dir(list(files.values()), tmp)
+        rows = {t: f.rows for t, f in files.items()}
         for task in names:
             entry = result["tasks"].get(task)
             if complete(entry) or (args.items and args.items in (entry or {}).get("parts", {})):
@@ -227,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             line = f"{task}: ours acc {entry['ours']['acc']:.4f} n {entry['ours']['n']} ({entry['ours_seconds']} s)"
             if not args.no_cli:
                 t0 = time.perf_counter()
-                cli, counts, _ = run_cli(directory, task_dir, task, args)
+                cli, counts, _ = run_cli(directory, task_dir, task, args, rows[task])
                 entry["lm_eval_cli"] = {k: v for k, v in cli.items() if k != "alias"}
                 entry["lm_eval_cli_n"] = counts
                 entry["cli_seconds"] = round(time.perf_counter() - t0, 1)

@@ -165,8 +165,7 @@ def test_item_ranges_score_those_items_and_join_to_the_full_set(shared_data: Pat
     assert [p["items"] for p in parts] == [[0, 4], [4, 10]]
     joined = merge_item_ranges(parts, 10)
     assert joined["n"] == 10
-    assert joined["acc"] == pytest.approx(full["acc"], abs=1e-12)
-    assert joined["acc_norm"] == pytest.approx(full["acc_norm"], abs=1e-12)
+    assert joined["acc"] == full["acc"] and joined["acc_norm"] == full["acc_norm"]  # bit for bit
     assert joined["acc_stderr"] == pytest.approx(full["acc_stderr"], abs=1e-12)
     with pytest.raises(LlmpruneError, match=r"starts past the end of arc_easy_test.jsonl \(10 items\)"):
         evaluate_zeroshot(tiny_llama, toy_tokenizer, ["arc_easy"], data, items="10:20")
@@ -180,6 +179,11 @@ def test_merge_item_ranges_refuses_gaps_and_overlaps() -> None:
         merge_item_ranges([a, {"items": [3, 10], "n": 7, "acc": 1.0, "acc_norm": None}], 10)
     joined = merge_item_ranges([{"items": [4, 10], "n": 6, "acc": 1.0, "acc_norm": None}, a], 10)
     assert joined["acc"] == pytest.approx(0.8) and joined["acc_norm"] is None
+    # counts are joined, not float means: 1/3 and 2/3 of 3 + 3 items give exactly 3 / 6
+    thirds = [{"items": [0, 3], "n": 3, "acc": 1 / 3, "acc_norm": 2 / 3},
+              {"items": [3, 6], "n": 3, "acc": 2 / 3, "acc_norm": 1 / 3}]
+    joined = merge_item_ranges(thirds, 6)
+    assert joined["acc"] == 0.5 and joined["acc_norm"] == 0.5
 
 
 # --- errors ------------------------------------------------------------------------------

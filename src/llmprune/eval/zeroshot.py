@@ -104,7 +104,8 @@ def merge_item_ranges(parts: Sequence[dict], n_available: int) -> dict:
     """Join per-range scores ``[{"items": [start, end], "acc", "acc_norm", "n"}, ...]`` of one task.
 
     The ranges must tile ``[0, n_available)`` exactly (no gap, no overlap). acc and
-    acc_norm are item means, so the result is the item-weighted mean; the standard
+    acc_norm are means of 0/1 item scores, so the result is the sum of the parts' item
+    counts over ``n`` (bit for bit lm-eval's mean on the whole set); the standard
     errors are recomputed as lm-eval does for a mean of 0/1 scores, ``sqrt(p(1-p)/(n-1))``.
     """
     ordered = sorted(parts, key=lambda p: p["items"][0])
@@ -123,7 +124,9 @@ def merge_item_ranges(parts: Sequence[dict], n_available: int) -> dict:
         if any(v is None for v in values):
             out[metric] = out[f"{metric}_stderr"] = None
             continue
-        mean = sum(v * p["n"] for v, p in zip(values, ordered)) / n_available
+        # every part's score is (items right) / n: join the integer counts, so the result is
+        # the very float lm-eval's mean of 0/1 scores gives on the whole set
+        mean = sum(round(v * p["n"]) for v, p in zip(values, ordered)) / n_available
         out[metric] = mean
         out[f"{metric}_stderr"] = (mean * (1 - mean) / (n_available - 1)) ** 0.5 if n_available > 1 else None
     return out

@@ -55,6 +55,8 @@ def run_one(args: argparse.Namespace, method: str | None, label: str, **prune_kw
         for key in ("block_sparsity", "achieved_ratio", "stage1_peak_rss_mb", "train_seconds"):
             if key in report:
                 row[key] = report[key]
+        if report.get("options"):
+            row["options"] = report["options"]  # every option in effect, defaults included
         if (report.get("pg") or {}).get("keep_best"):
             row["pg_keep_best"] = report["pg"]["keep_best"]
         if args.save_models:

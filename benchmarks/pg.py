@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = float(r)
         plan.append(("pg", f"{r} keep-best {args.keep_best}" if args.keep_best else r, {"ratio": ratio, **pg_kw}))
         if not args.no_init_ablation:
-            init_kw = {k: v for k, v in pg_kw.items() if k not in ("keep_best", "select_samples")}
+            init_kw = {**{k: v for k, v in pg_kw.items() if k not in ("keep_best", "select_samples")}, "keep_best": 0}
             plan.append(("pg", f"{r} init only (steps=0)", {"ratio": ratio, **init_kw, "steps": 0}))
         if args.params_budget:
             plan.append(("pg", f"{r} params budget", {"ratio": ratio, **pg_kw, "budget": "params"}))

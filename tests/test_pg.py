@@ -204,17 +204,28 @@ def test_pg_end_to_end_ratio_save_reload(budget, init, toy_tokenizer, tmp_path):
     assert json.loads((out / "report.json").read_text())["pg"]["probabilities"] == probs
 
 
-def test_pg_learns_and_offload_matches(toy_tokenizer):
+def test_pg_learns_and_offload_matches(toy_tokenizer, capsys):
     """Probabilities move away from the initialisation; the offloaded path (CPU hooks)
-    gives bit-identical probabilities (same seed)."""
+    gives bit-identical probabilities (same seed). With the default keep-best, a run whose
+    trained masks all score worse than the initial one ships the initial mask and says so."""
     runs = []
     for offload in (False, True):
         model = build_tiny("llama", vocab_size=len(toy_tokenizer))
         r = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.4, calib_samples=3, seqlen=16, progress=False,
-                           steps=5, lr=0.2, offload=offload)
+                           steps=5, lr=0.2, offload=offload, keep_best=0)
         runs.append(r["pg"])
     assert runs[0]["probabilities"] == runs[1]["probabilities"]
     assert runs[0]["probabilities"] != runs[0]["initial_probabilities"]
+    assert runs[0]["keep_best"] is None
+    capsys.readouterr()
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    pg = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.4, calib_samples=3, seqlen=16, progress=False,
+                        steps=5, lr=0.2)["pg"]  # default keep_best=10: scored at steps 0 and 5
+    assert [t["step"] for t in pg["keep_best"]["trace"]] == [0, 5]
+    assert pg["last_probabilities"] == runs[0]["probabilities"]  # training itself is unchanged
+    shipped_init = pg["keep_best"]["best_step"] == 0
+    assert (pg["probabilities"] == pg["initial_probabilities"]) == shipped_init
+    assert ("so the initial mask is kept" in capsys.readouterr().err) == shipped_init
 
 
 def test_pg_zero_steps_is_the_init_selection(toy_tokenizer):

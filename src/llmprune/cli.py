@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="disp: hypernetwork training steps (default 200); "
                    "pg: policy-gradient steps (default 200)")
     p.add_argument("--lr", type=float, default=None, help="disp: hypernetwork AdamW learning rate (default 1e-2); "
-                   "pg: learning rate of the keep probabilities, cosine decay (default 0.05)")
+                   "pg: learning rate of the keep probabilities, cosine decay (default 0.01)")
     p.add_argument("--batch-size", type=int, default=None, help="pg: calibration windows per forward (default 1)")
     p.add_argument("--samples-per-step", type=int, default=None, help="pg: masks sampled per batch, K >= 2 (default 2)")
     p.add_argument("--budget", choices=("family", "params"), default=None,
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pg: comma list of groups, channels, blocks (default groups,channels; all three with --budget params)")
     p.add_argument("--pg-keep-best", type=int, default=None, metavar="N",
                    help="pg: every N steps score the top-k mask on --pg-select-samples calibration windows and "
-                        "ship the best one seen, the initialisation included (our option; default 0 = off, the paper)")
+                        "ship the best one seen, the initialisation included (our option; default 10; 0 = off, the paper)")
     p.add_argument("--pg-select-samples", type=int, default=None,
                    help="pg: calibration windows that score the top-k mask for --pg-keep-best (default 4)")
     p.add_argument("--offload", action="store_true",

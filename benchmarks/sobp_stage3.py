@@ -12,7 +12,8 @@ second and raises the first fits the calibration set, not the model.
 Variants: ``off`` (no stage 3), ``zero:DAMP``, ``current:DAMP`` (DAMP also sets stage 2's
 dampening, as ``--damp`` does), ``zero:heldout``, ``current:heldout`` (stage-3 dampening
 chosen per module by two-fold cross-validation on the calibration samples, stage 2 at its
-default; the choices are saved in the row). Writes
+default; the choices are saved in the row); a ``stream+`` prefix (``stream+current:0.01``)
+fits the dense residual stream instead of the dense module outputs (``refit_target="stream"``). Writes
 ``benchmarks/results/sobp_stage3.json`` (rows appended; ``--resume`` skips rows present).
 """
 
@@ -36,6 +37,8 @@ OUT = Path(__file__).resolve().parent / "results" / "sobp_stage3.json"
 
 
 def variant_options(v: str) -> dict:
+    if v.startswith("stream+"):
+        return {**variant_options(v[len("stream+"):]), "refit_target": "stream"}
     if v == "off":
         return {"reconstruct": False}
     prior, _, damp = v.partition(":")

@@ -51,12 +51,23 @@ def test_manual_prune_eval_bench(capsys, tmp_path: Path, tiny_llama_dir: Path) -
     assert "decode_tok_s_b1" in result["speedup"]
 
 
+def test_sobp_refit_options_reach_the_method(capsys, tmp_path: Path, tiny_llama_dir: Path) -> None:
+    out = tmp_path / "sobp"
+    code, _, err = _run(capsys, "prune", "--model", str(tiny_llama_dir), "--method", "sobp", "--ratio", "0.3",
+                        "--refit-target", "stream", "--refit-damp", "0.1", "--calib-samples", "2", "--seqlen", "16",
+                        "--out", str(out), "--quiet")
+    assert code == 0, err
+    options = json.loads((out / "report.json").read_text())["options"]
+    assert options["refit_target"] == "stream" and options["refit_damp"] == 0.1
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--method", "manual"], "needs --spec"),
     (["--method", "manual", "--ratio", "0.3", "--spec", "x.yaml"], "not --ratio"),
     (["--method", "manual", "--spec", "missing.yaml"], "not found"),
     (["--method", "wanda-sp", "--ratio", "0.3", "--refit-prior", "zero"], "are SoBP options"),
     (["--method", "wanda-sp", "--ratio", "0.3", "--refit-damp", "heldout"], "are SoBP options"),
+    (["--method", "flap", "--ratio", "0.3", "--refit-target", "stream"], "are SoBP options"),
     (["--method", "sobp", "--ratio", "0.3", "--refit-damp", "-1"], "use 'heldout' or a positive number"),
 ])
 def test_manual_errors(capsys, tmp_path: Path, args: list[str], msg: str) -> None:

@@ -388,3 +388,67 @@ def test_stop_after_gives_the_same_statistics_without_running_the_rest(family, t
     assert calls == [] and not att.o._forward_hooks  # MLP skipped, hook removed
     with pytest.raises(ValueError, match="no block outputs"):
         runner.forward(keep_outputs=True, stop_after=att.o)
+
+
+@pytest.mark.parametrize("family", ["llama", "phi"])
+def test_stream_targets_put_the_pruned_stream_back_on_the_dense_one(family, toy_tokenizer):
+    """``refit_target="stream"``, brute force: a block whose ``down`` outputs equal the
+    stream targets reproduces the dense block's output from the pruned stream; on LLaMA,
+    an ``o_proj`` that outputs its stream targets puts the residual after attention on the
+    dense one. The pruned stream is the dense one plus noise, the block is the dense one."""
+    from llmprune.engine.layerwise import BlockRunner, LayerwiseEngine
+    from llmprune.methods.sobp import _dense_targets, _stream_targets
+
+    torch.manual_seed(3)
+    model = build_tiny(family, vocab_size=len(toy_tokenizer))
+    adapter = get_adapter(model)
+    ids = torch.randint(0, len(toy_tokenizer), (3, 16))
+    dense_in, kwargs = LayerwiseEngine(model, adapter, progress=False).capture(ids)
+    block = adapter.blocks()[0]
+    att, mlp = adapter.attention(block), adapter.mlp(block)
+    pruned_in = dense_in + 0.5 * torch.randn_like(dense_in)
+    dev = torch.device("cpu")
+    with torch.no_grad():
+        ys, dense_out = _dense_targets(BlockRunner(block, dense_in.clone(), kwargs[0], dev), [att.o, mlp.down])
+        runner = BlockRunner(block, pruned_in, kwargs[0], dev)
+        t_down = _stream_targets(runner, mlp.down, ys[1], dense_in, dense_out, first=False)
+        t_o = _stream_targets(runner, att.o, ys[0], dense_in, dense_out, first=True)
+
+        def replaced(lin, targets):
+            state = {"i": 0}
+
+            def hook(module, args, output):
+                state["i"] += 1
+                return targets[state["i"] - 1].to(output.dtype)
+            return lin.register_forward_hook(hook)
+
+        handle = replaced(mlp.down, t_down)
+        out = runner.forward(keep_outputs=True)
+        handle.remove()
+        torch.testing.assert_close(out, dense_out, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(runner.forward(keep_outputs=True), dense_out, atol=1e-2)  # the noise matters
+        if family == "llama":  # sequential block: the stream after attention is the MLP norm's input
+            mids: list[torch.Tensor] = []
+            norm = block.post_attention_layernorm
+            grab = norm.register_forward_pre_hook(lambda module, args: mids.append(args[0].clone()))
+            BlockRunner(block, dense_in.clone(), kwargs[0], dev).forward(keep_outputs=False)
+            dense_mid, mids[:] = torch.cat(mids), []
+            handle = replaced(att.o, t_o)
+            runner.forward(keep_outputs=False)
+            handle.remove()
+            grab.remove()
+            torch.testing.assert_close(torch.cat(mids), dense_mid, rtol=1e-4, atol=1e-4)
+
+
+def test_sobp_stream_refit_end_to_end_and_refusals(toy_tokenizer, tmp_path):
+    model = build_tiny("qwen2", vocab_size=len(toy_tokenizer))
+    report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=4, seqlen=32, progress=False,
+                            refit_target="stream")
+    assert report["options"]["refit_target"] == "stream"
+    assert_reload_matches(model, toy_tokenizer, report, tmp_path / "out")
+    with pytest.raises(LlmpruneError, match="refit_target"):
+        llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
+                       refit_target="residual")
+    with pytest.raises(LlmpruneError, match="post_feedforward_layernorm"):
+        llmprune.prune(build_tiny("gemma3", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
+                       calib_samples=2, seqlen=16, progress=False, refit_target="stream")

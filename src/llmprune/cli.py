@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refit-damp", default=None, metavar="{heldout,FLOAT}",
                    help="sobp stage 3: ridge dampening of the refit (default: --damp), or 'heldout' to choose it per "
                         "module by two-fold cross-validation on the calibration samples (may keep stage-2 weights)")
+    p.add_argument("--refit-target", choices=("module", "stream"), default=None,
+                   help="sobp stage 3: reproduce the dense module outputs (module, default) or the dense residual "
+                        "stream (stream: also cancels the error the pruned stream brings into each block)")
     p.add_argument("--allow-empty", action="store_true", help="structured: a layer may lose all heads or channels")
     p.add_argument("--steps", type=int, default=None, help="disp: hypernetwork training steps (default 200); "
                    "pg: policy-gradient steps (default 200)")
@@ -201,10 +204,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
             options["refit_prior"] = args.refit_prior
         if args.refit_damp is not None:
             options["refit_damp"] = _refit_damp(args.refit_damp)
+        if args.refit_target is not None:
+            options["refit_target"] = args.refit_target
     elif args.no_refine or args.no_reconstruct or args.uniform or args.checkpointing or args.refit_prior or \
-            args.refit_damp:
-        raise LlmpruneError("--no-refine/--no-reconstruct/--uniform/--checkpointing/--refit-prior/--refit-damp are "
-                            "SoBP options: use --method sobp")
+            args.refit_damp or args.refit_target:
+        raise LlmpruneError("--no-refine/--no-reconstruct/--uniform/--checkpointing/--refit-prior/--refit-damp/"
+                            "--refit-target are SoBP options: use --method sobp")
     disp_flags = (args.disp_lambda, args.disp_target, args.disp_estimator, args.disp_batch)
     if args.method.lower() == "disp":
         from .methods.disp import DISP

@@ -43,6 +43,13 @@ query heads; one head without GQA) and MLP channels. Our choices (options, docum
    calibration samples (even / odd), from ``HELDOUT_DAMPS`` or "keep the stage-2 weights",
    by the held-out reconstruction error (:func:`~llmprune.solvers.group_obs.heldout_refit`);
    the choices are returned as ``report["sobp"]["refits"]``.
+   ``refit_target="stream"`` (our experiment, not in the paper) changes what is
+   reproduced: the dense *residual stream* instead of the dense module output, so the
+   refit also cancels the error the pruned stream carries into the block. ``o_proj``
+   is fit to ``y_dense + (h_dense_in − h_pruned_in)``; ``down_proj``, after it, to
+   ``h_dense_out − h_pruned_out + y_current`` (the block's output is linear in the
+   module's output when that output is added straight to the residual stream, as in
+   LLaMA, Qwen2, Mistral and Phi; blocks with post-norms, e.g. Gemma 2, are refused).
 """
 
 from __future__ import annotations
@@ -119,6 +126,33 @@ def _dense_targets(dense: BlockRunner, lins: list[nn.Linear]) -> tuple[list[list
         for h in handles:
             h.remove()
     return ys, outs
+
+
+def _stream_targets(runner: BlockRunner, lin: nn.Linear, module_targets: list[torch.Tensor],
+                    dense_in: torch.Tensor, dense_out: torch.Tensor, first: bool) -> list[torch.Tensor]:
+    """``refit_target="stream"``: targets that reproduce the dense residual stream.
+
+    ``first`` (``o_proj``): ``y_dense + (h_dense_in − h_pruned_in)``, the module output that
+    puts the pruned stream back on the dense one. Otherwise (``down_proj``, the block's
+    last write): ``h_dense_out − h_pruned_out + y_current`` from one pass of the pruned
+    block with its current weights, the output ``lin`` must give for the block to
+    reproduce the dense block's output."""
+    store = runner.inputs.device
+    if first:
+        return [y + (dense_in[i : i + 1] - runner.inputs[i : i + 1]).to(y.dtype)
+                for i, y in enumerate(module_targets)]
+    current: list[torch.Tensor] = []
+    handle = lin.register_forward_hook(lambda module, args, output: current.append(output.detach().to(store)))
+    try:
+        outs = runner.forward(keep_outputs=True)
+    finally:
+        handle.remove()
+    return [dense_out[i : i + 1] - outs[i : i + 1] + y for i, y in enumerate(current)]
+
+
+def _post_norms(block: nn.Module) -> list[str]:
+    """Norms applied to a module's output before the residual add (Gemma 2/3 style)."""
+    return [n for n, _ in block.named_children() if n.startswith("post_feedforward") or n == "post_attention_norm"]
 
 
 def _require_two_folds(samples: int) -> None:
@@ -198,8 +232,11 @@ class SoBP(StructuredMethod):
     def __init__(self, ratio: float, refine: bool = True, reconstruct: bool = True, global_selection: bool = True,
                  damp: float = 0.01, checkpointing: bool = False, allow_empty: bool = False,
                  normalize: str = "none", refit_prior: str = "current",
-                 refit_damp: float | str | None = None) -> None:
+                 refit_damp: float | str | None = None, refit_target: str = "module") -> None:
         super().__init__(ratio, allow_empty=allow_empty)
+        if refit_target not in ("module", "stream"):
+            raise LlmpruneError(f"unknown sobp refit_target {refit_target!r}: use 'module' or 'stream'")
+        self.refit_target = refit_target
         if normalize not in ("none", "params"):
             raise LlmpruneError(f"unknown sobp score normalisation {normalize!r}: use 'none' or 'params'")
         self.normalize = normalize
@@ -220,7 +257,7 @@ class SoBP(StructuredMethod):
         return {"refine": self.refine, "reconstruct": self.reconstruct, "global_selection": self.global_selection,
                 "damp": self.damp, "checkpointing": self.checkpointing, "allow_empty": self.allow_empty,
                 "normalize": self.normalize, "refit_prior": self.refit_prior,
-                "refit_damp": self._refit_damp(),
+                "refit_damp": self._refit_damp(), "refit_target": self.refit_target,
                 "score": "|sum_x dL/dm_g|" + (" per parameter removed" if self.normalize == "params" else "")}
 
     def _refit_damp(self) -> float | str:
@@ -296,8 +333,15 @@ class SoBP(StructuredMethod):
                 att, mlp = adapter.attention(block), adapter.mlp(block)
                 pairs = ([("o", d_att.o, att.o)] if att is not None else []) + \
                     ([("down", d_mlp.down, mlp.down)] if mlp.channels else [])
+                dense_in = dense_hidden
                 targets, dense_hidden = _dense_targets(dense_runner, [d for _, d, _ in pairs])
                 for (name, _, lin), ys in zip(pairs, targets):  # o_proj first: the MLP refit sees it
+                    if self.refit_target == "stream":
+                        if _post_norms(block):
+                            raise LlmpruneError(f"sobp refit_target='stream': block {b} normalises module outputs "
+                                                f"before the residual add ({', '.join(_post_norms(block))}); "
+                                                "use refit_target='module'")
+                        ys = _stream_targets(runner, lin, ys, dense_in, dense_hidden, first=name == "o")
                     refits.append({"block": b, "module": name,
                                    **_refit(runner, lin, ys, self._refit_damp(), self.refit_prior)})
                 del dense_block, targets

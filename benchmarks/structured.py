@@ -43,16 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ablation", action="store_true")
     p.add_argument("--ablation-only", action="store_true",
                    help="only the SoBP ablation runs (e.g. in a second process with its own --out)")
+    p.add_argument("--sobp-refit-target", choices=("auto", "module", "stream"), default="auto",
+                   help="SoBP stage 3's target (default auto: the package default; the rows in "
+                        "structured_quick.json ran with module, the default then)")
     args = finish_args(p.parse_args(argv), "structured")
     protocol = {"model": args.model or "smollm2-135m", "seqlen": args.seqlen, "calib_samples": args.calib_samples,
                 "calib_dataset": "wikitext2 train portion", "seed": 0, "eval_windows": args.eval_windows or "all",
                 "quick": args.quick, "device": args.device, "ratio": "fraction of decoder-block linear weights"}
+    sobp = {"refit_target": args.sobp_refit_target}
     plan = [] if args.ablation_only else [(None, "-", {})]
     for r in ([] if args.ablation_only else args.ratios.split(",")):
-        plan += [(m, r, {"ratio": float(r)}) for m in args.methods.split(",")]
+        plan += [(m, r, {"ratio": float(r), **(sobp if m == "sobp" else {})}) for m in args.methods.split(",")]
     if not args.no_ablation:
         for name, opts in ABLATION.items():
-            plan.append(("sobp", f"{args.ablation_ratio} {name}", {"ratio": float(args.ablation_ratio), **opts}))
+            plan.append(("sobp", f"{args.ablation_ratio} {name}",
+                         {"ratio": float(args.ablation_ratio), **sobp, **opts}))
     return run_plan(args, "structured", protocol, plan, markdown)
 
 

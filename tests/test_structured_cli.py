@@ -128,7 +128,9 @@ def test_demo_prunes_structured_and_reports_speed(capsys, tmp_path: Path, tiny_l
     assert code == 0
     text = capsys.readouterr().out
     assert "pruned with sobp ratio 0.2" in text and "decode tokens/s" in text and "fewer" in text
+    assert "sobp stages 1-2 only" in text  # 64 calibration tokens: stage 3 skipped, and said so
     report = json.loads((out / "report.json").read_text())
+    assert report["options"]["reconstruct"] is False
     assert report["params_after"] < report["params_before"]
     assert set(report["speed"]["models"]) == {"dense", "pruned"}
     assert report["speed"]["models"]["pruned"]["parameters"] < report["speed"]["models"]["dense"]["parameters"]

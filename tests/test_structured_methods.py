@@ -452,3 +452,57 @@ def test_sobp_stream_refit_end_to_end_and_refusals(toy_tokenizer, tmp_path):
     with pytest.raises(LlmpruneError, match="post_feedforward_layernorm"):
         llmprune.prune(build_tiny("gemma3", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
                        calib_samples=2, seqlen=16, progress=False, refit_target="stream")
+
+
+def test_sobp_rms_weighted_refit_matches_weighted_least_squares(toy_tokenizer):
+    """``refit_weight="rms"``, brute force: the refit equals ridge-towards-W0 least squares with
+    each token's squared error weighted by ``1 / mean_d(h_t²)`` of the stream it is added to."""
+    from llmprune.engine.layerwise import BlockRunner
+    from llmprune.methods.sobp import _refit, _rms_weights
+
+    torch.manual_seed(3)
+    lin = torch.nn.Linear(5, 3, bias=True)
+    dense = torch.nn.Linear(5, 3, bias=True)
+    Z = torch.randn(4, 6, 5)
+    stream = torch.randn(4, 6, 8) * torch.linspace(0.5, 30.0, 6)[None, :, None]  # a "sink" with a large stream
+    targets = [dense(Z[i : i + 1] + 0.3 * torch.randn(1, 6, 5)).detach() for i in range(4)]
+    weights = _rms_weights(stream)
+    w = (1.0 / stream.double().pow(2).mean(-1)).reshape(-1, 1)
+    torch.testing.assert_close(torch.cat(weights).reshape(-1, 1).double(), w, rtol=1e-5, atol=0)
+    W0 = torch.cat([lin.weight, lin.bias[:, None]], 1).detach().double()
+    Zf = torch.cat([Z.reshape(-1, 5), torch.ones(24, 1)], 1).double()  # the bias column is weighted too
+    Y = torch.cat(targets).reshape(-1, 3).double()
+    damp = 0.05
+    Zw, Yw = Zf * w.sqrt(), Y * w.sqrt()
+    lam = damp * torch.diagonal(Zw.T @ Zw / 24).mean()
+    expected = torch.linalg.lstsq(torch.cat([Zw / 24 ** 0.5, lam.sqrt() * torch.eye(6, dtype=torch.float64)]),
+                                  torch.cat([Yw / 24 ** 0.5, lam.sqrt() * W0.T])).solution.T
+    _refit(BlockRunner(lin, Z, {}, torch.device("cpu")), lin, targets, damp, "current", weights)
+    got = torch.cat([lin.weight, lin.bias[:, None]], 1).detach().double()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    unweighted = torch.linalg.lstsq(torch.cat([Zf / 24 ** 0.5, (damp * torch.diagonal(Zf.T @ Zf / 24).mean()).sqrt()
+                                               * torch.eye(6, dtype=torch.float64)]),
+                                    torch.cat([Y / 24 ** 0.5, (damp * torch.diagonal(Zf.T @ Zf / 24).mean()).sqrt()
+                                               * W0.T])).solution.T
+    assert not torch.allclose(expected, unweighted, atol=1e-3)  # the weights change the answer
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=2, seqlen=16, progress=False,
+                            refit_weight="rms")
+    assert report["options"]["refit_weight"] == "rms"
+    with pytest.raises(LlmpruneError, match="refit_weight"):
+        llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
+                       refit_weight="l2")
+
+
+def test_sobp_auto_refit_target_is_stream_without_post_norms_and_module_with_them(toy_tokenizer, capsys):
+    """The default ``refit_target="auto"`` fits the dense stream where the block's output is
+    linear in the module outputs (llama) and the dense module outputs under post-norms
+    (gemma3); every refit records its target, and a run with few calibration tokens says
+    on stderr that stage 3 may hurt."""
+    for family, expected in (("llama", "stream"), ("gemma3", "module")):
+        model = build_tiny(family, vocab_size=len(toy_tokenizer))
+        report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=2, seqlen=16, progress=False)
+        assert report["options"]["refit_target"] == "auto"
+        refits = report["sobp"]["refits"]
+        assert refits and {r["target"] for r in refits} == {expected}, family
+    assert "consider --no-reconstruct" in capsys.readouterr().err

@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refit-damp", default=None, metavar="{heldout,FLOAT}",
                    help="sobp stage 3: ridge dampening of the refit (default: --damp), or 'heldout' to choose it per "
                         "module by two-fold cross-validation on the calibration samples (may keep stage-2 weights)")
-    p.add_argument("--refit-target", choices=("module", "stream"), default=None,
-                   help="sobp stage 3: reproduce the dense module outputs (module, default) or the dense residual "
-                        "stream (stream: also cancels the error the pruned stream brings into each block)")
+    p.add_argument("--refit-target", choices=("auto", "module", "stream"), default=None,
+                   help="sobp stage 3: reproduce the dense residual stream (stream: also cancels the error the pruned "
+                        "stream brings into each block) or the dense module outputs (module); auto (default): stream "
+                        "unless a block normalises its module outputs (Gemma 2/3), module there")
     p.add_argument("--allow-empty", action="store_true", help="structured: a layer may lose all heads or channels")
     p.add_argument("--steps", type=int, default=None, help="disp: hypernetwork training steps (default 200); "
                    "pg: policy-gradient steps (default 200)")
@@ -392,8 +393,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"dense   {_format_ppl(dense)}")
     structured = args.method.lower() in _structured_names()
     dense_model = copy.deepcopy(model) if structured and args.speed_trials > 0 else None
+    options = {}
+    if args.method.lower() == "sobp":
+        from .methods.sobp import STAGE3_MIN_TOKENS
+
+        if args.calib_samples * args.calib_seqlen < STAGE3_MIN_TOKENS:
+            options["reconstruct"] = False
+            print(f"sobp stages 1-2 only: stage 3 (reconstruction) helped on SmolLM2-135M only from about "
+                  f"{STAGE3_MIN_TOKENS:,} calibration tokens, and the demo uses "
+                  f"{args.calib_samples * args.calib_seqlen:,}")
     report = api.prune(model, tok, args.method, ratio=args.ratio, calib_samples=args.calib_samples,
-                       seqlen=args.calib_seqlen, device=device, progress=not args.quiet)
+                       seqlen=args.calib_seqlen, device=device, progress=not args.quiet, **options)
     print(f"pruned with {report['method']} ratio {report['ratio']} "
           f"(calibration {args.calib_samples} x {args.calib_seqlen} WikiText-2 train tokens, demo-sized), "
           f"{report['seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MiB")

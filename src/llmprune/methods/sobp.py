@@ -36,20 +36,27 @@ query heads; one head without GQA) and MLP channels. Our choices (options, docum
    the current block is kept alongside; one pass of it per block stores the dense
    targets of both projections (6 block passes per block in stages 2-3, not 8).
    Ridge towards zero shrinks weakly excited input directions to zero; towards the
-   stage-2 weights measured better on SmolLM2-135M, hence the default. Neither beat no
-   stage 3 there (``benchmarks/sobp_stage3.py``, results in the README).
+   stage-2 weights measured better on SmolLM2-135M, hence the prior's default.
    ``refit_damp`` sets the refit's dampening apart from stage 2's ``damp``;
    ``refit_damp="heldout"`` chooses it per module by two-fold cross-validation over the
    calibration samples (even / odd), from ``HELDOUT_DAMPS`` or "keep the stage-2 weights",
    by the held-out reconstruction error (:func:`~llmprune.solvers.group_obs.heldout_refit`);
    the choices are returned as ``report["sobp"]["refits"]``.
-   ``refit_target="stream"`` (our experiment, not in the paper) changes what is
+   ``refit_target="stream"`` (our choice, not in the paper) changes what is
    reproduced: the dense *residual stream* instead of the dense module output, so the
    refit also cancels the error the pruned stream carries into the block. ``o_proj``
    is fit to ``y_dense + (h_dense_in − h_pruned_in)``; ``down_proj``, after it, to
    ``h_dense_out − h_pruned_out + y_current`` (the block's output is linear in the
    module's output when that output is added straight to the residual stream, as in
    LLaMA, Qwen2, Mistral and Phi; blocks with post-norms, e.g. Gemma 2, are refused).
+   ``refit_target="auto"`` (default): ``stream`` for blocks that allow it, ``module``
+   for blocks with post-norms; each refit records its target. Measured on SmolLM2-135M
+   at 30 % (``benchmarks/sobp_stage3.py``, README): the module target never beat no
+   stage 3; the stream target beats it from about 64k calibration tokens (128 × 512,
+   32 × 2048) and loses with less, so a run with fewer calibration tokens than
+   :data:`STAGE3_MIN_TOKENS` prints a note on stderr.
+   ``refit_weight="rms"`` weights each token's squared error by ``1 / rms(h_t)²`` of the
+   stream it is added to (measured: no effect there).
 """
 
 from __future__ import annotations
@@ -161,12 +168,25 @@ def _require_two_folds(samples: int) -> None:
                             "raise --calib-samples or give a fixed dampening")
 
 
+#: calibration tokens from which stage 3 (stream target) measured better than no stage 3
+STAGE3_MIN_TOKENS = 65536
+
 #: dampenings tried by ``refit_damp="heldout"`` (relative to mean(diag Z Zᵀ), as ``damp``)
 HELDOUT_DAMPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
+def _rms_weights(stream: torch.Tensor) -> list[torch.Tensor]:
+    """``refit_weight="rms"``: per-token weights ``1 / mean_d(h_t²)`` from a residual stream
+    (samples × tokens × d). The next block reads the stream through RMSNorm, so an error
+    ``e_t`` added to token ``t`` reaches it as ``e_t / rms(h_t)``; weighting the squared
+    error by ``1 / rms(h_t)²`` makes stage 3's least squares measure that, instead of letting
+    tokens with a large stream (the attention-sink position) dominate ``Z Zᵀ``."""
+    ms = stream.float().pow(2).mean(-1)
+    return [1.0 / ms[i].clamp_min(1e-12) for i in range(stream.shape[0])]
+
+
 def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], damp: float | str,
-           prior: str) -> dict:
+           prior: str, weights: list[torch.Tensor] | None = None) -> dict:
     """Least-squares refit of ``lin`` (weight and bias) so that, fed the pruned stream, it
     reproduces ``targets`` (the dense module's outputs on the dense stream): accumulates
     ``Y Zᵀ`` and ``Z Zᵀ`` over one pass of the pruned block (float32 sums, solved in float64).
@@ -174,7 +194,9 @@ def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], dam
     ``damp="heldout"``: the sums are kept per fold (even / odd calibration samples) and the
     dampening is chosen from :data:`HELDOUT_DAMPS` by two-fold cross-validation, keeping
     the current weights when no refit predicts the held-out fold better
-    (:func:`~llmprune.solvers.group_obs.heldout_refit`). Returns what was chosen."""
+    (:func:`~llmprune.solvers.group_obs.heldout_refit`). ``weights`` (one per sample, a
+    weight per token) weight each token's squared error (:func:`_rms_weights`). Returns what
+    was chosen."""
     bias = lin.bias is not None
     folds = [{"YZ": None, "ZZ": None, "YY": 0.0, "n": 0} for _ in range(2)]
     state = {"i": 0}
@@ -182,10 +204,13 @@ def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], dam
     def pre(module, args):
         z = args[0].detach().reshape(-1, args[0].shape[-1]).float()
         y = targets[state["i"]].to(z.device).reshape(-1, lin.out_features).float()
-        f = folds[state["i"] % 2]
-        state["i"] += 1
         if bias:
             z = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], 1)
+        if weights is not None:  # after the bias column: it is weighted like the rest of the row
+            w = weights[state["i"]].to(z.device).reshape(-1, 1).sqrt()
+            z, y = z * w, y * w
+        f = folds[state["i"] % 2]
+        state["i"] += 1
         if f["YZ"] is None:
             f["YZ"] = torch.zeros(y.shape[1], z.shape[1], dtype=torch.float32, device=z.device)
             f["ZZ"] = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float32, device=z.device)
@@ -232,10 +257,14 @@ class SoBP(StructuredMethod):
     def __init__(self, ratio: float, refine: bool = True, reconstruct: bool = True, global_selection: bool = True,
                  damp: float = 0.01, checkpointing: bool = False, allow_empty: bool = False,
                  normalize: str = "none", refit_prior: str = "current",
-                 refit_damp: float | str | None = None, refit_target: str = "module") -> None:
+                 refit_damp: float | str | None = None, refit_target: str = "auto",
+                 refit_weight: str = "none") -> None:
         super().__init__(ratio, allow_empty=allow_empty)
-        if refit_target not in ("module", "stream"):
-            raise LlmpruneError(f"unknown sobp refit_target {refit_target!r}: use 'module' or 'stream'")
+        if refit_weight not in ("none", "rms"):
+            raise LlmpruneError(f"unknown sobp refit_weight {refit_weight!r}: use 'none' or 'rms'")
+        self.refit_weight = refit_weight
+        if refit_target not in ("auto", "module", "stream"):
+            raise LlmpruneError(f"unknown sobp refit_target {refit_target!r}: use 'auto', 'module' or 'stream'")
         self.refit_target = refit_target
         if normalize not in ("none", "params"):
             raise LlmpruneError(f"unknown sobp score normalisation {normalize!r}: use 'none' or 'params'")
@@ -258,6 +287,7 @@ class SoBP(StructuredMethod):
                 "damp": self.damp, "checkpointing": self.checkpointing, "allow_empty": self.allow_empty,
                 "normalize": self.normalize, "refit_prior": self.refit_prior,
                 "refit_damp": self._refit_damp(), "refit_target": self.refit_target,
+                "refit_weight": self.refit_weight,
                 "score": "|sum_x dL/dm_g|" + (" per parameter removed" if self.normalize == "params" else "")}
 
     def _refit_damp(self) -> float | str:
@@ -268,6 +298,12 @@ class SoBP(StructuredMethod):
             progress: bool = True) -> dict:
         if self.reconstruct and self.refit_damp == "heldout":
             _require_two_folds(calib.shape[0])  # before any work
+        if self.reconstruct and calib.numel() < STAGE3_MIN_TOKENS:
+            import sys
+
+            print(f"sobp: stage 3 (reconstruction) with {calib.numel():,} calibration tokens; on SmolLM2-135M it "
+                  f"helped only from about {STAGE3_MIN_TOKENS:,} and hurt with fewer: consider --no-reconstruct "
+                  "or more --calib-samples", file=sys.stderr)
         t0 = time.perf_counter()
         blocks = list(adapter.blocks())
         info, units = [], []
@@ -335,15 +371,21 @@ class SoBP(StructuredMethod):
                     ([("down", d_mlp.down, mlp.down)] if mlp.channels else [])
                 dense_in = dense_hidden
                 targets, dense_hidden = _dense_targets(dense_runner, [d for _, d, _ in pairs])
+                target = self.refit_target
+                if target == "auto":
+                    target = "module" if _post_norms(block) else "stream"
                 for (name, _, lin), ys in zip(pairs, targets):  # o_proj first: the MLP refit sees it
-                    if self.refit_target == "stream":
+                    if target == "stream":
                         if _post_norms(block):
                             raise LlmpruneError(f"sobp refit_target='stream': block {b} normalises module outputs "
                                                 f"before the residual add ({', '.join(_post_norms(block))}); "
                                                 "use refit_target='module'")
                         ys = _stream_targets(runner, lin, ys, dense_in, dense_hidden, first=name == "o")
-                    refits.append({"block": b, "module": name,
-                                   **_refit(runner, lin, ys, self._refit_damp(), self.refit_prior)})
+                    # o_proj's error meets the MLP's norm on about the block's input stream, down_proj's on its output
+                    weights = None if self.refit_weight == "none" else \
+                        _rms_weights(dense_in if name == "o" else dense_hidden)
+                    refits.append({"block": b, "module": name, "target": target,
+                                   **_refit(runner, lin, ys, self._refit_damp(), self.refit_prior, weights)})
                 del dense_block, targets
             hidden = runner.forward(keep_outputs=True)
             if engine.offload:

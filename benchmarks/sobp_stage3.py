@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                 "eval_windows": args.eval_windows, "calib_dataset": "wikitext2 train portion", "seed": 0}
     model0, tok = llmprune.load(None)
     calib = llmprune.calibration_data(tok, args.calib_samples, args.seqlen, 0)
+    if args.diagnose:  # tokenized once for every variant
+        from llmprune.data import eval_windows, load_text, tokenize
+
+        test_windows = eval_windows(tokenize(tok, load_text("wikitext2", "test")), args.seqlen, args.eval_windows)
     scores = None
     original = sobp.first_order_scores
     for v in variants:
@@ -132,10 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"variant": v, "protocol": protocol, "test_ppl": test, "calib_ppl": cal,
                "seconds_without_stage1": round(seconds, 1)}
         if args.diagnose:
-            from llmprune.data import eval_windows, load_text, tokenize
-
-            test_ids = tokenize(tok, load_text("wikitext2", "test"))
-            row["diagnosis_test"] = stream_errors(model0, model, eval_windows(test_ids, args.seqlen, args.eval_windows))
+            row["diagnosis_test"] = stream_errors(model0, model, test_windows)
             row["diagnosis_calib"] = stream_errors(model0, model, calib[: args.eval_windows])
         if "heldout" in v:
             row["heldout_damps"] = list(sobp.HELDOUT_DAMPS)

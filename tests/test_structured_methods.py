@@ -473,18 +473,17 @@ def test_sobp_rms_weighted_refit_matches_weighted_least_squares(toy_tokenizer):
     Zf = torch.cat([Z.reshape(-1, 5), torch.ones(24, 1)], 1).double()  # the bias column is weighted too
     Y = torch.cat(targets).reshape(-1, 3).double()
     damp = 0.05
-    Zw, Yw = Zf * w.sqrt(), Y * w.sqrt()
-    lam = damp * torch.diagonal(Zw.T @ Zw / 24).mean()
-    expected = torch.linalg.lstsq(torch.cat([Zw / 24 ** 0.5, lam.sqrt() * torch.eye(6, dtype=torch.float64)]),
-                                  torch.cat([Yw / 24 ** 0.5, lam.sqrt() * W0.T])).solution.T
+
+    def ridge_towards_W0(Z: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:  # augmented least squares
+        lam = damp * torch.diagonal(Z.T @ Z / 24).mean()
+        return torch.linalg.lstsq(torch.cat([Z / 24 ** 0.5, lam.sqrt() * torch.eye(6, dtype=torch.float64)]),
+                                  torch.cat([Y / 24 ** 0.5, lam.sqrt() * W0.T])).solution.T
+
+    expected = ridge_towards_W0(Zf * w.sqrt(), Y * w.sqrt())
     _refit(BlockRunner(lin, Z, {}, torch.device("cpu")), lin, targets, damp, "current", weights)
     got = torch.cat([lin.weight, lin.bias[:, None]], 1).detach().double()
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-    unweighted = torch.linalg.lstsq(torch.cat([Zf / 24 ** 0.5, (damp * torch.diagonal(Zf.T @ Zf / 24).mean()).sqrt()
-                                               * torch.eye(6, dtype=torch.float64)]),
-                                    torch.cat([Y / 24 ** 0.5, (damp * torch.diagonal(Zf.T @ Zf / 24).mean()).sqrt()
-                                               * W0.T])).solution.T
-    assert not torch.allclose(expected, unweighted, atol=1e-3)  # the weights change the answer
+    assert not torch.allclose(expected, ridge_towards_W0(Zf, Y), atol=1e-3)  # the weights change the answer
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
     report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=2, seqlen=16, progress=False,
                             refit_weight="rms")

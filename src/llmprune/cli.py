@@ -397,11 +397,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.method.lower() == "sobp":
         from .methods.sobp import STAGE3_MIN_TOKENS
 
-        if args.calib_samples * args.calib_seqlen < STAGE3_MIN_TOKENS:
+        tokens = args.calib_samples * args.calib_seqlen
+        if tokens < STAGE3_MIN_TOKENS:
             options["reconstruct"] = False
             print(f"sobp stages 1-2 only: stage 3 (reconstruction) helped on SmolLM2-135M only from about "
-                  f"{STAGE3_MIN_TOKENS:,} calibration tokens, and the demo uses "
-                  f"{args.calib_samples * args.calib_seqlen:,}")
+                  f"{STAGE3_MIN_TOKENS:,} calibration tokens, and the demo uses {tokens:,}")
     report = api.prune(model, tok, args.method, ratio=args.ratio, calib_samples=args.calib_samples,
                        seqlen=args.calib_seqlen, device=device, progress=not args.quiet, **options)
     print(f"pruned with {report['method']} ratio {report['ratio']} "

@@ -62,6 +62,7 @@ query heads; one head without GQA) and MLP channels. Our choices (options, docum
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -290,6 +291,17 @@ class SoBP(StructuredMethod):
                 "refit_weight": self.refit_weight,
                 "score": "|sum_x dL/dm_g|" + (" per parameter removed" if self.normalize == "params" else "")}
 
+    def _block_target(self, block: nn.Module, b: int) -> str:
+        """Stage 3's target in block ``b``: ``auto`` is ``module`` under post-norms, else
+        ``stream``; ``stream`` asked for explicitly is refused under post-norms."""
+        post = _post_norms(block)
+        if self.refit_target == "auto":
+            return "module" if post else "stream"
+        if self.refit_target == "stream" and post:
+            raise LlmpruneError(f"sobp refit_target='stream': block {b} normalises module outputs before the "
+                                f"residual add ({', '.join(post)}); use refit_target='module'")
+        return self.refit_target
+
     def _refit_damp(self) -> float | str:
         """Stage 3's dampening: ``refit_damp`` when given, else stage 2's ``damp``."""
         return self.damp if self.refit_damp is None else self.refit_damp
@@ -299,8 +311,6 @@ class SoBP(StructuredMethod):
         if self.reconstruct and self.refit_damp == "heldout":
             _require_two_folds(calib.shape[0])  # before any work
         if self.reconstruct and calib.numel() < STAGE3_MIN_TOKENS:
-            import sys
-
             print(f"sobp: stage 3 (reconstruction) with {calib.numel():,} calibration tokens; on SmolLM2-135M it "
                   f"helped only from about {STAGE3_MIN_TOKENS:,} and hurt with fewer: consider --no-reconstruct "
                   "or more --calib-samples", file=sys.stderr)
@@ -330,7 +340,6 @@ class SoBP(StructuredMethod):
         hidden, kwargs_list = engine.capture(calib)
         dense_hidden = hidden.clone() if self.reconstruct else None
         from tqdm.auto import tqdm
-        import sys
 
         for b in tqdm(range(len(blocks)), desc="sobp: refine + reconstruct", disable=not progress, file=sys.stderr):
             block = adapter.blocks()[b]
@@ -371,15 +380,9 @@ class SoBP(StructuredMethod):
                     ([("down", d_mlp.down, mlp.down)] if mlp.channels else [])
                 dense_in = dense_hidden
                 targets, dense_hidden = _dense_targets(dense_runner, [d for _, d, _ in pairs])
-                target = self.refit_target
-                if target == "auto":
-                    target = "module" if _post_norms(block) else "stream"
+                target = self._block_target(block, b)
                 for (name, _, lin), ys in zip(pairs, targets):  # o_proj first: the MLP refit sees it
                     if target == "stream":
-                        if _post_norms(block):
-                            raise LlmpruneError(f"sobp refit_target='stream': block {b} normalises module outputs "
-                                                f"before the residual add ({', '.join(_post_norms(block))}); "
-                                                "use refit_target='module'")
                         ys = _stream_targets(runner, lin, ys, dense_in, dense_hidden, first=name == "o")
                     # o_proj's error meets the MLP's norm on about the block's input stream, down_proj's on its output
                     weights = None if self.refit_weight == "none" else \

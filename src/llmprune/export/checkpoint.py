@@ -23,10 +23,26 @@ def read_config(path: Path) -> dict:
 def causal_lm_class(path: Path) -> type | None:
     """The class to load ``path`` with: the layout-applying subclass for heterogeneous
     llmprune checkpoints, None (AutoModelForCausalLM) otherwise."""
+    return checkpoint_loader(path)[0]
+
+
+def checkpoint_loader(path: Path) -> tuple[type | None, object | None]:
+    """``(class, config)`` to load ``path`` with: the layout-applying subclass of the stock
+    family class for heterogeneous checkpoints (``llmprune_layout``, or DeciLM
+    ``block_configs`` rebuilt as the family plus a layout, see
+    :func:`llmprune.export.decilm.internal_config`), and the config to build it from
+    when it is not the checkpoint's own; ``(None, None)`` for plain checkpoints."""
+    from .decilm import internal_config, is_decilm
+
     cfg = read_config(path)
-    layout = cfg.get(LAYOUT_KEY)
+    config = None
+    if is_decilm(cfg):
+        config = internal_config(cfg, path)
+        layout = getattr(config, LAYOUT_KEY)
+    else:
+        layout = cfg.get(LAYOUT_KEY)
     if not layout:
-        return None
+        return None, None
     import transformers
 
     base = getattr(transformers, str(layout.get("base_architecture")), None)
@@ -35,7 +51,7 @@ def causal_lm_class(path: Path) -> type | None:
             f"{path}: llmprune layout names base class {layout.get('base_architecture')!r}, which this "
             f"transformers {transformers.__version__} does not have: upgrade transformers"
         )
-    return pruned_class(base)
+    return pruned_class(base), config
 
 
 def _disk_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -57,16 +73,19 @@ def _layer_of(key: str) -> str:
     return f"layer {m.group(1)}" if m else "outside the decoder blocks"
 
 
-def validate_checkpoint(path: Path, cls: type | None) -> None:
-    """Compare every tensor in ``path/*.safetensors`` with the shapes the config builds;
-    a mismatch is a one-line error naming the tensor and its layer."""
+def validate_checkpoint(path: Path, cls: type | None, config: object | None = None) -> None:
+    """Compare every tensor in ``path/*.safetensors`` with the shapes the config (the
+    checkpoint's own unless ``config`` is given) builds; a mismatch is a one-line error
+    naming the tensor and its layer."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    rebuilt = config is not None  # a DeciLM block_configs checkpoint read as family + layout
     disk = _disk_shapes(path)
     if not disk:
         return
     try:
-        config = AutoConfig.from_pretrained(str(path))
+        if config is None:
+            config = AutoConfig.from_pretrained(str(path))
         with torch.device("meta"):
             model = cls(config) if cls is not None else AutoModelForCausalLM.from_config(config)
     except LlmpruneError:
@@ -82,9 +101,26 @@ def validate_checkpoint(path: Path, cls: type | None) -> None:
                 f"{path}: tensor {key} ({_layer_of(key)}) has shape {list(shape)} but the config builds "
                 f"{list(want)}: the checkpoint's tensors do not match its config; re-export it"
             )
-    missing = [k for k in expected if k not in disk and re.search(r"\.(layers|h|blocks)\.\d+\.", k)]
+    missing = [k for k in expected if k not in disk and re.search(r"\.(layers|h|blocks)\.\d+\.", k)
+               and not (rebuilt and _absent_by_design(k, expected[k], config))]
     if missing:
         raise LlmpruneError(
             f"{path}: tensor {missing[0]} ({_layer_of(missing[0])}) is missing from the checkpoint"
             f"{' (and ' + str(len(missing) - 1) + ' more)' if len(missing) > 1 else ''}: re-export it"
         )
+
+
+def _absent_by_design(key: str, shape: tuple[int, ...], config) -> bool:
+    """Tensors a DeciLM ``block_configs`` checkpoint leaves out: empty ones (a removed
+    MLP) and the norms of a removed attention or MLP, which have no effect."""
+    layout = getattr(config, LAYOUT_KEY, None) or {}
+    m = re.search(r"\.layers\.(\d+)\.", key)
+    if not layout or m is None:
+        return False
+    spec = layout["layers"][int(m.group(1))]
+    if 0 in shape:
+        return True
+    if key.endswith("input_layernorm.weight"):
+        return "no_attention" in spec
+    down = spec.get("linears", {}).get("mlp.down_proj")
+    return key.endswith("post_attention_layernorm.weight") and down is not None and down["shape"][1] == 0

@@ -1,7 +1,9 @@
 """Write a pruned model, its tokenizer and ``report.json`` atomically.
 
 Structured models are saved so that they reload with their pruned shapes (see
-:mod:`llmprune.export.layout`): a stock config when the family can express the widths,
+:mod:`llmprune.export.layout`): a stock config when the family can express the widths;
+the DeciLM / Nemotron-NAS ``block_configs`` format that vLLM serves when every block
+differs only in MLP width or removed attention/MLP/blocks (:mod:`llmprune.export.decilm`);
 otherwise the global config plus ``llmprune_layout`` and ``modeling_llmprune.py`` for
 ``AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)``.
 """
@@ -16,7 +18,7 @@ from torch import nn
 
 from . import modeling_llmprune
 from .atomic import atomic_directory
-from .layout import plan_export
+from .layout import ExportPlan, plan_export
 from .modeling_llmprune import LAYOUT_KEY
 
 REMOTE_FILE = "modeling_llmprune.py"
@@ -30,29 +32,65 @@ def remote_code_source(base_architecture: str) -> str:
             f"{REMOTE_CLASS} = pruned_class(_transformers.{base_architecture})\n")
 
 
-def save_pruned(model: nn.Module, tokenizer, out: str | Path, report: dict, force: bool = False) -> Path:
-    """Save as safetensors + config (+ tokenizer, + report.json); returns the path."""
+_NOTES = {"dense": "same shapes as the model's own config",
+          "stock": "uniform widths in a stock config (no remote code)",
+          "block_configs": "per-block widths in the DeciLM / Nemotron-NAS block_configs format: serves in vLLM; "
+                           "load with llmprune.load or trust_remote_code=True",
+          "layout": "per-block widths in config.llmprune_layout; load with llmprune.load or trust_remote_code=True"}
+
+
+def export_record(plan: ExportPlan) -> dict:
+    """The ``export`` entry of ``report.json``: the format written and whether vLLM serves it."""
+    record = {"kind": plan.kind, "remote_code": plan.kind in ("block_configs", "layout"),
+              "vllm": plan.kind != "layout", "note": _NOTES[plan.kind]}
+    if plan.kind == "layout":
+        record["vllm_obstacle"] = plan.vllm_obstacle or ("the llmprune layout was asked for; `llmprune export DIR "
+                                                         "--format vllm --out NEW` writes a servable copy")
+    return record
+
+
+def describe_export(record: dict) -> str:
+    """One line for stdout: which format was written and, if vLLM cannot serve it, why."""
+    names = {"dense": "the family's own config (every block as config.json says)", "stock": "stock config (uniform widths)",
+             "block_configs": "DeciLM block_configs (per-block widths, servable by vLLM with trust_remote_code=True)",
+             "layout": "llmprune layout (per-block widths, transformers with trust_remote_code=True)"}
+    line = f"format: {names[record['kind']]}"
+    if not record.get("vllm", True):
+        line += f"; not servable by vLLM: {record['vllm_obstacle']}"
+    return line
+
+
+def save_pruned(model: nn.Module, tokenizer, out: str | Path, report: dict, force: bool = False,
+                fmt: str = "auto") -> Path:
+    """Save as safetensors + config (+ tokenizer, + report.json); returns the path.
+
+    ``fmt`` is ``auto`` (the simplest format that holds the model) or one of ``vllm``,
+    ``stock``, ``layout`` (refused, before anything is written, when the model does not
+    fit). ``report["export"]`` records the format written."""
     from ..models import get_adapter
     from ..models.loading import strip_quantization
+    from .atomic import check_output_dir
+    from .decilm import write_decilm
 
+    check_output_dir(out, force)
     strip_quantization(model)
-    plan = plan_export(model, get_adapter(model))
+    adapter = get_adapter(model)
+    plan = plan_export(model, adapter, fmt)
+    report["export"] = export_record(plan)
     config = model.config
-    for key in (LAYOUT_KEY, "auto_map"):
-        if hasattr(config, key):
-            delattr(config, key)
-    for key, value in plan.config_updates.items():
-        setattr(config, key, value)
-    if plan.kind == "layout":
-        config.auto_map = {"AutoModelForCausalLM": f"{REMOTE_FILE[:-3]}.{REMOTE_CLASS}"}
-    report = dict(report, export={"kind": plan.kind,
-                                  "remote_code": plan.kind == "layout",
-                                  "note": {"dense": "same shapes as the original config",
-                                           "stock": "uniform widths in a stock config (no remote code)",
-                                           "layout": "per-block widths in config.llmprune_layout; load with "
-                                                     "llmprune.load or trust_remote_code=True"}[plan.kind]})
+    if plan.kind != "block_configs":
+        for key in (LAYOUT_KEY, "auto_map"):
+            if hasattr(config, key):
+                delattr(config, key)
+        for key, value in plan.config_updates.items():
+            setattr(config, key, value)
+        if plan.kind == "layout":
+            config.auto_map = {"AutoModelForCausalLM": f"{REMOTE_FILE[:-3]}.{REMOTE_CLASS}"}
     with atomic_directory(out, force=force) as tmp:
-        model.save_pretrained(tmp)
+        if plan.kind == "block_configs":
+            write_decilm(model, adapter, tmp)
+        else:
+            model.save_pretrained(tmp)
         if plan.kind == "layout":
             base = plan.config_updates[LAYOUT_KEY]["base_architecture"]
             (tmp / REMOTE_FILE).write_text(remote_code_source(base))

@@ -123,6 +123,21 @@ def resolve_model(spec: str | os.PathLike | None) -> str:
     return text  # a hub id; works when online
 
 
+def _from_pretrained(cls, source: str, dtype: torch.dtype, config_kw: dict) -> nn.Module:
+    if not config_kw:
+        return cls.from_pretrained(source, dtype=dtype)
+    # the tensors a block_configs checkpoint leaves out (norms and empty linears of removed
+    # parts) are checked by validate_checkpoint and have no effect: no "newly initialized" noise
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(source, dtype=dtype, **config_kw)
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def load_model_and_tokenizer(
     spec: str | os.PathLike | None = None, dtype: str | torch.dtype = "float32", device: str = "cpu"
 ) -> tuple[nn.Module, object]:
@@ -133,15 +148,18 @@ def load_model_and_tokenizer(
     torch_dtype = parse_dtype(dtype)
     local = Path(source).exists()
     cls = AutoModelForCausalLM
+    config_kw: dict = {}
     if local:
-        from ..export.checkpoint import causal_lm_class, validate_checkpoint
+        from ..export.checkpoint import checkpoint_loader, validate_checkpoint
 
-        custom = causal_lm_class(Path(source))
-        validate_checkpoint(Path(source), custom)
+        custom, config = checkpoint_loader(Path(source))
+        validate_checkpoint(Path(source), custom, config)
         cls = custom or cls
+        if config is not None:  # a DeciLM block_configs checkpoint, rebuilt as its family + layout
+            config_kw["config"] = config
     try:
-        model = cls.from_pretrained(source, dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = _from_pretrained(cls, source, torch_dtype, config_kw)
+        tokenizer = AutoTokenizer.from_pretrained(source, **config_kw)
     except LlmpruneError:
         raise
     except OSError as exc:

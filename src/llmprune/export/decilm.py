@@ -1,0 +1,290 @@
+"""The vLLM-servable per-layer format: DeciLM / Nemotron-NAS ``block_configs``.
+
+vLLM (like SGLang, MLX-LM and llama.cpp's converter) serves one heterogeneous LLaMA
+layout: ``architectures: ["DeciLMForCausalLM"]``, ``model_type: "nemotron-nas"`` and one
+``block_configs`` entry per decoder block (NVIDIA's Llama-3.x-Nemotron-NAS checkpoints).
+Per block it can express exactly:
+
+- the MLP width (``ffn.intermediate_size``) or a removed MLP (``ffn.no_op``, which also
+  drops the post-attention norm);
+- a removed attention (``attention.no_op``, which also drops the input norm) or an
+  attention with ``num_attention_heads // n_heads_in_group`` KV heads;
+- a removed block (simply absent, ``num_hidden_layers`` counts the kept ones).
+
+The hidden size, the query-head count and ``head_dim`` stay global, so removed query
+heads, residual-dimension selection (DISP), non-LLaMA blocks or sliding-window attention
+are not expressible; :func:`obstacle` names the first block that is not. Weights keep
+LLaMA's names. The checkpoint carries llmprune's own small config and modeling files
+(``configuration_llmprune_decilm.py``, ``modeling_llmprune_decilm.py``) for
+``trust_remote_code`` loading with transformers; vLLM takes only the config class from
+them and computes with its own DeciLM implementation. The family's original config is
+kept under ``llmprune_base_config`` so that :func:`internal_config` rebuilds the model as
+the stock family class plus ``llmprune_layout`` (what the pruning code works on).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import LlmpruneError
+from ..models.base import ModelAdapter
+from .layout import stock_architecture
+from .modeling_llmprune import LAYOUT_KEY, LAYOUT_VERSION, NoAttention
+
+ARCHITECTURE = "DeciLMForCausalLM"
+MODEL_TYPE = "nemotron-nas"
+BASE_KEY = "llmprune_base_config"
+CONFIG_FILE = "configuration_llmprune_decilm.py"
+MODELING_FILE = "modeling_llmprune_decilm.py"
+AUTO_MAP = {"AutoConfig": "configuration_llmprune_decilm.LlmpruneDeciLMConfig",
+            "AutoModelForCausalLM": "modeling_llmprune_decilm.LlmpruneDeciLMForCausalLM"}
+#: families whose blocks are LLaMA blocks (pre-norm RMSNorm, rotary attention, gated MLP)
+LLAMA_STYLE = ("llama", "mistral", "qwen2")
+#: LLaMA hyper-parameters carried from the family config into the DeciLM config
+_LLAMA_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
+               "rms_norm_eps", "use_cache", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings",
+               "rope_parameters", "rope_theta", "rope_scaling", "attention_dropout", "dtype")
+_SHARED_BOUNDS = "vLLM's per-layer format (DeciLM block_configs) keeps the hidden size global"
+
+
+def _indexed(lin: nn.Linear | None) -> bool:
+    return lin is not None and (getattr(lin, "in_index", None) is not None or getattr(lin, "out_index", None) is not None)
+
+
+def _sliding(config) -> bool:
+    if getattr(config, "use_sliding_window", False):
+        return True
+    if config.model_type == "mistral" and getattr(config, "sliding_window", None):
+        return True
+    return any(t != "full_attention" for t in (getattr(config, "layer_types", None) or []))
+
+
+def _biases(adapter: ModelAdapter) -> dict[str, bool]:
+    """q/k/v, o and MLP bias flags read from the first block that has each part."""
+    flags: dict[str, bool] = {}
+    for block in adapter.blocks():
+        att, mlp = adapter.attention(block), adapter.mlp(block)
+        if att is not None and "qkv" not in flags:
+            flags["qkv"] = att.q.bias is not None
+            flags["o"] = att.o.bias is not None
+        if mlp.channels and "mlp" not in flags:
+            flags["mlp"] = mlp.up.bias is not None
+    return {"qkv": flags.get("qkv", False), "o": flags.get("o", False), "mlp": flags.get("mlp", False)}
+
+
+def obstacle(model: nn.Module, adapter: ModelAdapter) -> str | None:
+    """Why ``model`` cannot be written as ``block_configs`` (None when it can): the
+    family, or the first block that is not expressible."""
+    config = model.config
+    family = getattr(config, "model_type", None)
+    if family not in LLAMA_STYLE:
+        return (f"the {family} family is not LLaMA-style; vLLM's per-layer format (DeciLM block_configs) "
+                f"describes LLaMA blocks only ({', '.join(LLAMA_STYLE)})")
+    if _sliding(config):
+        return "the model uses sliding-window attention, which vLLM's per-layer format does not describe"
+    heads, head_dim = config.num_attention_heads, getattr(config, "head_dim", None)
+    bias = _biases(adapter)
+    any_attention = False
+    for i, block in enumerate(adapter.blocks()):
+        att, mlp = adapter.attention(block), adapter.mlp(block)
+        if any(_indexed(lin) for lin in (mlp.up, mlp.down) + ((att.q, att.o) if att is not None else ())):
+            return f"block {i} reads or writes a subset of the residual stream; {_SHARED_BOUNDS}"
+        if att is None:
+            removed = next((m for m in block.modules() if isinstance(m, NoAttention)), None)
+            if removed is not None and removed.bias is not None:
+                return (f"block {i} removed its attention but keeps the output-projection bias, which "
+                        "vLLM's per-layer format cannot hold")
+        else:
+            any_attention = True
+            if att.num_heads != heads:
+                return (f"block {i} removes query heads ({att.num_heads} of {heads} kept); vLLM's per-layer "
+                        "format keeps the query-head count global")
+            if head_dim is not None and att.head_dim != head_dim:
+                return f"block {i} has head_dim {att.head_dim}, not the global {head_dim}"
+            if {lin.bias is not None for lin in (att.q, att.k, att.v)} != {bias["qkv"]} or \
+                    (att.o.bias is not None) != bias["o"]:
+                return f"block {i} has different attention biases than the other blocks"
+        if mlp.channels == 0:
+            if mlp.down.bias is not None:
+                return (f"block {i} removed all MLP channels but keeps the down-projection bias, which "
+                        "vLLM's per-layer format cannot hold")
+        elif {lin.bias is not None for lin in (mlp.gate, mlp.up, mlp.down) if lin is not None} != {bias["mlp"]}:
+            return f"block {i} has different MLP biases than the other blocks"
+    if not any_attention:
+        return "every block's attention is removed; vLLM needs at least one attention layer"
+    return None
+
+
+def block_configs(adapter: ModelAdapter, heads: int) -> list[dict]:
+    """One ``{"attention": ..., "ffn": ...}`` entry per block of an expressible model."""
+    out = []
+    for block in adapter.blocks():
+        att, mlp = adapter.attention(block), adapter.mlp(block)
+        attention: dict[str, Any] = {"no_op": att is None, "replace_with_linear": False,
+                                     "n_heads_in_group": None if att is None else heads // att.num_kv_heads}
+        ffn: dict[str, Any] = {"no_op": mlp.channels == 0, "replace_with_linear": False,
+                               "intermediate_size": mlp.channels or None}
+        out.append({"attention": attention, "ffn": ffn})
+    return out
+
+
+def _clean_family_config(model: nn.Module) -> dict:
+    base = model.config.to_dict()
+    for key in (LAYOUT_KEY, "auto_map", "quantization_config", "_name_or_path"):
+        base.pop(key, None)
+    base["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
+    base["architectures"] = [stock_architecture(model)]
+    return base
+
+
+def decilm_config(model: nn.Module, adapter: ModelAdapter) -> dict:
+    """The ``config.json`` of the ``block_configs`` checkpoint of an expressible model."""
+    base = _clean_family_config(model)
+    config = {k: base[k] for k in _LLAMA_KEYS if k in base}
+    heads = model.config.num_attention_heads
+    blocks = block_configs(adapter, heads)
+    kv = next(heads // b["attention"]["n_heads_in_group"] for b in blocks if not b["attention"]["no_op"])
+    widths = [b["ffn"]["intermediate_size"] for b in blocks if not b["ffn"]["no_op"]]
+    bias = _biases(adapter)
+    config.update({
+        "architectures": [ARCHITECTURE],
+        "model_type": MODEL_TYPE,
+        "auto_map": dict(AUTO_MAP),
+        "num_hidden_layers": len(blocks),
+        "num_key_value_heads": kv,
+        "head_dim": getattr(model.config, "head_dim", None) or model.config.hidden_size // heads,
+        "intermediate_size": max(widths) if widths else model.config.intermediate_size,
+        "hidden_act": getattr(model.config, "hidden_act", "silu"),
+        "attention_bias": bias["o"],
+        "mlp_bias": bias["mlp"],
+        "dtype": base["dtype"],
+        "block_configs": blocks,
+        BASE_KEY: base,
+    })
+    if bias["qkv"] != bias["o"]:
+        config["qkv_bias"] = bias["qkv"]
+    return config
+
+
+def decilm_state_dict(model: nn.Module, adapter: ModelAdapter) -> dict[str, torch.Tensor]:
+    """The model's tensors under LLaMA names, without the parts ``no_op`` removes."""
+    blocks = adapter.blocks()
+    prefix = next(name for name, m in model.named_modules() if m is blocks)
+    drop: list[str] = []
+    for i, block in enumerate(blocks):
+        if adapter.attention(block) is None:
+            drop += [f"{prefix}.{i}.self_attn.", f"{prefix}.{i}.input_layernorm."]
+        if adapter.mlp(block).channels == 0:
+            drop += [f"{prefix}.{i}.mlp.", f"{prefix}.{i}.post_attention_layernorm."]
+    tied = adapter.tied_embeddings()
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if any(name.startswith(p) for p in drop) or (tied and name == "lm_head.weight"):
+            continue
+        out[name] = tensor.detach().contiguous()
+    return out
+
+
+def code_sources() -> dict[str, str]:
+    """The config and modeling files copied into the checkpoint (verbatim)."""
+    here = Path(__file__).parent
+    return {name: (here / name).read_text() for name in (CONFIG_FILE, MODELING_FILE)}
+
+
+def write_decilm(model: nn.Module, adapter: ModelAdapter, directory: Path) -> dict:
+    """Write config.json, safetensors, generation config and code files into ``directory``;
+    returns the config written."""
+    import json
+
+    from huggingface_hub import save_torch_state_dict
+
+    config = decilm_config(model, adapter)
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    save_torch_state_dict(decilm_state_dict(model, adapter), directory, metadata={"format": "pt"})
+    generation = getattr(model, "generation_config", None)
+    if generation is not None:
+        generation.save_pretrained(directory)
+    for name, text in code_sources().items():
+        (directory / name).write_text(text)
+    return config
+
+
+# -- reading a block_configs checkpoint back as the stock family class + llmprune layout --------------
+
+def is_decilm(cfg: dict) -> bool:
+    return cfg.get("model_type") == MODEL_TYPE or ARCHITECTURE in (cfg.get("architectures") or [])
+
+
+def _base_config_dict(cfg: dict, path: Path) -> dict:
+    base = cfg.get(BASE_KEY)
+    if isinstance(base, dict):
+        return copy.deepcopy(base)
+    # a block_configs checkpoint written elsewhere: read it as LLaMA when LLaMA can express it
+    qkv = cfg.get("qkv_bias", cfg.get("attention_bias", False))
+    if bool(qkv) != bool(cfg.get("attention_bias", False)):
+        raise LlmpruneError(f"{path}: qkv_bias differs from attention_bias and the checkpoint does not name its "
+                            "family (no llmprune_base_config): llmprune cannot rebuild it")
+    base = {k: cfg[k] for k in _LLAMA_KEYS if k in cfg}
+    base.update(model_type="llama", architectures=["LlamaForCausalLM"], attention_bias=bool(qkv),
+                mlp_bias=bool(cfg.get("mlp_bias", False)))
+    return base
+
+
+def internal_config(cfg: dict, path: Path):
+    """The family config (with ``llmprune_layout``) that rebuilds a ``block_configs``
+    checkpoint as the stock family class, and that class's name."""
+    from transformers import CONFIG_MAPPING
+
+    blocks = cfg.get("block_configs")
+    if not isinstance(blocks, list):
+        raise LlmpruneError(f"{path}/config.json says {MODEL_TYPE} but has no block_configs list: re-export it")
+    base = _base_config_dict(cfg, path)
+    model_type = base.pop("model_type", "llama")
+    if model_type not in LLAMA_STYLE:
+        raise LlmpruneError(f"{path}: {BASE_KEY} names family {model_type!r}, not one of {', '.join(LLAMA_STYLE)}")
+    config = CONFIG_MAPPING[model_type].from_dict(base)
+    if len(blocks) != config.num_hidden_layers:
+        raise LlmpruneError(f"{path}: block_configs lists {len(blocks)} blocks but num_hidden_layers is "
+                            f"{config.num_hidden_layers}: re-export it")
+    hidden, heads = config.hidden_size, config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    kv_global = getattr(config, "num_key_value_heads", None) or heads
+    qkv_bias = bool(cfg.get("qkv_bias", cfg.get("attention_bias", False)))
+    mlp_bias = bool(cfg.get("mlp_bias", False))
+    layers = []
+    for i, block in enumerate(blocks):
+        try:
+            attention, ffn = block["attention"], block["ffn"]
+            if attention.get("replace_with_linear") or ffn.get("replace_with_linear"):
+                raise LlmpruneError(f"{path}: block {i} uses replace_with_linear, which llmprune does not load")
+            spec: dict[str, Any] = {"linears": {}, "attrs": {}}
+            if attention["no_op"]:
+                spec["no_attention"] = {"path": "self_attn", "hidden_size": hidden, "head_dim": head_dim,
+                                        "layer_idx": i, "bias": False}
+            elif heads // int(attention["n_heads_in_group"]) != kv_global:
+                kv = heads // int(attention["n_heads_in_group"])
+                for name in ("k_proj", "v_proj"):
+                    spec["linears"][f"self_attn.{name}"] = {"shape": [kv * head_dim, hidden], "bias": qkv_bias}
+                spec["attrs"]["self_attn.num_key_value_groups"] = int(attention["n_heads_in_group"])
+            width = 0 if ffn["no_op"] else ffn.get("intermediate_size")
+            if width is None:
+                raise LlmpruneError(f"{path}: block {i} gives ffn_mult, not intermediate_size; llmprune reads "
+                                    "intermediate_size only")
+            if width != config.intermediate_size:
+                bias = mlp_bias and width > 0
+                spec["linears"]["mlp.gate_proj"] = {"shape": [width, hidden], "bias": bias}
+                spec["linears"]["mlp.up_proj"] = {"shape": [width, hidden], "bias": bias}
+                spec["linears"]["mlp.down_proj"] = {"shape": [hidden, width], "bias": bias}
+        except (KeyError, TypeError, ValueError):
+            raise LlmpruneError(f"{path}: block_configs entry {i} is malformed: re-export it") from None
+        layers.append(spec)
+    architecture = (base.get("architectures") or ["LlamaForCausalLM"])[0]
+    setattr(config, LAYOUT_KEY, {"version": LAYOUT_VERSION, "base_architecture": architecture,
+                                 "blocks_path": "model.layers", "layers": layers})
+    return config

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llmprune-installed
 
-.PHONY: venv demo test bench-unstructured eval-demo clean vllm-env test-vllm bench-vllm
+.PHONY: venv demo test bench-unstructured eval-demo clean vllm-env test-vllm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,9 +59,6 @@ vllm-env: $(VLLM_STAMP)
 
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_BIN)/python -m pytest -q tests/test_vllm.py
-
-bench-vllm: $(VLLM_STAMP)
-	$(VLLM_BIN)/python benchmarks/vllm_speed.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build src/*.egg-info

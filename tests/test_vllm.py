@@ -105,17 +105,22 @@ def _greedy(model, prompts: list[list[int]], new_tokens: int) -> list[list[int]]
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> dict[str, dict]:
-    """Every case pruned, saved by llmprune (format chosen automatically), with its prompts."""
+def exports(request, tmp_path_factory) -> dict[str, dict]:
+    """Every selected case (``-k``) pruned, saved by llmprune (format chosen automatically),
+    with its prompts."""
     import llmprune
 
+    selected = {item.callspec.params.get("name") for item in request.session.items if hasattr(item, "callspec")}
     root = tmp_path_factory.mktemp("vllm")
     out = {}
     for name, (family, _, _) in CASES.items():
+        if name not in selected:
+            continue
         model, tok, report = (_smollm2 if family == "smollm2" else _qwen2)(name)
         path = root / name
         llmprune.save(model, tok, path, report)
-        out[name] = {"dir": str(path), "kind": report["export"]["kind"], "prompts": _prompts(family)}
+        out[name] = {"dir": str(path), "kind": report["export"]["kind"], "prompts": _prompts(family),
+                     "max_model_len": min(512, model.config.max_position_embeddings)}
     return out
 
 
@@ -124,8 +129,8 @@ def served(exports, tmp_path_factory) -> dict[str, dict]:
     """vLLM's greedy tokens for every export, from one subprocess under .venv-vllm's python."""
     tmp = tmp_path_factory.mktemp("vllm-io")
     names = list(exports)
-    request = {"jobs": [{"model": exports[n]["dir"], "prompts": exports[n]["prompts"], "max_tokens": NEW_TOKENS}
-                        for n in names]}
+    request = {"jobs": [{"model": exports[n]["dir"], "prompts": exports[n]["prompts"], "max_tokens": NEW_TOKENS,
+                         "max_model_len": exports[n]["max_model_len"]} for n in names]}
     (tmp / "request.json").write_text(json.dumps(request))
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
     env.pop("PYTHONPATH", None)

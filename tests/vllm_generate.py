@@ -1,7 +1,8 @@
 """Greedy generation with vLLM, run as a script under the vLLM environment's python
 (``.venv-vllm``, built by ``make vllm-env``): ``python vllm_generate.py REQUEST.json RESULT.json``.
 
-REQUEST holds ``jobs``: ``{"model": DIR, "prompts": [[token ids]], "max_tokens": N}``;
+REQUEST holds ``jobs``: ``{"model": DIR, "prompts": [[token ids]], "max_tokens": N,
+"max_model_len": L}``;
 RESULT holds, per job, ``tokens`` (the greedy continuation of each prompt) or ``error``
 (the exception's last line) when vLLM could not serve the model. One
 process serves the models one after another (engine and worker in-process, so vLLM is
@@ -38,10 +39,11 @@ def main(request_path: str, result_path: str) -> None:
     result = []
     for job in req["jobs"]:
         try:
-            result.append({"tokens": generate(job["model"], job["prompts"], job["max_tokens"])})
+            result.append({"tokens": generate(job["model"], job["prompts"], job["max_tokens"],
+                                              job.get("max_model_len", 512))})
         except Exception as exc:  # reported to the test, which fails with the message
-            lines = str(exc).strip().splitlines()
-            result.append({"error": f"{type(exc).__name__}: {lines[-1] if lines else ''}"})
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            result.append({"error": f"{type(exc).__name__}: {' | '.join(lines[:4])}"})
     with open(result_path, "w") as f:
         json.dump(result, f)
 

@@ -36,13 +36,13 @@ CASES = {
     "smollm2-pg-channels": ("smollm2", "pg 20 %, budget params, units channels,blocks", "block_configs"),
     "smollm2-manual": ("smollm2", "manual plan: MLP widths, removed attention/MLP/block", "block_configs"),
     "qwen2-dense": ("qwen2", "unpruned", "dense"),
-    "qwen2-uniform": ("qwen2", "manual plan: one KV group and 64 channels per block", "stock"),
-    "qwen2-manual": ("qwen2", "manual plan: MLP widths, removed attention (block 0)/MLP/block", "block_configs"),
+    "qwen2-uniform": ("qwen2", "manual plan: 64 channels per block", "stock"),
+    "qwen2-manual": ("qwen2", "manual plan: MLP widths, removed attention/MLP/block", "block_configs"),
 }
 SMOL_PLAN = {0: {"remove_channels": {"count": 200}}, 3: {"remove_channels": {"count": 400}},
              5: {"remove_attention": True}, 8: {"remove_channels": {"count": 600}}, 10: {"remove_mlp": True},
              20: {"remove_block": True}, 25: {"remove_channels": {"count": 100}}}
-QWEN_PLAN = {0: {"remove_attention": True, "remove_channels": {"count": 30}}, 1: {"remove_channels": {"count": 100}},
+QWEN_PLAN = {0: {"remove_channels": {"count": 30}}, 1: {"remove_attention": True, "remove_channels": {"count": 100}},
              2: {"remove_mlp": True}, 3: {"remove_block": True}, 4: {"remove_attention": True}}
 
 
@@ -77,7 +77,7 @@ def _qwen2(name: str):
 
     model = build_tiny_servable("qwen2")
     plan = {"qwen2-dense": {}, "qwen2-manual": QWEN_PLAN,
-            "qwen2-uniform": {i: {"remove_kv_heads": [1], "remove_channels": {"count": 64}} for i in range(6)}}[name]
+            "qwen2-uniform": {i: {"remove_channels": {"count": 64}} for i in range(6)}}[name]
     apply_plan(get_adapter(model), StructuredPlan.from_dict({"layers": plan}))
     return model, None, {"method": "manual"}
 

@@ -78,6 +78,18 @@ def _biases(adapter: ModelAdapter) -> dict[str, bool]:
     return {"qkv": flags.get("qkv", False), "o": flags.get("o", False), "mlp": flags.get("mlp", False)}
 
 
+def stock_obstacle(model: nn.Module) -> str | None:
+    """Why vLLM cannot serve ``model``'s stock config (None when it can): vLLM 0.32's Qwen2
+    derives ``head_dim`` from ``hidden_size / num_attention_heads`` (measured)."""
+    config = model.config
+    head_dim = getattr(config, "head_dim", None)
+    if config.model_type == "qwen2" and head_dim and head_dim * config.num_attention_heads != config.hidden_size:
+        return (f"vLLM's Qwen2 derives head_dim from hidden_size / num_attention_heads "
+                f"({config.hidden_size} / {config.num_attention_heads}), not the config's {head_dim}; "
+                "`llmprune export DIR --format vllm --out NEW` writes a servable copy")
+    return None
+
+
 def obstacle(model: nn.Module, adapter: ModelAdapter) -> str | None:
     """Why ``model`` cannot be written as ``block_configs`` (None when it can): the
     family, or the first block that is not expressible."""
@@ -93,6 +105,11 @@ def obstacle(model: nn.Module, adapter: ModelAdapter) -> str | None:
     any_attention = False
     for i, block in enumerate(adapter.blocks()):
         att, mlp = adapter.attention(block), adapter.mlp(block)
+        if att is None and mlp.channels and not any_attention:
+            # vLLM's DeciLM forward starts the residual in the first attention block; an MLP
+            # before it gets no residual from the fused norm (measured: vLLM 0.32 fails)
+            return (f"block {i} keeps its MLP but no attention and no earlier block has attention; vLLM's "
+                    "DeciLM code needs an attention block before the first MLP")
         if any(_indexed(lin) for lin in (mlp.up, mlp.down) + ((att.q, att.o) if att is not None else ())):
             return f"block {i} reads or writes a subset of the residual stream; {_SHARED_BOUNDS}"
         if att is None:

@@ -169,7 +169,11 @@ def plan_export(model: nn.Module, adapter: ModelAdapter, fmt: str = "auto") -> E
             for k, v in updates.items():
                 setattr(config, k, v)
             if _matches(model, config):
-                return ExportPlan("stock", updates)
+                from .decilm import stock_obstacle
+
+                probe = copy.copy(model)
+                probe.config = config
+                return ExportPlan("stock", updates, vllm_obstacle=stock_obstacle(probe))
         if fmt == "stock":
             reason = _not_uniform(adapter) if widths is None else \
                 f"the {model.config.model_type} config cannot express these widths"

@@ -42,7 +42,9 @@ _NOTES = {"dense": "same shapes as the model's own config",
 def export_record(plan: ExportPlan) -> dict:
     """The ``export`` entry of ``report.json``: the format written and whether vLLM serves it."""
     record = {"kind": plan.kind, "remote_code": plan.kind in ("block_configs", "layout"),
-              "vllm": plan.kind != "layout", "note": _NOTES[plan.kind]}
+              "vllm": plan.kind != "layout" and plan.vllm_obstacle is None, "note": _NOTES[plan.kind]}
+    if plan.kind == "stock" and plan.vllm_obstacle:
+        record["vllm_obstacle"] = plan.vllm_obstacle
     if plan.kind == "layout":
         record["vllm_obstacle"] = plan.vllm_obstacle or ("the llmprune layout was asked for; `llmprune export DIR "
                                                          "--format vllm --out NEW` writes a servable copy")

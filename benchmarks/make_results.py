@@ -229,7 +229,7 @@ def find(d: dict, method: str, setting: str) -> dict:
 
 def r_unstructured(name: str, d: dict, data: dict) -> str:
     rows = [[r["method"], r["setting"], ppl(r["ppl"]), fnum(r.get("block_sparsity"), 4), fnum(r.get("params_after")),
-             fnum(r.get("prune_seconds"), 1), fnum(r.get("peak_rss_mb"), 1)] for r in runs_of(d)]
+             fnum(r.get("prune_seconds"), 2), fnum(r.get("peak_rss_mb"), 1)] for r in runs_of(d)]
     return block("unstructured", table(["method", "setting", "WikiText-2 ppl", "block sparsity", "non-zero params after",
                                         "prune s", "peak RSS MiB"], rows, "llrrrrr"))
 
@@ -642,14 +642,30 @@ def build(data: dict) -> tuple[str, str, list[str]]:
             sec.append(f"- {first_eval}")
         sec += ["", command_block(name, d if isinstance(d, dict) else {}), "", body, ""]
         out += sec
+    if SKIPPED:
+        out += ["## Skipped files", ""] + [f"- `{s}`" for s in SKIPPED] + [""]
+        notes += [f"skipped {s}" for s in SKIPPED]
     text = "\n".join(out).rstrip() + "\n"
-    return text, headline(data), notes
+    try:
+        head = headline(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SystemExit(f"error: the README's headline table cannot be built from benchmarks/results "
+                         f"({type(exc).__name__}: {exc}): restore the file or update headline() in "
+                         f"benchmarks/make_results.py") from None
+    return text, head, notes
+
+
+SKIPPED: list[str] = []  # files that are not valid JSON, filled by load_results
 
 
 def load_results() -> dict[str, Any]:
     data = {}
+    SKIPPED.clear()
     for path in sorted(RESULTS.glob("*.json")):
-        data[path.name] = json.loads(path.read_text())
+        try:
+            data[path.name] = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            SKIPPED.append(f"{path.name} (not valid JSON: {exc})")
     return data
 
 

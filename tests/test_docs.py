@@ -83,6 +83,7 @@ def test_generator_renders_unknown_and_broken_files(tmp_path, monkeypatch):
         "benchmark": "new", "protocol": {"seqlen": 512}, "command": "python benchmarks/new.py --x 1",
         "runs": [{"method": "foo", "setting": "0.3", "ppl": 12.3456}]}))
     (results / "structured_speed_repeats.json").write_text(json.dumps({"runs": [{"label": "only a label"}]}))
+    (results / "half_written.json").write_text('{"runs": [')
     monkeypatch.setattr(gen, "RESULTS", results)
     text, headline, notes = gen.build(gen.load_results())
     assert "## new_bench.json (generic rendering)" in text
@@ -90,7 +91,18 @@ def test_generator_renders_unknown_and_broken_files(tmp_path, monkeypatch):
     assert any(n.startswith("new_bench.json") for n in notes)
     assert any(n.startswith("structured_speed_repeats.json") and "failed" in n for n in notes)
     assert "only a label" in text
+    assert "## Skipped files" in text and "half_written.json" in text
     assert "| `sobp` |" in headline
+
+
+def test_generator_names_a_missing_headline_file(tmp_path, monkeypatch):
+    gen = _generator()
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results)
+    (results / "pg_seqlen512_lr001.json").unlink()
+    monkeypatch.setattr(gen, "RESULTS", results)
+    with pytest.raises(SystemExit, match="pg_seqlen512_lr001.json"):
+        gen.build(gen.load_results())
 
 
 def test_generator_refuses_an_unknown_block(tmp_path):

@@ -20,8 +20,9 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -48,26 +49,31 @@ COMMANDS: dict[str, list[str]] = {
     ],
     "structured_quick_baselines.json": [
         "OMP_NUM_THREADS=1 python benchmarks/structured.py --quick --calib-samples 8 --eval-windows 8 --ratios 0.3,0.4 "
-        "--methods shortgpt,llm-pruner,flap,wanda-sp --no-ablation --out benchmarks/results/structured_quick_baselines.json",
+        "--methods shortgpt,llm-pruner,flap,wanda-sp --no-ablation "
+        "--out benchmarks/results/structured_quick_baselines.json",
     ],
     "structured_ablation_quick.json": [
         "OMP_NUM_THREADS=1 python benchmarks/structured.py --quick --calib-samples 8 --eval-windows 8 --ablation-only "
         "--sobp-refit-target module --out benchmarks/results/structured_ablation_quick.json",
     ],
     "pg_seqlen512.json": [
-        "OMP_NUM_THREADS=1 python benchmarks/pg.py --quick --seqlen 512 --calib-samples 32 --eval-windows 24 --steps 100 "
-        "--lr 0.05 --keep-best 0 --ratios 0.2,0.3,0.4 --baselines wanda-sp,sobp --out benchmarks/results/pg_seqlen512.json",
+        "OMP_NUM_THREADS=1 python benchmarks/pg.py --quick --seqlen 512 --calib-samples 32 --eval-windows 24 "
+        "--steps 100 "
+        "--lr 0.05 --keep-best 0 --ratios 0.2,0.3,0.4 --baselines wanda-sp,sobp "
+        "--out benchmarks/results/pg_seqlen512.json",
         "# run when lr 0.05 and keep-best 0 were the defaults (without those two flags); SoBP's stage 3 then fitted "
         "the module target, the default of that time",
     ],
     "pg_seqlen512_keepbest.json": [
-        "OMP_NUM_THREADS=1 python benchmarks/pg.py --quick --seqlen 512 --calib-samples 32 --eval-windows 24 --steps 100 "
-        "--lr 0.05 --ratios 0.2 --baselines \"\" --no-init-ablation --keep-best 10 "
+        "OMP_NUM_THREADS=1 python benchmarks/pg.py --quick --seqlen 512 --calib-samples 32 --eval-windows 24 "
+        "--steps 100 "
+        '--lr 0.05 --ratios 0.2 --baselines "" --no-init-ablation --keep-best 10 '
         "--out benchmarks/results/pg_seqlen512_keepbest.json",
     ],
     "pg_seqlen512_lr001.json": [
-        "OMP_NUM_THREADS=1 python benchmarks/pg.py --quick --seqlen 512 --calib-samples 32 --eval-windows 24 --steps 100 "
-        "--lr 0.01 --keep-best 10 --baselines \"\" --no-init-ablation --ratios R",
+        "OMP_NUM_THREADS=1 python benchmarks/pg.py --quick --seqlen 512 --calib-samples 32 --eval-windows 24 "
+        "--steps 100 "
+        '--lr 0.01 --keep-best 10 --baselines "" --no-init-ablation --ratios R',
         "# one process per ratio R, joined in this file",
     ],
     "disp_seqlen512.json": [
@@ -75,7 +81,8 @@ COMMANDS: dict[str, list[str]] = {
         "--steps 200 --pg-steps 100 --fractions 0.5,0.3 --speed-trials 0 --save-models DIR "
         "--out benchmarks/results/disp_seqlen512.json",
         "# then, with nothing else running, the speed columns:",
-        "python benchmarks/disp.py --quick --out benchmarks/results/disp_seqlen512.json --speed-saved DIR --speed-trials 5",
+        "python benchmarks/disp.py --quick --out benchmarks/results/disp_seqlen512.json --speed-saved DIR "
+        "--speed-trials 5",
     ],
     "sobp_stage3.json": [
         "OMP_NUM_THREADS=1 python benchmarks/sobp_stage3.py --seqlen S --calib-samples N --eval-windows W --variants V "
@@ -104,7 +111,9 @@ SOBP_VARIANTS = {
     "off": "stage 3 off",
     "zero:0.01": "ridge towards zero, damp 0.01",
     "zero:0.0001": "ridge towards zero, damp 1e-4",
-    "zero:0.01, position 0 of every window left out of the fit": "ridge towards zero, position 0 of each window left out",
+    "zero:0.01, position 0 of every window left out of the fit": (
+        "ridge towards zero, position 0 of each window left out"
+    ),
     "current:0.01": "module target, ridge towards the stage-2 weights, damp 0.01",
     "current:heldout": "module target, ridge towards the stage-2 weights, damp chosen per module by held-out error",
     "stream+current:0.01": "stream target, damp 0.01",
@@ -119,6 +128,7 @@ BLOCKS: dict[str, str] = {}  # name -> markdown table, filled by the renderers
 
 
 # -- formatting ------------------------------------------------------------------------------------------------------
+
 
 def fnum(v: Any, digits: int = 2) -> str:
     if v is None:
@@ -198,16 +208,20 @@ def eval_line(run: dict) -> str:
     p = run.get("protocol") or {}
     if not p.get("dataset"):
         return ""
-    return (f"Perplexity: {p.get('dataset')} {p.get('split')}, first {p.get('windows')} of {p.get('windows_available')} "
-            f"windows of {p.get('seqlen')} tokens ({fnum(p.get('tokens_scored'))} tokens scored), {p.get('text')}, "
-            f"{p.get('windows_kind')}.")
+    return (
+        f"Perplexity: {p.get('dataset')} {p.get('split')}, first {p.get('windows')} of {p.get('windows_available')} "
+        f"windows of {p.get('seqlen')} tokens ({fnum(p.get('tokens_scored'))} tokens scored), {p.get('text')}, "
+        f"{p.get('windows_kind')}."
+    )
 
 
 def short_protocol(d: dict) -> str:
     """'calib N × L, first W test windows of L' from a benchmark file's protocol."""
     p = d["protocol"]
-    return (f"calibration {p['calib_samples']} × {p['seqlen']} WikiText-2 train tokens, first {p['eval_windows']} "
-            f"WikiText-2 test windows of {p['seqlen']}")
+    return (
+        f"calibration {p['calib_samples']} × {p['seqlen']} WikiText-2 train tokens, first {p['eval_windows']} "
+        f"WikiText-2 test windows of {p['seqlen']}"
+    )
 
 
 def runs_of(d: dict) -> list[dict]:
@@ -227,11 +241,36 @@ def find(d: dict, method: str, setting: str) -> dict:
 
 # -- renderers (one per benchmark file) ------------------------------------------------------------------------------
 
+
 def r_unstructured(name: str, d: dict, data: dict) -> str:
-    rows = [[r["method"], r["setting"], ppl(r["ppl"]), fnum(r.get("block_sparsity"), 4), fnum(r.get("params_after")),
-             fnum(r.get("prune_seconds"), 2), fnum(r.get("peak_rss_mb"), 1)] for r in runs_of(d)]
-    return block("unstructured", table(["method", "setting", "WikiText-2 ppl", "block sparsity", "non-zero params after",
-                                        "prune s", "peak RSS MiB"], rows, "llrrrrr"))
+    rows = [
+        [
+            r["method"],
+            r["setting"],
+            ppl(r["ppl"]),
+            fnum(r.get("block_sparsity"), 4),
+            fnum(r.get("params_after")),
+            fnum(r.get("prune_seconds"), 2),
+            fnum(r.get("peak_rss_mb"), 1),
+        ]
+        for r in runs_of(d)
+    ]
+    return block(
+        "unstructured",
+        table(
+            [
+                "method",
+                "setting",
+                "WikiText-2 ppl",
+                "block sparsity",
+                "non-zero params after",
+                "prune s",
+                "peak RSS MiB",
+            ],
+            rows,
+            "llrrrrr",
+        ),
+    )
 
 
 def r_mrp(name: str, d: dict, data: dict) -> str:
@@ -241,10 +280,32 @@ def r_mrp(name: str, d: dict, data: dict) -> str:
     for s in settings:
         a, b = find(d, "sparsegpt", s), find(d, "mrp", s)
         label = f"{float(s) * 100:.0f} %" if ":" not in s else s
-        rows.append([label, ppl(a["ppl"]), ppl(b["ppl"]), f"{100 * (b['ppl'] / a['ppl'] - 1):+.1f} %",
-                     secs(a["prune_seconds"]), secs(b["prune_seconds"]), f"{b['prune_seconds'] / a['prune_seconds']:.2f}"])
-    return block("mrp", table(["sparsity", "SparseGPT ppl", "MRP ppl", "MRP change", "SparseGPT prune s", "MRP prune s",
-                               "MRP / SparseGPT time"], rows))
+        rows.append(
+            [
+                label,
+                ppl(a["ppl"]),
+                ppl(b["ppl"]),
+                f"{100 * (b['ppl'] / a['ppl'] - 1):+.1f} %",
+                secs(a["prune_seconds"]),
+                secs(b["prune_seconds"]),
+                f"{b['prune_seconds'] / a['prune_seconds']:.2f}",
+            ]
+        )
+    return block(
+        "mrp",
+        table(
+            [
+                "sparsity",
+                "SparseGPT ppl",
+                "MRP ppl",
+                "MRP change",
+                "SparseGPT prune s",
+                "MRP prune s",
+                "MRP / SparseGPT time",
+            ],
+            rows,
+        ),
+    )
 
 
 def _structured_runs(data: dict) -> list[dict]:
@@ -255,11 +316,23 @@ def _structured_runs(data: dict) -> list[dict]:
 
 
 def r_structured(name: str, d: dict, data: dict) -> str:
-    rows = [[r["method"], r["setting"], fnum(r.get("achieved_ratio"), 3), ppl(r["ppl"]), fnum(r.get("params_after")),
-             secs(r.get("prune_seconds")), secs(r.get("peak_rss_mb"))]
-            for r in sorted(runs_of(d), key=lambda r: (r["setting"], r["method"])) if r["method"] != "dense"]
+    rows = [
+        [
+            r["method"],
+            r["setting"],
+            fnum(r.get("achieved_ratio"), 3),
+            ppl(r["ppl"]),
+            fnum(r.get("params_after")),
+            secs(r.get("prune_seconds")),
+            secs(r.get("peak_rss_mb")),
+        ]
+        for r in sorted(runs_of(d), key=lambda r: (r["setting"], r["method"]))
+        if r["method"] != "dense"
+    ]
     rows.insert(0, ["dense", "-", "-", ppl(dense_ppl(d)), "-", "-", "-"])
-    return table(["method", "ratio", "achieved", "WikiText-2 ppl", "params after", "prune s", "peak RSS MiB"], rows, "llrrrrr")
+    return table(
+        ["method", "ratio", "achieved", "WikiText-2 ppl", "params after", "prune s", "peak RSS MiB"], rows, "llrrrrr"
+    )
 
 
 def structured_pivot(data: dict) -> str:
@@ -312,28 +385,78 @@ def r_sobp_stage3(name: str, d: dict, data: dict) -> str:
             src = r.get("source", "this benchmark")
             if src not in sources:
                 sources.append(src)
-            rows.append([f"`{r['variant']}`", SOBP_VARIANTS.get(r["variant"], ""), ppl(r.get("test_ppl")),
-                         ppl(r.get("calib_ppl")), secs(r.get("seconds_without_stage1")),
-                         "yes" if "diagnosis_test" in r else "", f"[{sources.index(src) + 1}]"])
-        text = table(["variant", "meaning", "test ppl", "ppl on the calibration windows", "s without stage 1",
-                      "diagnosis", "source"], rows, "llrrrll")
+            rows.append(
+                [
+                    f"`{r['variant']}`",
+                    SOBP_VARIANTS.get(r["variant"], ""),
+                    ppl(r.get("test_ppl")),
+                    ppl(r.get("calib_ppl")),
+                    secs(r.get("seconds_without_stage1")),
+                    "yes" if "diagnosis_test" in r else "",
+                    f"[{sources.index(src) + 1}]",
+                ]
+            )
+        text = table(
+            [
+                "variant",
+                "meaning",
+                "test ppl",
+                "ppl on the calibration windows",
+                "s without stage 1",
+                "diagnosis",
+                "source",
+            ],
+            rows,
+            "llrrrll",
+        )
         if (seqlen, n) == (2048, 32):
             order = ["stream+current:0.01", "uniform+stream+current:0.01", "norefine+stream+current:0.01", "off"]
             labels = ["all three stages", "stage 1 off (uniform counts)", "stage 2 off (no greedy OBS)", "stage 3 off"]
             by = {r["variant"]: r for r in rs}
-            block("sobp-ablation-32x2048", table(
-                ["SoBP at 30 %, 32 × 2048 calibration", "variant", "WikiText-2 ppl", "ppl on calibration windows",
-                 "s without stage 1"],
-                [[lab, f"`{v}`", ppl(by[v]["test_ppl"]), ppl(by[v]["calib_ppl"]), secs(by[v]["seconds_without_stage1"])]
-                 for v, lab in zip(order, labels) if v in by], "llrrr"))
+            block(
+                "sobp-ablation-32x2048",
+                table(
+                    [
+                        "SoBP at 30 %, 32 × 2048 calibration",
+                        "variant",
+                        "WikiText-2 ppl",
+                        "ppl on calibration windows",
+                        "s without stage 1",
+                    ],
+                    [
+                        [
+                            lab,
+                            f"`{v}`",
+                            ppl(by[v]["test_ppl"]),
+                            ppl(by[v]["calib_ppl"]),
+                            secs(by[v]["seconds_without_stage1"]),
+                        ]
+                        for v, lab in zip(order, labels, strict=True)
+                        if v in by
+                    ],
+                    "llrrr",
+                ),
+            )
         parts.append(f"Ratio 0.3, seqlen {seqlen}, calibration {n} × {seqlen}, {w} test windows of {seqlen}:\n\n{text}")
     out = "\n\n".join(parts) + "\n\nSources: " + "; ".join(f"[{i + 1}] {s}" for i, s in enumerate(sources)) + "."
     small = [r for r in runs if r["protocol"]["seqlen"] == 512]
-    block("sobp-stage3-512", table(
-        ["calibration", "stage 3", "test ppl", "ppl on the calibration windows"],
-        [[f"{r['protocol']['calib_samples']} × 512", SOBP_VARIANTS.get(r["variant"], r["variant"]), ppl(r["test_ppl"]),
-          ppl(r.get("calib_ppl"))] for r in sorted(small, key=lambda r: r["protocol"]["calib_samples"])
-         if "diagnosis_test" not in r], "llrr"))
+    block(
+        "sobp-stage3-512",
+        table(
+            ["calibration", "stage 3", "test ppl", "ppl on the calibration windows"],
+            [
+                [
+                    f"{r['protocol']['calib_samples']} × 512",
+                    SOBP_VARIANTS.get(r["variant"], r["variant"]),
+                    ppl(r["test_ppl"]),
+                    ppl(r.get("calib_ppl")),
+                ]
+                for r in sorted(small, key=lambda r: r["protocol"]["calib_samples"])
+                if "diagnosis_test" not in r
+            ],
+            "llrr",
+        ),
+    )
     diag = [r for r in runs if "diagnosis_test" in r]
     if diag:
         hdr = ["block"]
@@ -344,8 +467,10 @@ def r_sobp_stage3(name: str, d: dict, data: dict) -> str:
         for b in range(nblocks):
             row = [str(b)]
             for r in diag:
-                row += [f"{r['diagnosis_test']['relative_stream_error'][b]:.4f}",
-                        f"{r['diagnosis_calib']['relative_stream_error'][b]:.4f}"]
+                row += [
+                    f"{r['diagnosis_test']['relative_stream_error'][b]:.4f}",
+                    f"{r['diagnosis_calib']['relative_stream_error'][b]:.4f}",
+                ]
             rows.append(row)
         row = ["KL to dense"]
         for r in diag:
@@ -353,8 +478,10 @@ def r_sobp_stage3(name: str, d: dict, data: dict) -> str:
         rows.append(row)
         text = table(hdr, rows)
         block("sobp-diagnosis", text)
-        out += ("\n\nDiagnosis (`--diagnose`, 64 × 512): mean per-token relative distance of each block's output to "
-                "the dense model's, and KL of the next-token distribution to the dense one:\n\n" + text)
+        out += (
+            "\n\nDiagnosis (`--diagnose`, 64 × 512): mean per-token relative distance of each block's output to "
+            "the dense model's, and KL of the next-token distribution to the dense one:\n\n" + text
+        )
     return out
 
 
@@ -363,36 +490,87 @@ def pg_table(data: dict) -> str:
     rows = [["dense", ppl(dense_ppl(lr001)), "", "", "", "", "", ""]]
     for s in ("0.2", "0.3", "0.4"):
         a = find(lr001, "pg", f"{s} keep-best 10")
-        rows.append([f"{float(s) * 100:.0f} %", ppl(a["ppl"]), ppl(find(old, "pg", s)["ppl"]),
-                     ppl(find(old, "pg", f"{s} init only (steps=0)")["ppl"]), ppl(find(old, "wanda-sp", s)["ppl"]),
-                     ppl(find(old, "sobp", s)["ppl"]), secs(a.get("train_seconds")),
-                     f"{a['peak_rss_mb']:.0f} / {a['plain_inference_peak_rss_mb']:.0f} MiB = "
-                     f"{a['peak_rss_over_plain_inference']:.2f}×"])
-    return block("pg", table(["ratio", "PG, lr 0.01, keep-best 10", "PG, lr 0.05, last mask", "PG init only (steps = 0)",
-                              "Wanda-sp", "SoBP (module target)", "PG train s (lr 0.01)",
-                              "PG peak RSS / plain inference (lr 0.01)"], rows))
+        rows.append(
+            [
+                f"{float(s) * 100:.0f} %",
+                ppl(a["ppl"]),
+                ppl(find(old, "pg", s)["ppl"]),
+                ppl(find(old, "pg", f"{s} init only (steps=0)")["ppl"]),
+                ppl(find(old, "wanda-sp", s)["ppl"]),
+                ppl(find(old, "sobp", s)["ppl"]),
+                secs(a.get("train_seconds")),
+                f"{a['peak_rss_mb']:.0f} / {a['plain_inference_peak_rss_mb']:.0f} MiB = "
+                f"{a['peak_rss_over_plain_inference']:.2f}×",
+            ]
+        )
+    return block(
+        "pg",
+        table(
+            [
+                "ratio",
+                "PG, lr 0.01, keep-best 10",
+                "PG, lr 0.05, last mask",
+                "PG init only (steps = 0)",
+                "Wanda-sp",
+                "SoBP (module target)",
+                "PG train s (lr 0.01)",
+                "PG peak RSS / plain inference (lr 0.01)",
+            ],
+            rows,
+        ),
+    )
 
 
 def r_pg(name: str, d: dict, data: dict) -> str:
     rows = []
     for r in runs_of(d):
-        rows.append([r["method"], r["setting"], ppl(r["ppl"]), fnum(r.get("achieved_ratio"), 3), fnum(r.get("params_after")),
-                     secs(r.get("train_seconds")), secs(r.get("prune_seconds")), fnum(r.get("peak_rss_mb"), 1),
-                     fnum(r.get("inference_peak_rss_mb") or r.get("plain_inference_peak_rss_mb"), 1)])
-    out = table(["method", "setting", "WikiText-2 ppl", "achieved", "params after", "train s", "prune s",
-                 "peak RSS MiB", "plain inference RSS MiB"], rows, "llrrrrrrr")
+        rows.append(
+            [
+                r["method"],
+                r["setting"],
+                ppl(r["ppl"]),
+                fnum(r.get("achieved_ratio"), 3),
+                fnum(r.get("params_after")),
+                secs(r.get("train_seconds")),
+                secs(r.get("prune_seconds")),
+                fnum(r.get("peak_rss_mb"), 1),
+                fnum(r.get("inference_peak_rss_mb") or r.get("plain_inference_peak_rss_mb"), 1),
+            ]
+        )
+    out = table(
+        [
+            "method",
+            "setting",
+            "WikiText-2 ppl",
+            "achieved",
+            "params after",
+            "train s",
+            "prune s",
+            "peak RSS MiB",
+            "plain inference RSS MiB",
+        ],
+        rows,
+        "llrrrrrrr",
+    )
     traces = [r for r in runs_of(d) if isinstance(r.get("pg_keep_best"), dict)]
     for r in traces:
         kb = r["pg_keep_best"]
         steps = [t["step"] for t in kb["trace"]]
-        out += (f"\n\nKeep-best trace of `{r['setting']}` (top-k mask loss on {kb['select_samples']} calibration "
-                f"windows every {kb['every']} steps; best at step {kb['best_step']}):\n\n"
-                + table(["step"] + [str(s) for s in steps], [["loss"] + [f"{t['topk_loss']:.3f}" for t in kb["trace"]]]))
+        out += (
+            f"\n\nKeep-best trace of `{r['setting']}` (top-k mask loss on {kb['select_samples']} calibration "
+            f"windows every {kb['every']} steps; best at step {kb['best_step']}):\n\n"
+            + table(["step"] + [str(s) for s in steps], [["loss"] + [f"{t['topk_loss']:.3f}" for t in kb["trace"]]])
+        )
     if name == "pg_seqlen512_lr001.json":
-        block("pg-trace-lr001", "\n".join(
-            f"- {r['setting']}: best step {r['pg_keep_best']['best_step']}, best loss "
-            f"{r['pg_keep_best']['best_topk_loss']:.3f}, initial {r['pg_keep_best']['trace'][0]['topk_loss']:.3f}, "
-            f"last {r['pg_keep_best']['trace'][-1]['topk_loss']:.3f}" for r in traces))
+        block(
+            "pg-trace-lr001",
+            "\n".join(
+                f"- {r['setting']}: best step {r['pg_keep_best']['best_step']}, best loss "
+                f"{r['pg_keep_best']['best_topk_loss']:.3f}, initial {r['pg_keep_best']['trace'][0]['topk_loss']:.3f}, "
+                f"last {r['pg_keep_best']['trace'][-1]['topk_loss']:.3f}"
+                for r in traces
+            ),
+        )
     return out
 
 
@@ -409,38 +587,87 @@ def r_disp(name: str, d: dict, data: dict) -> str:
             removed = pct(1 - r["params_after"] / total)
             block_w = fnum(r.get("achieved_ratio"), 3)
         label = r["method"] + (f" {r['setting']}" if r["setting"] in ("2:4", "4:8") else "")
-        rows.append([label, removed, block_w, fnum(r.get("params_after", r.get("params_dense"))), ppl(r["ppl"]),
-                     secs(r.get("prune_seconds")), fnum(r.get("decode_tok_s_b1"), 1),
-                     fnum(r.get("decode_tok_s_b8"), 1), fnum(r.get("prefill_tok_s_b1"), 0), fnum(r.get("ttft_s"), 3)])
-    return block("disp", table(["method", "params removed (of all)", "block weights removed", "params after",
-                                "WikiText-2 ppl", "train/prune s", "decode tok/s b1", "decode tok/s b8",
-                                "prefill tok/s b1", "TTFT s"], rows))
+        rows.append(
+            [
+                label,
+                removed,
+                block_w,
+                fnum(r.get("params_after", r.get("params_dense"))),
+                ppl(r["ppl"]),
+                secs(r.get("prune_seconds")),
+                fnum(r.get("decode_tok_s_b1"), 1),
+                fnum(r.get("decode_tok_s_b8"), 1),
+                fnum(r.get("prefill_tok_s_b1"), 0),
+                fnum(r.get("ttft_s"), 3),
+            ]
+        )
+    return block(
+        "disp",
+        table(
+            [
+                "method",
+                "params removed (of all)",
+                "block weights removed",
+                "params after",
+                "WikiText-2 ppl",
+                "train/prune s",
+                "decode tok/s b1",
+                "decode tok/s b8",
+                "prefill tok/s b1",
+                "TTFT s",
+            ],
+            rows,
+        ),
+    )
 
 
-BENCH_KEYS = [("prefill_tok_s_b1", "prefill tok/s b1"), ("prefill_tok_s_b8", "prefill tok/s b8"),
-              ("decode_tok_s_b1", "decode tok/s b1"), ("decode_tok_s_b8", "decode tok/s b8"), ("ttft_s", "TTFT s")]
+BENCH_KEYS = [
+    ("prefill_tok_s_b1", "prefill tok/s b1"),
+    ("prefill_tok_s_b8", "prefill tok/s b8"),
+    ("decode_tok_s_b1", "decode tok/s b1"),
+    ("decode_tok_s_b8", "decode tok/s b8"),
+    ("ttft_s", "TTFT s"),
+]
 
 
 def r_bench(name: str, d: dict, data: dict) -> str:
     rows = []
     for m, v in d["models"].items():
-        rows.append([m, fnum(v["parameters"]), fnum(v["weight_mb"], 1)] +
-                    [f"{v['metrics'][k]['median']:.4g} ({v['metrics'][k]['min']:.4g}–{v['metrics'][k]['max']:.4g})"
-                     for k, _ in BENCH_KEYS])
+        rows.append(
+            [m, fnum(v["parameters"]), fnum(v["weight_mb"], 1)]
+            + [
+                f"{v['metrics'][k]['median']:.4g} ({v['metrics'][k]['min']:.4g}–{v['metrics'][k]['max']:.4g})"
+                for k, _ in BENCH_KEYS
+            ]
+        )
     out = table(["model", "parameters", "weights MiB"] + [f"{lab}, median (min–max)" for _, lab in BENCH_KEYS], rows)
     sp = d.get("speedup")
     if sp:
-        out += (f"\n\nSpeed-up of {sp['of']} over {sp['vs']} (ratio of medians; TTFT: dense / pruned):\n\n"
-                + table([k for k, _ in BENCH_KEYS], [[f"{sp[k]:.2f}×" for k, _ in BENCH_KEYS]], "r" * len(BENCH_KEYS)))
+        out += f"\n\nSpeed-up of {sp['of']} over {sp['vs']} (ratio of medians; TTFT: dense / pruned):\n\n" + table(
+            [k for k, _ in BENCH_KEYS], [[f"{sp[k]:.2f}×" for k, _ in BENCH_KEYS]], "r" * len(BENCH_KEYS)
+        )
     if "safetensors_bytes" in d:
         sb, pa = d["safetensors_bytes"], d["params"]
-        out += "\n\n" + table(["", "dense", "pruned", "ratio"], [
-            ["parameters", fnum(pa["dense"]), fnum(pa["pruned"]), f"{pa['pruned'] / pa['dense']:.3f}"],
-            ["safetensors on disk MiB", fnum(sb["dense"] / 2 ** 20, 1), fnum(sb["pruned"] / 2 ** 20, 1),
-             f"{100 * d['disk_reduction']:.1f} % smaller"],
-            ["block weights removed", "", fnum(d["block_params_removed"], 3), ""],
-            ["export kind / reload max relative logit difference", "", f"{d['export_kind']} / {d['reload_max_rel_logit_diff']}",
-             ""]], "lrrr")
+        out += "\n\n" + table(
+            ["", "dense", "pruned", "ratio"],
+            [
+                ["parameters", fnum(pa["dense"]), fnum(pa["pruned"]), f"{pa['pruned'] / pa['dense']:.3f}"],
+                [
+                    "safetensors on disk MiB",
+                    fnum(sb["dense"] / 2**20, 1),
+                    fnum(sb["pruned"] / 2**20, 1),
+                    f"{100 * d['disk_reduction']:.1f} % smaller",
+                ],
+                ["block weights removed", "", fnum(d["block_params_removed"], 3), ""],
+                [
+                    "export kind / reload max relative logit difference",
+                    "",
+                    f"{d['export_kind']} / {d['reload_max_rel_logit_diff']}",
+                    "",
+                ],
+            ],
+            "lrrr",
+        )
         block("structured-speed", out)
     return out
 
@@ -449,12 +676,35 @@ def r_speed_repeats(name: str, d: dict, data: dict) -> str:
     rows = []
     for r in runs_of(d):
         sp = r["speedup"]
-        rows.append([r["label"], str(r["align"]), f"{sp['decode_tok_s_b1']:.2f}×", f"{sp['decode_tok_s_b8']:.2f}×",
-                     f"{sp['prefill_tok_s_b1']:.2f}×", f"{r['decode_tok_s_b1']['dense']['median']:.1f}",
-                     f"{r['decode_tok_s_b1']['pruned']['median']:.1f}", f"`{r['command']}`"])
-    return block("structured-speed-repeats", table(
-        ["run", "align", "decode b1 speed-up", "decode b8 speed-up", "prefill b1 speed-up", "dense decode tok/s b1",
-         "pruned decode tok/s b1", "command"], rows, "lrrrrrrl"))
+        rows.append(
+            [
+                r["label"],
+                str(r["align"]),
+                f"{sp['decode_tok_s_b1']:.2f}×",
+                f"{sp['decode_tok_s_b8']:.2f}×",
+                f"{sp['prefill_tok_s_b1']:.2f}×",
+                f"{r['decode_tok_s_b1']['dense']['median']:.1f}",
+                f"{r['decode_tok_s_b1']['pruned']['median']:.1f}",
+                f"`{r['command']}`",
+            ]
+        )
+    return block(
+        "structured-speed-repeats",
+        table(
+            [
+                "run",
+                "align",
+                "decode b1 speed-up",
+                "decode b8 speed-up",
+                "prefill b1 speed-up",
+                "dense decode tok/s b1",
+                "pruned decode tok/s b1",
+                "command",
+            ],
+            rows,
+            "lrrrrrrl",
+        ),
+    )
 
 
 TASKS = ["piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "boolq", "openbookqa"]
@@ -465,11 +715,21 @@ def r_zeroshot(name: str, d: dict, data: dict) -> str:
     for t in [t for t in TASKS if t in d["tasks"]] + [t for t in d["tasks"] if t not in TASKS]:
         v = d["tasks"][t]
         parts = ", ".join(v.get("parts", {}))
-        rows.append([t, fnum(v["ours"]["n"]), fnum(v["ours"]["acc"], 4), fnum(v["ours"]["acc_norm"], 4),
-                     secs(v.get("ours_seconds")), parts or "-"])
+        rows.append(
+            [
+                t,
+                fnum(v["ours"]["n"]),
+                fnum(v["ours"]["acc"], 4),
+                fnum(v["ours"]["acc_norm"], 4),
+                secs(v.get("ours_seconds")),
+                parts or "-",
+            ]
+        )
     out = table(["task", "items", "acc", "acc_norm", "seconds", "joined from parts (items)"], rows, "lrrrrl")
-    out += (f"\n\nMean acc over the {len(rows)} tasks: {d['mean_acc']:.4f}; mean acc_norm over the tasks that define "
-            f"it: {d['mean_acc_norm']:.4f}.")
+    out += (
+        f"\n\nMean acc over the {len(rows)} tasks: {d['mean_acc']:.4f}; mean acc_norm over the tasks that define "
+        f"it: {d['mean_acc_norm']:.4f}."
+    )
     if name == "zeroshot_dense.json":
         block("zeroshot-dense", out)
     return out
@@ -481,28 +741,49 @@ def zeroshot_pair(data: dict) -> str:
     for t in TASKS:
         x, y = a["tasks"][t]["ours"], b["tasks"][t]["ours"]
         rows.append([t, fnum(x["acc"], 4), fnum(y["acc"], 4), fnum(x["acc_norm"], 4), fnum(y["acc_norm"], 4)])
-    rows.append(["mean", fnum(a["mean_acc"], 4), fnum(b["mean_acc"], 4), fnum(a["mean_acc_norm"], 4),
-                 fnum(b["mean_acc_norm"], 4)])
+    rows.append(
+        [
+            "mean",
+            fnum(a["mean_acc"], 4),
+            fnum(b["mean_acc"], 4),
+            fnum(a["mean_acc_norm"], 4),
+            fnum(b["mean_acc_norm"], 4),
+        ]
+    )
     no_boolq = [t for t in TASKS if t != "boolq"]
-    rows.append([f"mean without boolq ({len(no_boolq)} tasks)"] +
-                [fnum(sum(z["tasks"][t]["ours"]["acc"] for t in no_boolq) / len(no_boolq), 4) for z in (a, b)] + ["", ""])
-    return block("zeroshot-sobp20", table(["task", "dense acc", "SoBP 20 % acc", "dense acc_norm", "SoBP 20 % acc_norm"],
-                                          rows))
+    rows.append(
+        [f"mean without boolq ({len(no_boolq)} tasks)"]
+        + [fnum(sum(z["tasks"][t]["ours"]["acc"] for t in no_boolq) / len(no_boolq), 4) for z in (a, b)]
+        + ["", ""]
+    )
+    return block(
+        "zeroshot-sobp20", table(["task", "dense acc", "SoBP 20 % acc", "dense acc_norm", "SoBP 20 % acc_norm"], rows)
+    )
 
 
 def r_zeroshot_check(name: str, d: dict, data: dict) -> str:
     rows = []
     for t, v in d["tasks"].items():
         for metric, c in v["comparison"].items():
-            rows.append([t, metric, fnum(c["ours"], 4), fnum(c["lm_eval_cli"], 4), str(c["equal"]).lower(),
-                         fnum(v["ours"]["n"])])
+            rows.append(
+                [
+                    t,
+                    metric,
+                    fnum(c["ours"], 4),
+                    fnum(c["lm_eval_cli"], 4),
+                    str(c["equal"]).lower(),
+                    fnum(v["ours"]["n"]),
+                ]
+            )
     return table(["task", "metric", "llmprune", "lm-eval CLI", "equal (exact float)", "items"], rows, "llrrlr")
 
 
 def r_zeroshot_piqa(name: str, d: dict, data: dict) -> str:
     o, c = d["ours"], d["lm_eval_cli"]
     rows = [[m, repr(o[m]), repr(c[f"{m},none"]), str(d["equal"][m]).lower()] for m in ("acc", "acc_norm")]
-    return table(["metric", "llmprune", "lm-eval CLI", "equal"], rows, "lrrl") + f"\n\nOur scores: {d.get('ours_source')}."
+    return (
+        table(["metric", "llmprune", "lm-eval CLI", "equal"], rows, "lrrl") + f"\n\nOur scores: {d.get('ours_source')}."
+    )
 
 
 def r_generic(name: str, d: Any, data: dict) -> str:
@@ -519,41 +800,71 @@ def r_generic(name: str, d: Any, data: dict) -> str:
 
 # file -> (section title, renderer, one-line description)
 SECTIONS: dict[str, tuple[str, Callable[[str, Any, dict], str], str]] = {
-    "unstructured_quick.json": ("Unstructured and N:M baselines (quick protocol)", r_unstructured,
-                                "Magnitude, Wanda and SparseGPT at 50 %, 70 %, 2:4 and 4:8 of block weights. `prune s` "
-                                "includes calibration; other jobs shared the two cores during these runs, so read the "
-                                "times as upper bounds."),
-    "mrp_vs_sparsegpt_quick.json": ("MRP against SparseGPT (quick protocol)", r_mrp,
-                                    "Both methods of a setting ran in the same process, one after the other."),
-    "structured_quick.json": ("Structured methods at 20/30/40 % (quick protocol)", r_structured,
-                              "SoBP and the structured baselines; 30/40 % baselines are in the next section. Three "
-                              "benchmark processes shared the two cores, one thread each (two, one per core, for the "
-                              "SoBP and ablation rows run after the stage-3 change), so the seconds are upper bounds; "
-                              "SoBP's and LLM-Pruner's peak RSS include a whole-model backward pass at seqlen 2048."),
-    "structured_quick_baselines.json": ("Structured baselines at 30/40 % (quick protocol, second process)", r_structured,
-                                        "Run in a second process with the same protocol."),
-    "structured_ablation_quick.json": ("SoBP ablation at 30 % (quick protocol)", r_sobp_ablation,
-                                       "Each stage switched off, the others on; the full row is structured_quick's."),
-    "sobp_stage3.json": ("SoBP stage 3 studies", r_sobp_stage3,
-                         "Stage 1 fixed, stage 3 varied; 30 % of block weights."),
-    "pg_seqlen512.json": ("PG, lr 0.05 (the earlier defaults), with init-only rows and baselines", r_pg,
-                          "All rows in one process, one thread, with other processes sharing the two cores: seconds "
-                          "are upper bounds, and later rows' peak RSS includes memory left resident by earlier runs."),
+    "unstructured_quick.json": (
+        "Unstructured and N:M baselines (quick protocol)",
+        r_unstructured,
+        "Magnitude, Wanda and SparseGPT at 50 %, 70 %, 2:4 and 4:8 of block weights. `prune s` "
+        "includes calibration; other jobs shared the two cores during these runs, so read the "
+        "times as upper bounds.",
+    ),
+    "mrp_vs_sparsegpt_quick.json": (
+        "MRP against SparseGPT (quick protocol)",
+        r_mrp,
+        "Both methods of a setting ran in the same process, one after the other.",
+    ),
+    "structured_quick.json": (
+        "Structured methods at 20/30/40 % (quick protocol)",
+        r_structured,
+        "SoBP and the structured baselines; 30/40 % baselines are in the next section. Three "
+        "benchmark processes shared the two cores, one thread each (two, one per core, for the "
+        "SoBP and ablation rows run after the stage-3 change), so the seconds are upper bounds; "
+        "SoBP's and LLM-Pruner's peak RSS include a whole-model backward pass at seqlen 2048.",
+    ),
+    "structured_quick_baselines.json": (
+        "Structured baselines at 30/40 % (quick protocol, second process)",
+        r_structured,
+        "Run in a second process with the same protocol.",
+    ),
+    "structured_ablation_quick.json": (
+        "SoBP ablation at 30 % (quick protocol)",
+        r_sobp_ablation,
+        "Each stage switched off, the others on; the full row is structured_quick's.",
+    ),
+    "sobp_stage3.json": (
+        "SoBP stage 3 studies",
+        r_sobp_stage3,
+        "Stage 1 fixed, stage 3 varied; 30 % of block weights.",
+    ),
+    "pg_seqlen512.json": (
+        "PG, lr 0.05 (the earlier defaults), with init-only rows and baselines",
+        r_pg,
+        "All rows in one process, one thread, with other processes sharing the two cores: seconds "
+        "are upper bounds, and later rows' peak RSS includes memory left resident by earlier runs.",
+    ),
     "pg_seqlen512_keepbest.json": ("PG, lr 0.05 with keep-best 10", r_pg, ""),
     "pg_seqlen512_lr001.json": ("PG, lr 0.01 with keep-best 10 (today's defaults)", r_pg, ""),
-    "disp_seqlen512.json": ("DISP against SoBP, PG, Wanda-sp and SparseGPT 2:4 (reduced protocol)", r_disp,
-                            "The budget is a fraction of all parameters; the other structured methods get the same "
-                            "parameter count as a block-weight ratio. Pruning ran on one thread with three or four "
-                            "processes sharing the two cores, so its seconds are upper bounds; peak RSS is process-wide "
-                            "and only the first pruned row's is that method's own. Speed columns: every saved model "
-                            "reloaded and measured in one interleaved benchmark afterwards (protocol `speed` above)."),
+    "disp_seqlen512.json": (
+        "DISP against SoBP, PG, Wanda-sp and SparseGPT 2:4 (reduced protocol)",
+        r_disp,
+        "The budget is a fraction of all parameters; the other structured methods get the same "
+        "parameter count as a block-weight ratio. Pruning ran on one thread with three or four "
+        "processes sharing the two cores, so its seconds are upper bounds; peak RSS is process-wide "
+        "and only the first pruned row's is that method's own. Speed columns: every saved model "
+        "reloaded and measured in one interleaved benchmark afterwards (protocol `speed` above).",
+    ),
     "disp50_bench.json": ("`llmprune bench` of the DISP 50 % model", r_bench, ""),
-    "structured_speed.json": ("A 30 % structured plan: size and speed", r_bench,
-                              "A non-uniform plan saved, reloaded and measured against the dense model in one run."),
+    "structured_speed.json": (
+        "A 30 % structured plan: size and speed",
+        r_bench,
+        "A non-uniform plan saved, reloaded and measured against the dense model in one run.",
+    ),
     "structured_speed_repeats.json": ("The same plan, repeated", r_speed_repeats, ""),
-    "zeroshot_dense.json": ("Zero-shot, dense SmolLM2-135M (full sets)", r_zeroshot,
-                            "Seconds are wall time of one thread, with other jobs on the other core; HellaSwag was "
-                            "scored in parts in separate processes and joined from the parts' item counts."),
+    "zeroshot_dense.json": (
+        "Zero-shot, dense SmolLM2-135M (full sets)",
+        r_zeroshot,
+        "Seconds are wall time of one thread, with other jobs on the other core; HellaSwag was "
+        "scored in parts in separate processes and joined from the parts' item counts.",
+    ),
     "zeroshot_sobp20.json": ("Zero-shot, SoBP 20 % (full sets)", r_zeroshot, ""),
     "zeroshot_check.json": ("Our zero-shot scores against lm-eval's own CLI (first 100 items)", r_zeroshot_check, ""),
     "zeroshot_check_full.json": ("Our zero-shot scores against lm-eval's own CLI (full sets)", r_zeroshot_check, ""),
@@ -572,58 +883,127 @@ def headline(data: dict) -> str:
             raise ValueError(f"headline: protocols differ ({short_protocol(other)} vs {same})")
     rows = []
     for meth in ("magnitude", "wanda", "sparsegpt"):
-        rows.append([f"`{meth}`", "unstructured", "50 %", ppl(find(u, meth, "0.5")["ppl"]), ppl(dense_ppl(u)), "A",
-                     "`unstructured_quick`"])
-    rows.append(["`mrp`", "unstructured", "50 %", ppl(find(m, "mrp", "0.5")["ppl"]) +
-                 f" (SparseGPT {ppl(find(m, 'sparsegpt', '0.5')['ppl'])} in the same run)", ppl(dense_ppl(m)), "A",
-                 "`mrp_vs_sparsegpt_quick`"])
+        rows.append(
+            [
+                f"`{meth}`",
+                "unstructured",
+                "50 %",
+                ppl(find(u, meth, "0.5")["ppl"]),
+                ppl(dense_ppl(u)),
+                "A",
+                "`unstructured_quick`",
+            ]
+        )
+    rows.append(
+        [
+            "`mrp`",
+            "unstructured",
+            "50 %",
+            ppl(find(m, "mrp", "0.5")["ppl"])
+            + f" (SparseGPT {ppl(find(m, 'sparsegpt', '0.5')['ppl'])} in the same run)",
+            ppl(dense_ppl(m)),
+            "A",
+            "`mrp_vs_sparsegpt_quick`",
+        ]
+    )
     for meth in ("sobp", "llm-pruner", "shortgpt", "flap", "wanda-sp"):
         src = s if meth == "sobp" else sb
-        rows.append([f"`{meth}`", "structured", "30 %", ppl(find(src, meth, "0.3")["ppl"]), ppl(dense_ppl(s)), "B",
-                     "`structured_quick" + ("`" if meth == "sobp" else "_baselines`")])
-    rows.append(["`pg`", "structured", "30 %", ppl(find(pg, "pg", "0.3 keep-best 10")["ppl"]), ppl(dense_ppl(pg)), "C",
-                 "`pg_seqlen512_lr001`"])
+        rows.append(
+            [
+                f"`{meth}`",
+                "structured",
+                "30 %",
+                ppl(find(src, meth, "0.3")["ppl"]),
+                ppl(dense_ppl(s)),
+                "B",
+                "`structured_quick" + ("`" if meth == "sobp" else "_baselines`"),
+            ]
+        )
+    rows.append(
+        [
+            "`pg`",
+            "structured",
+            "30 %",
+            ppl(find(pg, "pg", "0.3 keep-best 10")["ppl"]),
+            ppl(dense_ppl(pg)),
+            "C",
+            "`pg_seqlen512_lr001`",
+        ]
+    )
     r = find(dp, "disp", "0.3 total")
-    rows.append(["`disp`", "structured", f"{r['achieved_ratio'] * 100:.1f} % (30 % of all parameters)",
-                 ppl(r["ppl"]) + f" (SoBP {ppl(find(dp, 'sobp', '0.3 total')['ppl'])} at the same size)",
-                 ppl(dense_ppl(dp)), "C", "`disp_seqlen512`"])
-    legend = (f"Protocols (WikiText-2 perplexity, SmolLM2-135M, float32, CPU): A = {A}; B = {B}; C = {C}. "
-              "JSON files in `benchmarks/results/`; full tables, commands and notes in [docs/results.md](docs/results.md).")
-    return table(["method", "kind", "block weights removed", "WikiText-2 ppl", "dense ppl", "protocol", "JSON"], rows,
-                 "llrrrll") + "\n\n" + legend
+    rows.append(
+        [
+            "`disp`",
+            "structured",
+            f"{r['achieved_ratio'] * 100:.1f} % (30 % of all parameters)",
+            ppl(r["ppl"]) + f" (SoBP {ppl(find(dp, 'sobp', '0.3 total')['ppl'])} at the same size)",
+            ppl(dense_ppl(dp)),
+            "C",
+            "`disp_seqlen512`",
+        ]
+    )
+    legend = (
+        f"Protocols (WikiText-2 perplexity, SmolLM2-135M, float32, CPU): A = {A}; B = {B}; C = {C}. "
+        "JSON files in `benchmarks/results/`; full tables, commands and notes in [docs/results.md](docs/results.md)."
+    )
+    return (
+        table(
+            ["method", "kind", "block weights removed", "WikiText-2 ppl", "dense ppl", "protocol", "JSON"],
+            rows,
+            "llrrrll",
+        )
+        + "\n\n"
+        + legend
+    )
 
 
 def build(data: dict) -> tuple[str, str, list[str]]:
     """(results.md text, README headline block, notes about files rendered generically)."""
     BLOCKS.clear()
     notes = []
-    out = ["# Measured results", "",
-           "<!-- Generated by benchmarks/make_results.py from benchmarks/results/*.json; do not edit by hand: "
-           "run `make docs`. -->", "",
-           "Every number on this page is read from a JSON file in `benchmarks/results/` by "
-           "`benchmarks/make_results.py` (`make docs`). Each section names its file, the protocol recorded in it and "
-           "the command that produced it. Reference machine unless a JSON says otherwise: 2 CPU cores, no GPU, "
-           "SmolLM2-135M in float32. Seconds were measured on a shared 2-core machine; where other jobs shared the "
-           "cores (see each note) read them as upper bounds. Peak RSS is the process-wide maximum, so a row can "
-           "inherit an earlier row's peak.", "",
-           "Ratio = fraction of decoder-block linear weights removed unless a section says otherwise.", ""]
+    out = [
+        "# Measured results",
+        "",
+        "<!-- Generated by benchmarks/make_results.py from benchmarks/results/*.json; do not edit by hand: "
+        "run `make docs`. -->",
+        "",
+        "Every number on this page is read from a JSON file in `benchmarks/results/` by "
+        "`benchmarks/make_results.py` (`make docs`). Each section names its file, the protocol recorded in it and "
+        "the command that produced it. Reference machine unless a JSON says otherwise: 2 CPU cores, no GPU, "
+        "SmolLM2-135M in float32. Seconds were measured on a shared 2-core machine; where other jobs shared the "
+        "cores (see each note) read them as upper bounds. Peak RSS is the process-wide maximum, so a row can "
+        "inherit an earlier row's peak.",
+        "",
+        "Ratio = fraction of decoder-block linear weights removed unless a section says otherwise.",
+        "",
+    ]
     summary = []
     if "structured_quick.json" in data and "structured_quick_baselines.json" in data:
-        summary.append("## Structured methods, WikiText-2 perplexity by ratio\n\nFrom `structured_quick.json` and "
-                       "`structured_quick_baselines.json`: " + short_protocol(data["structured_quick.json"]) +
-                       "; SoBP's stage 3 with the module target (details in their sections below).\n\n"
-                       + structured_pivot(data) + "\n")
+        summary.append(
+            "## Structured methods, WikiText-2 perplexity by ratio\n\nFrom `structured_quick.json` and "
+            "`structured_quick_baselines.json`: "
+            + short_protocol(data["structured_quick.json"])
+            + "; SoBP's stage 3 with the module target (details in their sections below).\n\n"
+            + structured_pivot(data)
+            + "\n"
+        )
     if "pg_seqlen512_lr001.json" in data and "pg_seqlen512.json" in data:
         pgp = data["pg_seqlen512_lr001.json"]["protocol"]
-        summary.append("## PG against its initialisation, Wanda-sp and SoBP\n\nFrom `pg_seqlen512_lr001.json` (lr 0.01) "
-                       "and `pg_seqlen512.json` (the other columns), same protocol: "
-                       + short_protocol(data["pg_seqlen512_lr001.json"]) + f"; {pgp['pg']['steps']} PG steps.\n\n"
-                       + pg_table(data) + "\n")
+        summary.append(
+            "## PG against its initialisation, Wanda-sp and SoBP\n\nFrom `pg_seqlen512_lr001.json` (lr 0.01) "
+            "and `pg_seqlen512.json` (the other columns), same protocol: "
+            + short_protocol(data["pg_seqlen512_lr001.json"])
+            + f"; {pgp['pg']['steps']} PG steps.\n\n"
+            + pg_table(data)
+            + "\n"
+        )
     if "zeroshot_dense.json" in data and "zeroshot_sobp20.json" in data:
         zp = data["zeroshot_dense.json"]["protocol"]
-        summary.append("## Zero-shot, SoBP 20 % against dense\n\nFrom `zeroshot_dense.json` and "
-                       f"`zeroshot_sobp20.json`: full sets, {zp['num_fewshot']}-shot, {zp['dtype']}, batch "
-                       f"{zp['batch_size']}, lm-eval {zp['lm_eval']}.\n\n" + zeroshot_pair(data) + "\n")
+        summary.append(
+            "## Zero-shot, SoBP 20 % against dense\n\nFrom `zeroshot_dense.json` and "
+            f"`zeroshot_sobp20.json`: full sets, {zp['num_fewshot']}-shot, {zp['dtype']}, batch "
+            f"{zp['batch_size']}, lm-eval {zp['lm_eval']}.\n\n" + zeroshot_pair(data) + "\n"
+        )
     out += summary
     for name in sorted(data, key=lambda n: (list(SECTIONS).index(n) if n in SECTIONS else len(SECTIONS), n)):
         d = data[name]
@@ -649,9 +1029,11 @@ def build(data: dict) -> tuple[str, str, list[str]]:
     try:
         head = headline(data)
     except (KeyError, TypeError, ValueError) as exc:
-        raise SystemExit(f"error: the README's headline table cannot be built from benchmarks/results "
-                         f"({type(exc).__name__}: {exc}): restore the file or update headline() in "
-                         f"benchmarks/make_results.py") from None
+        raise SystemExit(
+            f"error: the README's headline table cannot be built from benchmarks/results "
+            f"({type(exc).__name__}: {exc}): restore the file or update headline() in "
+            f"benchmarks/make_results.py"
+        ) from None
     return text, head, notes
 
 
@@ -676,9 +1058,12 @@ def fill_blocks(text: str, blocks: dict[str, str], where: str) -> str:
     def sub(m: re.Match) -> str:
         name = m.group(2)
         if name not in blocks:
-            raise SystemExit(f"error: {where} asks for results block {name!r}, which no renderer makes "
-                             f"(known: {', '.join(sorted(blocks))})")
+            raise SystemExit(
+                f"error: {where} asks for results block {name!r}, which no renderer makes "
+                f"(known: {', '.join(sorted(blocks))})"
+            )
         return m.group(1) + blocks[name].rstrip() + "\n" + m.group(4)
+
     return MARK.sub(sub, text)
 
 

@@ -79,9 +79,16 @@ def test_generator_renders_unknown_and_broken_files(tmp_path, monkeypatch):
     gen = _generator()
     results = tmp_path / "results"
     shutil.copytree(ROOT / "benchmarks" / "results", results)
-    (results / "new_bench.json").write_text(json.dumps({
-        "benchmark": "new", "protocol": {"seqlen": 512}, "command": "python benchmarks/new.py --x 1",
-        "runs": [{"method": "foo", "setting": "0.3", "ppl": 12.3456}]}))
+    (results / "new_bench.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "new",
+                "protocol": {"seqlen": 512},
+                "command": "python benchmarks/new.py --x 1",
+                "runs": [{"method": "foo", "setting": "0.3", "ppl": 12.3456}],
+            }
+        )
+    )
     (results / "structured_speed_repeats.json").write_text(json.dumps({"runs": [{"label": "only a label"}]}))
     (results / "half_written.json").write_text('{"runs": [')
     monkeypatch.setattr(gen, "RESULTS", results)

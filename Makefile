@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llmprune-installed
 
-.PHONY: venv demo test bench-unstructured eval-demo clean
+.PHONY: venv demo test docs bench-unstructured eval-demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# docs/results.md and the tables in README/docs, from benchmarks/results/*.json (standard library only)
+docs:
+	$(PYTHON) benchmarks/make_results.py
 
 # Zero-shot evaluation of the demo's pruned model on the first EVAL_LIMIT items of the seven
 # tasks (DATA_DIR holds zeroshot/<task>_<split>.jsonl), then a report (report.md + plots).

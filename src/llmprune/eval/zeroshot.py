@@ -71,6 +71,26 @@ def _quiet_lm_eval() -> Iterator[None]:
         logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _no_git_probe() -> Iterator[None]:
+    """lm-eval's ``simple_evaluate`` records the git commit of the working directory by
+    running ``git describe`` with stderr inherited, so outside a git checkout every run
+    prints ``fatal: not a git repository``. That field of lm-eval's result is not used
+    here, so the probe is skipped (only while we evaluate; lm-eval's warnings and errors
+    still reach the user)."""
+    import lm_eval.evaluator
+
+    probe = getattr(lm_eval.evaluator, "get_git_commit_hash", None)
+    if probe is None:  # a later lm-eval without the probe
+        yield
+        return
+    lm_eval.evaluator.get_git_commit_hash = lambda: None
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.get_git_commit_hash = probe
+
+
 def lm_eval_version() -> str:
     try:
         return importlib.metadata.version("lm_eval")
@@ -198,7 +218,7 @@ def evaluate_zeroshot(model: nn.Module, tokenizer, tasks: str | Sequence[str],
     rng = parse_items(items)
     ranges = {f.task.name: _item_range(f, rng) for f in files} if rng is not None else {}
     samples = {f.task.lm_eval_name: list(range(*ranges[f.task.name])) for f in files} if ranges else None
-    with offline(), _quiet_lm_eval(), tempfile.TemporaryDirectory(prefix="llmprune-tasks-") as tmp:
+    with offline(), _quiet_lm_eval(), _no_git_probe(), tempfile.TemporaryDirectory(prefix="llmprune-tasks-") as tmp:
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager

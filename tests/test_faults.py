@@ -26,7 +26,7 @@ from llmprune.cli import main
 from llmprune.errors import LlmpruneError
 
 REPO = Path(__file__).resolve().parents[1]
-SRC = REPO / "src"
+SRC = Path(llmprune.__file__).resolve().parents[1]  # the llmprune under test (subprocesses use it too)
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -60,6 +60,8 @@ def _setup(model: nn.Module, name: str, cls: type, target: Any, options: dict, c
         raise LlmpruneError(f"bad option for method {name}: {exc}") from None
     adapter = get_adapter(model)
     _validate_calibration(calib_samples, seqlen)
+    if getattr(method_obj, "needs_calibration", True):
+        checks.check_seqlen(model, seqlen)
     torch.manual_seed(seed)
     return method_obj, adapter
 
@@ -248,8 +250,6 @@ def evaluate(model: nn.Module, tokenizer, ppl: Sequence[str] | str | None = None
         raise LlmpruneError(f"--seqlen {seqlen} must be at least 2")
     if max_windows is not None and max_windows < 1:
         raise LlmpruneError(f"--max-windows {max_windows} must be at least 1")
-    if names:
-        checks.check_seqlen(model, seqlen)
     if zeroshot:
         from .eval.zeroshot import check_zeroshot, evaluate_zeroshot
 

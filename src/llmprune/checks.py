@@ -89,7 +89,6 @@ def check_prune_args(model: Any, tokenizer: Any, method: Any, ratio: Any, patter
     check_device(device)
     if method.lower() not in _NO_CALIBRATION:
         check_tokenizer(tokenizer, f"method {method} (calibration text)")
-        check_seqlen(model, seqlen)
     if options.get("blocksize") is not None:
         check_int("blocksize", options["blocksize"], 1)
     if options.get("damp") is not None:

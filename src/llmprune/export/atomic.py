@@ -18,7 +18,6 @@ What an output directory promises:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -34,6 +33,11 @@ from typing import Iterator
 from torch import nn
 
 from ..errors import LlmpruneError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: commits are not serialised across processes
+    fcntl = None  # type: ignore[assignment]
 
 REPORT_FILE = "report.json"
 _TMP_TAG = "llmprune-tmp"
@@ -154,6 +158,9 @@ def check_output_dir(out: str | Path, force: bool, model: nn.Module | None = Non
 @contextmanager
 def _parent_lock(parent: Path) -> Iterator[None]:
     """An exclusive ``flock`` on the parent directory: one commit at a time per folder."""
+    if fcntl is None:
+        yield
+        return
     fd = os.open(parent, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -27,10 +27,12 @@ def causal_lm_class(path: Path) -> type | None:
     layout = cfg.get(LAYOUT_KEY)
     if not layout:
         return None
+    if not isinstance(layout, dict):
+        raise LlmpruneError(f"{path}/config.json: {LAYOUT_KEY} is not a mapping: the checkpoint is corrupt; re-export it")
     import transformers
 
     base = getattr(transformers, str(layout.get("base_architecture")), None)
-    if base is None:
+    if not (isinstance(base, type) and issubclass(base, transformers.PreTrainedModel)):
         raise LlmpruneError(
             f"{path}: llmprune layout names base class {layout.get('base_architecture')!r}, which this "
             f"transformers {transformers.__version__} does not have: upgrade transformers"

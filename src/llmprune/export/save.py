@@ -14,8 +14,8 @@ from pathlib import Path
 
 from torch import nn
 
-from . import modeling_llmprune
 from ..checks import check_finite_model
+from . import modeling_llmprune
 from .atomic import atomic_directory, check_output_dir, model_bytes
 from .layout import plan_export
 from .modeling_llmprune import LAYOUT_KEY

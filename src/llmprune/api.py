@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from . import checks
 from .engine.layerwise import peak_rss_mb
 from .errors import LlmpruneError
 from .models import count_nonzero_parameters, count_parameters, get_adapter
@@ -27,6 +28,8 @@ def load(model: str | os.PathLike | None = None, dtype: str | torch.dtype = "flo
          device: str = "cpu") -> tuple[nn.Module, Any]:
     """Load a model and tokenizer: ``None``/``"smollm2-135m"`` (the embedded default),
     a local Hugging Face directory (including llmprune outputs) or a hub id (online)."""
+    checks.check_model_spec(model)
+    checks.check_device(device)
     return load_model_and_tokenizer(model, dtype=dtype, device=device)
 
 
@@ -57,6 +60,8 @@ def _setup(model: nn.Module, name: str, cls: type, target: Any, options: dict, c
         raise LlmpruneError(f"bad option for method {name}: {exc}") from None
     adapter = get_adapter(model)
     _validate_calibration(calib_samples, seqlen)
+    if getattr(method_obj, "needs_calibration", True):
+        checks.check_seqlen(model, seqlen)
     torch.manual_seed(seed)
     return method_obj, adapter
 
@@ -75,6 +80,7 @@ def prune(model: nn.Module, tokenizer, method: str, ratio: float | None = None, 
     from .methods import get_method, prune_unstructured
     from .methods.update import check_update
 
+    checks.check_prune_args(model, tokenizer, method, ratio, pattern, calib_samples, seqlen, seed, device, options)
     update = check_update(method, update)
     if update is not None:
         options["update"] = update
@@ -234,6 +240,7 @@ def evaluate(model: nn.Module, tokenizer, ppl: Sequence[str] | str | None = None
     """
     from .eval.perplexity import evaluate_ppl
 
+    checks.check_eval_args(model, tokenizer, seqlen, max_windows, device)
     if ppl is None:
         ppl = () if zeroshot else ("wikitext2",)
     names = [p.strip() for p in (ppl.split(",") if isinstance(ppl, str) else ppl) if p.strip()]

@@ -246,6 +246,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.allow_empty:
         options["allow_empty"] = True
     model, tok = api.load(args.model, dtype=args.dtype)
+    check_output_dir(args.out, args.force, model=model)  # free space for this model, before pruning
     report = api.prune(model, tok, args.method, ratio=args.ratio, pattern=args.pattern,
                        calib_samples=args.calib_samples, seqlen=args.seqlen, seed=args.seed, device=device,
                        calib_dataset=args.calib_dataset, data_dir=args.data_dir, progress=not args.quiet,
@@ -386,6 +387,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     device = _device(args.device)
     t0 = time.perf_counter()
     model, tok = api.load(args.model, dtype=args.dtype)
+    if args.out:
+        check_output_dir(args.out, args.force, model=model)
     print(f"model: {args.model or 'SmolLM2-135M (embedded)'}, {sum(p.numel() for p in model.parameters()):,} parameters")
     kw = dict(ppl="wikitext2", seqlen=args.seqlen, max_windows=args.eval_windows, device=device,
               progress=not args.quiet)
@@ -447,6 +450,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        from .checks import OUT_OF_MEMORY
+
+        if not isinstance(exc, OUT_OF_MEMORY):
+            raise
+        print(f"error: out of memory ({type(exc).__name__}): lower --calib-samples/--seqlen/--batch-size, "
+              "use --offload or a larger machine", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

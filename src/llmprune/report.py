@@ -77,6 +77,29 @@ def _zeroshot_means(zeroshot: dict) -> dict:
     return {"acc": mean_accuracy(zeroshot, "acc"), "acc_norm": mean_accuracy(zeroshot, "acc_norm")}
 
 
+_NUMBER_FIELDS = ("ratio", "params_before", "params_after", "prune_seconds", "seconds", "peak_rss_mb")
+_ROW_FIELDS = {"layers": ("block", "linear", "sparsity"), "layers_structured": ("block",)}
+
+
+def _check_types(path: Path, report: dict) -> None:
+    """The fields the tables and plots read must have their types: one line naming the first that does not."""
+    def bad(field: str, want: str) -> LlmpruneError:
+        return LlmpruneError(f"{path}: field {field!r} is {report[field]!r}, not {want}: re-create the run")
+
+    for field in ("method", "pattern"):
+        if report.get(field) is not None and not isinstance(report[field], str):
+            raise bad(field, "a string")
+    for field in _NUMBER_FIELDS:
+        value = report.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise bad(field, "a number")
+    for field, keys in _ROW_FIELDS.items():
+        rows = report.get(field)
+        if rows is not None and (not isinstance(rows, list)
+                                 or not all(isinstance(r, dict) and all(k in r for k in keys) for r in rows)):
+            raise bad(field, f"a list of objects with {', '.join(keys)}")
+
+
 def load_run(run_dir: str | os.PathLike) -> dict:
     """One run's comparable numbers (see the module docstring for the sources)."""
     path = Path(run_dir).expanduser()
@@ -92,6 +115,7 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     stored = report["eval"].get("pruned") if isinstance(report.get("eval"), dict) else None
     evaluation = merge_eval(stored if isinstance(stored, dict) else None, evaluation or {})
     zeroshot = evaluation.get("zeroshot") or {}
+    _check_types(path / REPORT_FILE, report)
     return {
         "run": path.name,
         "path": str(path),

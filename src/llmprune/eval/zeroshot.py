@@ -25,8 +25,10 @@ import os
 import tempfile
 from typing import Iterator, Sequence
 
+import torch
 from torch import nn
 
+from ..checks import check_finite_logits, check_finite_model
 from ..errors import LlmpruneError
 from .zeroshot_tasks import TASKS, TaskFile, locate, parse_tasks, write_task_dir
 
@@ -89,6 +91,24 @@ def _no_git_probe() -> Iterator[None]:
         yield
     finally:
         lm_eval.evaluator.get_git_commit_hash = probe
+
+
+@contextlib.contextmanager
+def _finite_logits(model: nn.Module) -> Iterator[None]:
+    """Refuse NaN/inf logits: an argmax over NaN log-likelihoods silently picks choice 0."""
+
+    def hook(module: nn.Module, args: object, output: object) -> None:
+        logits = getattr(output, "logits", None)
+        if logits is None and isinstance(output, tuple) and output:
+            logits = output[0]
+        if isinstance(logits, torch.Tensor):
+            check_finite_logits(logits, "zero-shot evaluation")
+
+    handle = model.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def lm_eval_version() -> str:
@@ -218,7 +238,9 @@ def evaluate_zeroshot(model: nn.Module, tokenizer, tasks: str | Sequence[str],
     rng = parse_items(items)
     ranges = {f.task.name: _item_range(f, rng) for f in files} if rng is not None else {}
     samples = {f.task.lm_eval_name: list(range(*ranges[f.task.name])) for f in files} if ranges else None
-    with offline(), _quiet_lm_eval(), _no_git_probe(), tempfile.TemporaryDirectory(prefix="llmprune-tasks-") as tmp:
+    check_finite_model(model, "evaluate zero-shot accuracy")
+    with offline(), _quiet_lm_eval(), _no_git_probe(), _finite_logits(model), \
+            tempfile.TemporaryDirectory(prefix="llmprune-tasks-") as tmp:
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager

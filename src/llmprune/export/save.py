@@ -14,8 +14,9 @@ from pathlib import Path
 
 from torch import nn
 
+from ..checks import check_finite_model
 from . import modeling_llmprune
-from .atomic import atomic_directory
+from .atomic import atomic_directory, check_output_dir, model_bytes
 from .layout import plan_export
 from .modeling_llmprune import LAYOUT_KEY
 
@@ -35,6 +36,8 @@ def save_pruned(model: nn.Module, tokenizer, out: str | Path, report: dict, forc
     from ..models import get_adapter
     from ..models.loading import strip_quantization
 
+    check_output_dir(out, force)  # before any change to the model's config
+    check_finite_model(model, f"save to {out}")
     strip_quantization(model)
     plan = plan_export(model, get_adapter(model))
     config = model.config
@@ -51,7 +54,7 @@ def save_pruned(model: nn.Module, tokenizer, out: str | Path, report: dict, forc
                                            "stock": "uniform widths in a stock config (no remote code)",
                                            "layout": "per-block widths in config.llmprune_layout; load with "
                                                      "llmprune.load or trust_remote_code=True"}[plan.kind]})
-    with atomic_directory(out, force=force) as tmp:
+    with atomic_directory(out, force=force, need_bytes=model_bytes(model) + (8 << 20)) as tmp:
         model.save_pretrained(tmp)
         if plan.kind == "layout":
             base = plan.config_updates[LAYOUT_KEY]["base_architecture"]

@@ -71,6 +71,54 @@ def test_sparsegpt_nm_pattern(n: int, m: int) -> None:
     assert int(groups.max()) <= n and int((out == 0).sum()) >= (m - n) * W.numel() // m
 
 
+def _published_sparsegpt_nm(W: torch.Tensor, H: torch.Tensor, n: int, m: int, damp: float = 0.01):
+    """SparseGPT's N:M loop as published, plainly: no blocks, no lazy updates, float64.
+
+    ``U`` is the upper Cholesky factor of ``(H + λI)⁻¹``. Column ``j`` in order: when ``j``
+    starts a group of ``m``, each row prunes the ``m − n`` lowest ``w² / U_jj²`` of the group
+    on the weights as they are now; then ``err = (w_j − q_j) / U_jj`` and
+    ``W[:, j:] −= err · U[j, j:]``.
+    """
+    W = W.double().clone()
+    rows, cols = W.shape
+    Hd = H.double() + damp * torch.diag(H).double().mean() * torch.eye(cols, dtype=torch.float64)
+    U = torch.linalg.cholesky(torch.linalg.inv(Hd), upper=True)
+    mask = torch.zeros(rows, cols, dtype=torch.bool)
+    for j in range(cols):
+        if j % m == 0:
+            for r in range(rows):
+                scores = [float(W[r, j + t] ** 2 / U[j + t, j + t] ** 2) for t in range(m)]
+                for t in sorted(range(m), key=lambda t: scores[t])[: m - n]:
+                    mask[r, j + t] = True
+        q = W[:, j].masked_fill(mask[:, j], 0.0)
+        err = (W[:, j] - q) / U[j, j]
+        W[:, j:] -= err.unsqueeze(1) * U[j, j:].unsqueeze(0)
+        W[:, j] = q
+    return W, mask
+
+
+@pytest.mark.parametrize("n,m,blocksize,seed", [(2, 4, 16, 0), (2, 4, 128, 1), (4, 8, 16, 2), (4, 8, 8, 3),
+                                                (1, 4, 12, 4), (3, 5, 20, 5)])
+def test_sparsegpt_nm_equals_published_loop(n: int, m: int, blocksize: int, seed: int) -> None:
+    """Masks and weights equal the plain published loop (group chosen in the loop, on updated weights)."""
+    W, _, H = _problem(rows=12, cols=40, seed=seed)
+    ref, ref_mask = _published_sparsegpt_nm(W, H, n, m)
+    out = sparsegpt_prune(W.float(), H.float(), Sparsity(n=n, m=m), blocksize=blocksize).double()
+    assert torch.equal(out == 0, ref_mask)
+    assert torch.allclose(out, ref, rtol=1e-3, atol=1e-4 * float(W.abs().max()))
+
+
+def test_sparsegpt_nm_block_rule_differs_from_published() -> None:
+    """The block rule (kept for comparison) chooses groups before the block's own updates."""
+    W, _, H = _problem(rows=12, cols=40, seed=0)
+    _, ref_mask = _published_sparsegpt_nm(W, H, 2, 4)
+    old = sparsegpt_prune(W.float(), H.float(), Sparsity(n=2, m=4), blocksize=40, nm_rule="block")
+    assert (old != 0).reshape(12, -1, 4).sum(-1).eq(2).all()
+    assert not torch.equal(old == 0, ref_mask)
+    with pytest.raises(LlmpruneError, match="nm_rule"):
+        sparsegpt_prune(W.float(), H.float(), Sparsity(n=2, m=4), nm_rule="late")
+
+
 def test_masks_exact_under_ties() -> None:
     scores = torch.ones(4, 12)  # all tied: a threshold rule would prune everything
     assert row_mask(scores, 0.5).sum(1).tolist() == [6, 6, 6, 6]

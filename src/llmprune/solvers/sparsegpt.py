@@ -8,27 +8,45 @@ column's error ``(w - q)/U_jj`` over the not-yet-processed columns of the block 
 ``U_j,:`` (the OBS update, Eq. 2), then push the block's accumulated error onto the
 remaining columns in one matmul (lazy batched updates, §3.4).
 
+N:M (§3.3 of the paper, the rule of the authors' code): the mask of each group of ``M``
+columns is chosen inside the column loop, when the sweep reaches the group's first
+column, from the weights *as updated so far* (every earlier column's error already
+spread onto them) by the same saliency ``w² / [U]_jj²``; the ``M − N`` lowest of the
+group are pruned in each row. ``nm_rule="block"`` keeps an earlier rule of this project
+(all groups of a ``blocksize`` block chosen at once, at the block's start, from the
+weights before the block's own updates) for comparison (docs/faithfulness.md).
+
 Departures from IST-DASLab's ``sparsegpt.py``: the unstructured mask of each block
 prunes an exact count (cumulative rounding of ``ratio · rows · cols``) chosen by sorted
-indices, never by a ``<=`` threshold, so ties cannot over-prune.
+indices, never by a ``<=`` threshold, so ties cannot over-prune; N:M ties are broken by
+position (the reference's ``topk`` leaves them unspecified).
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..errors import LlmpruneError
 from .masks import count_mask, nm_mask
 from .obs import dampen, inverse_cholesky_upper
 from .sparsity import Sparsity
 
 
+NM_RULES = ("published", "block")
+
+
 def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None,
-                    blocksize: int = 128, damp: float = 0.01, mask: torch.Tensor | None = None) -> torch.Tensor:
+                    blocksize: int = 128, damp: float = 0.01, mask: torch.Tensor | None = None,
+                    nm_rule: str = "published") -> torch.Tensor:
     """Return the pruned and compensated copy of ``W`` (float32, same shape).
 
     ``mask`` (True = prune) fixes the pruned set instead of the adaptive selection,
     e.g. to compensate a Wanda or magnitude mask; ``sparsity`` is then ignored.
+    ``nm_rule`` picks the N:M group selection (module docstring): ``"published"``
+    (default) or ``"block"``.
     """
+    if nm_rule not in NM_RULES:
+        raise LlmpruneError(f"nm_rule {nm_rule!r} is not one of {', '.join(NM_RULES)}: pass nm_rule='published'")
     W = W.detach().float().clone()
     rows, cols = W.shape
     H = H.to(W.device).float()
@@ -37,6 +55,9 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None,
     U = inverse_cholesky_upper(dampen(H, damp))
     if mask is None and sparsity.is_nm:
         m = sparsity.m
+        if cols % m:
+            raise LlmpruneError(f"a layer with {cols} input columns cannot take an N:M pattern with M={m}: "
+                                f"choose M dividing {cols}")
         blocksize = max(m, (blocksize // m) * m)
 
     for i1 in range(0, cols, blocksize):
@@ -47,8 +68,11 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None,
         Err1 = torch.zeros_like(W1)
         U1 = U[i1:i2, i1:i2]
         d = torch.diag(U1)
+        in_loop = mask is None and sparsity.is_nm and nm_rule == "published"
         if mask is not None:
             mask1 = mask[:, i1:i2].to(W.device)
+        elif in_loop:
+            mask1 = torch.zeros_like(W1, dtype=torch.bool)  # filled group by group below
         elif sparsity.is_nm:
             mask1 = nm_mask(W1**2 / d.unsqueeze(0) ** 2, sparsity.n, sparsity.m)
         else:
@@ -56,6 +80,9 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None,
             k = round(sparsity.ratio * rows * i2) - round(sparsity.ratio * rows * i1)
             mask1 = count_mask(W1**2 / d.unsqueeze(0) ** 2, k)
         for i in range(count):
+            if in_loop and i % m == 0:  # the group starting here, scored on the updated weights
+                mask1[:, i : i + m] = nm_mask(W1[:, i : i + m] ** 2 / d[i : i + m].unsqueeze(0) ** 2,
+                                              sparsity.n, m)
             w = W1[:, i]
             q = w.clone()
             q[mask1[:, i]] = 0

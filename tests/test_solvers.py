@@ -108,17 +108,6 @@ def test_sparsegpt_nm_equals_published_loop(n: int, m: int, blocksize: int, seed
     assert torch.allclose(out, ref, rtol=1e-3, atol=1e-4 * float(W.abs().max()))
 
 
-def test_sparsegpt_nm_block_rule_differs_from_published() -> None:
-    """The block rule (kept for comparison) chooses groups before the block's own updates."""
-    W, _, H = _problem(rows=12, cols=40, seed=0)
-    _, ref_mask = _published_sparsegpt_nm(W, H, 2, 4)
-    old = sparsegpt_prune(W.float(), H.float(), Sparsity(n=2, m=4), blocksize=40, nm_rule="block")
-    assert (old != 0).reshape(12, -1, 4).sum(-1).eq(2).all()
-    assert not torch.equal(old == 0, ref_mask)
-    with pytest.raises(LlmpruneError, match="nm_rule"):
-        sparsegpt_prune(W.float(), H.float(), Sparsity(n=2, m=4), nm_rule="late")
-
-
 def test_masks_exact_under_ties() -> None:
     scores = torch.ones(4, 12)  # all tied: a threshold rule would prune everything
     assert row_mask(scores, 0.5).sum(1).tolist() == [6, 6, 6, 6]

@@ -161,3 +161,34 @@ def test_sparsity_parse_errors(kwargs: dict, msg: str) -> None:
 def test_sparsity_parse_ok() -> None:
     assert Sparsity.parse(pattern="2:4").fraction == 0.5
     assert Sparsity.parse(ratio="0.7").ratio == 0.7
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_group_obs_singletons_follow_brute_force_greedy(seed: int) -> None:
+    """The low-rank singleton path: every pick is the column whose removal (with the ones
+    already removed) leaves the smallest least-squares error, and the final weights are
+    the least-squares fit on the kept columns."""
+    from llmprune.solvers.group_obs import greedy_group_obs
+
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(10, 60, generator=g, dtype=torch.float64)
+    X = X + 0.5 * torch.randn(1, 60, generator=g, dtype=torch.float64)  # correlated inputs
+    W = torch.randn(4, 10, generator=g, dtype=torch.float64)
+    removed, W_new = greedy_group_obs(W, X @ X.T, [[c] for c in range(10)], 6, damp=0.0)
+
+    def fit(gone):
+        keep = [c for c in range(10) if c not in gone]
+        V = torch.linalg.lstsq(X[keep].T, (W @ X).T).solution.T
+        return keep, V, float(((W @ X - V @ X[keep]) ** 2).sum())
+
+    gone: list[int] = []
+    for _ in range(6):
+        gone.append(min((c for c in range(10) if c not in gone), key=lambda c: fit(gone + [c])[2]))
+    assert removed == gone
+    keep, V, _ = fit(gone)
+    torch.testing.assert_close(W_new[:, keep].double(), V, rtol=1e-4, atol=1e-5)
+    assert W_new[:, gone].abs().max() == 0
+    ranked, W_same = greedy_group_obs(W, X @ X.T, [[c] for c in range(10)], 6, damp=0.0, update=False)
+    Hinv = torch.linalg.inv(X @ X.T)
+    assert ranked == torch.argsort(W.pow(2).sum(0) / Hinv.diagonal())[:6].tolist()
+    assert torch.equal(W_same[:, [c for c in range(10) if c not in ranked]], W.float()[:, [c for c in range(10) if c not in ranked]])

@@ -52,6 +52,16 @@ def build(name: str, blocks: int | None) -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(config).eval()
 
 
+def add_ratios(runs: list[dict]) -> None:
+    """``vs_smollm2_per_block_param`` of every run: its time per block-parameter over the
+    latest SmolLM2-shape run of the same method, calibration and label."""
+    for row in runs:
+        base = [r for r in runs if r["shape"] == "smollm2-135m" and r["method"] == row["method"]
+                and r["calib"] == row["calib"] and r["label"] == row["label"]]
+        if base and row["shape"] != "smollm2-135m":
+            row["vs_smollm2_per_block_param"] = row["seconds_per_m_block_params"] / base[-1]["seconds_per_m_block_params"]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", default="smollm2-135m,gemma3-270m")
@@ -80,11 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                    "label": args.label, "seconds": round(seconds, 2), "block_linear_params": params,
                    "seconds_per_m_block_params": seconds / params * 1e6,
                    "stage_seconds": (report.get("sobp") or {}).get("stage_seconds")}
-            base = [r for r in data["runs"] if r["shape"] == "smollm2-135m" and r["method"] == method
-                    and r["calib"] == row["calib"] and r["label"] == args.label]
-            if base and name != "smollm2-135m":
-                row["vs_smollm2_per_block_param"] = row["seconds_per_m_block_params"] / base[-1]["seconds_per_m_block_params"]
             data["runs"].append(row)
+            add_ratios(data["runs"])
             out.write_text(json.dumps(data, indent=2) + "\n")
             print(json.dumps(row), flush=True)
             del model

@@ -71,8 +71,10 @@ def _greedy_singletons(Wd: torch.Tensor, Hinv: torch.Tensor, cols: torch.Tensor,
     dead = torch.zeros(cols.numel(), dtype=torch.bool, device=Wd.device)
     V = Hinv.new_zeros(n, n_remove) if update else None
     removed: list[int] = []
+    every = cols.numel() == Wd.shape[1] and bool((cols == torch.arange(cols.numel(), device=cols.device)).all())
     for k in range(n_remove):
-        cost = 0.5 * Wd[:, cols].pow(2).sum(0) / diag
+        sq = torch.linalg.vector_norm(Wd if every else Wd[:, cols], dim=0).square()
+        cost = 0.5 * sq / diag
         cost[dead] = float("inf")
         best = int(torch.argmin(cost))
         removed.append(best)
@@ -80,7 +82,7 @@ def _greedy_singletons(Wd: torch.Tensor, Hinv: torch.Tensor, cols: torch.Tensor,
         if update:
             c = int(cols[best])
             h = Hinv[:, c] - V[:, :k] @ V[c, :k]
-            Wd.sub_(torch.outer(Wd[:, c] / h[c], h))
+            Wd.addr_(Wd[:, c] / h[c], h, alpha=-1.0)  # in place, no rows × n temporary
             v = h / h[c].sqrt()
             V[:, k] = v
             diag -= v[cols].square()

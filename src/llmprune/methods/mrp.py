@@ -26,10 +26,12 @@ def solve_dtype(precision: str) -> torch.dtype:
 class MRP(UnstructuredMethod):
     """Optimal multi-weight removal per output row.
 
-    ``precision`` is the batched Cholesky's: ``float32`` (default) factorises in float32
-    and refines the solutions with float64 residuals (on SmolLM2 layers and random ones
-    the weights match the float64 solve to ~1e-12 relative, in about two thirds of the
-    time on a CPU); ``float64`` factorises in float64. The exact solution fits the
+    ``precision`` is that of the solver's heavy arithmetic: the final joint update runs
+    as batched preconditioned conjugate gradients (:mod:`llmprune.solvers.pcg`) whose
+    matrix products are float32 (default; stops at ~1e-6 relative excess layer error,
+    iterate and residual refreshes in float64) or float64; the unstructured sweep's
+    batched Cholesky runs in the same precision, refined with float64 residuals. The
+    exact solution fits the
     calibration tokens closely: give it many more tokens than a layer has inputs (the
     default 128 × 2048 does), or raise ``damp``.
     """

@@ -336,6 +336,8 @@ class SoBP(StructuredMethod):
                  {u.index for u in chosen if u.block == b and u.kind == "channel"}) for b in range(len(blocks))]
 
         refits: list[dict] = []
+        t_sel = time.perf_counter()
+        spent = {"refine": 0.0, "reconstruct": 0.0}
         engine = LayerwiseEngine(model, adapter, device=device, progress=False)
         hidden, kwargs_list = engine.capture(calib)
         dense_hidden = hidden.clone() if self.reconstruct else None
@@ -349,6 +351,7 @@ class SoBP(StructuredMethod):
             runner = BlockRunner(block, hidden, kwargs_list[b], dev)
             dense_block = copy.deepcopy(block) if self.reconstruct else None
             groups_out, chans_out = plan[b]
+            t_b = time.perf_counter()
             att = adapter.attention(block)
             if att is not None and groups_out:
                 if self.refine:
@@ -372,6 +375,8 @@ class SoBP(StructuredMethod):
                     chans_out = set(removed)
                 structural.prune_channels(adapter, block, [c for c in range(mlp.channels) if c not in chans_out],
                                           layer=b)
+            t_r = time.perf_counter()
+            spent["refine"] += t_r - t_b
             if self.reconstruct:
                 dense_runner = BlockRunner(dense_block, dense_hidden, kwargs_list[b], dev)
                 d_att, d_mlp = adapter.attention(dense_block), adapter.mlp(dense_block)
@@ -390,6 +395,7 @@ class SoBP(StructuredMethod):
                     refits.append({"block": b, "module": name, "target": target,
                                    **_refit(runner, lin, ys, self._refit_damp(), self.refit_prior, weights)})
                 del dense_block, targets
+            spent["reconstruct"] += time.perf_counter() - t_r
             hidden = runner.forward(keep_outputs=True)
             if engine.offload:
                 block.to("cpu")
@@ -402,5 +408,8 @@ class SoBP(StructuredMethod):
             "removed": {"groups": sum(len(p[0]) for p in plan), "channels": sum(len(p[1]) for p in plan),
                         "blocks": []},
             "block_influence": None,
-            "sobp": {"refits": refits} if self.reconstruct else {},
+            "sobp": {**({"refits": refits} if self.reconstruct else {}), "stage_seconds": {
+                "1_scores": t1 - t0, "1_selection": t_sel - t1, "2_refine": spent["refine"],
+                "3_reconstruct": spent["reconstruct"],
+                "other": time.perf_counter() - t_sel - spent["refine"] - spent["reconstruct"]}},
         }

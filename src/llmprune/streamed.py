@@ -185,8 +185,10 @@ def prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str | 
     if missing:
         raise LlmpruneError(f"{source}: tensor {missing[0]} is missing from the checkpoint: re-download the model")
     if prog.done == 0:
-        prog.nonzero_before = prog.nonzero = sum(_nonzero(t) for t in reader.read(outer, "cpu").values())
-        prog.params = sum(t.numel() for t in reader.read(outer, "cpu").values())
+        outer_state = [t for k, t in model.state_dict().items() if k in set(outer)]
+        prog.nonzero_before = prog.nonzero = sum(_nonzero(t) for t in outer_state)
+        prog.params = sum(t.numel() for t in outer_state)
+        del outer_state
 
     # -- calibration inputs of the first unfinished block ----------------------------
     hidden = kwargs_list = acts = None

@@ -35,6 +35,7 @@ def write_shard(directory: Path, name: str, tensors: dict[str, torch.Tensor]) ->
     tmp = directory / f".{name}.tmp"
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
     fsync_file(tmp)
+    tmp.chmod(0o644)
     os.replace(tmp, final)
     return final.stat().st_size
 

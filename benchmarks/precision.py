@@ -82,12 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         for d in outs.values():
             shutil.rmtree(d, ignore_errors=True)
+        save(args, dense, rows)
+    return 0
+
+
+def save(args: argparse.Namespace, dense: dict, rows: list[dict]) -> None:
     result = {"protocol": {"model": "smollm2-135m", "calib": args.calib, "calib_dataset": "wikitext2 train", "seed": 0,
                            "eval": f"WikiText-2 test, first {args.eval_windows} windows of 2048 tokens, float32",
                            "dense_ppl": dense["ppl"]["wikitext2"], "environment": environment()},
               "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -129,21 +129,42 @@ def child(args: argparse.Namespace) -> int:
 
     tok = AutoTokenizer.from_pretrained(args.model)
     tok_ids = llmprune.calibration_data(tok, args.calib_n, args.calib_len, seed=0)
-    report = llmprune.prune_streamed(args.model, args.method, args.out, ratio=0.5, calib_ids=tok_ids,
-                                     dtype=args.dtype, activations=args.activations, progress=False, force=True)
+    class Enough(Exception):
+        pass
+
+    def stop(i: int) -> None:
+        if args.max_blocks and i + 1 >= args.max_blocks:
+            raise Enough
+
+    t0 = time.perf_counter()
+    try:
+        report = llmprune.prune_streamed(args.model, args.method, args.out, ratio=0.5, calib_ids=tok_ids,
+                                         dtype=args.dtype, activations=args.activations, progress=False, force=True,
+                                         on_block_done=stop)
+        summary = {"seconds": report["seconds"], "block_seconds": report["streamed"]["block_seconds"],
+                   "block_sparsity": report["block_sparsity"], "shard_bytes": report["streamed"]["shard_bytes"],
+                   "blocks_run": report["streamed"]["blocks"]}
+    except Enough:  # stopped after --max-blocks blocks: the committed resume state has the timings
+        out = Path(args.out)
+        partial = out.parent / f".{out.name}.partial"
+        progress = json.loads((partial / "state" / "progress.json").read_text())
+        summary = {"seconds": time.perf_counter() - t0, "block_seconds": progress["block_seconds"],
+                   "shard_bytes": progress["total_size"], "blocks_run": progress["done"]}
+        shutil.rmtree(partial)
+    from llmprune.engine.layerwise import peak_rss_mb
+
     io = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
-    Path(args.result).write_text(json.dumps({
-        "seconds": report["seconds"], "block_seconds": report["streamed"]["block_seconds"],
-        "block_sparsity": report["block_sparsity"], "peak_rss_mb_self": report["peak_rss_mb"],
-        "wchar": int(io["wchar"]), "write_bytes": int(io["write_bytes"]),
-        "shard_bytes": report["streamed"]["shard_bytes"]}))
+    summary.update(peak_rss_mb_self=peak_rss_mb(), wchar=int(io["wchar"]), write_bytes=int(io["write_bytes"]))
+    Path(args.result).write_text(json.dumps(summary))
     return 0
 
 
-def run_child(model: Path, method: str, out: Path, args: argparse.Namespace) -> dict:
+def run_child(model: Path, method: str, out: Path, args: argparse.Namespace, max_blocks: int | None) -> dict:
     result = out.with_suffix(".result.json")
     cmd = [sys.executable, __file__, "--child", "--model", str(model), "--method", method, "--out", str(out),
            "--result", str(result), "--calib", args.calib, "--dtype", args.dtype, "--activations", args.activations]
+    if max_blocks:
+        cmd += ["--max-blocks", str(max_blocks)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH", "")))
     _, status, usage = os.wait4(proc.pid, 0)
@@ -154,19 +175,20 @@ def run_child(model: Path, method: str, out: Path, args: argparse.Namespace) -> 
     result.unlink()
     row["peak_rss_mb"] = usage.ru_maxrss / 1024
     row["wall_seconds"] = wall
-    row["output_bytes"] = disk_size(out)
-    shutil.rmtree(out)
+    if out.exists():
+        row["output_bytes"] = disk_size(out)
+        shutil.rmtree(out)
     return row
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| shape | layers | model on disk GB | method | peak RSS MiB | s/block (mean) | total s | written GB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape | layers | model on disk GB | method | blocks run | peak RSS MiB | s/block (mean) | total s | "
+             "written GB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         bs = r["block_seconds"]
         lines.append(f"| {r['shape']} (d={r['hidden']}) | {r['layers']} | {r['model_bytes'] / 1e9:.2f} | "
-                     f"{r['method']} | {r['peak_rss_mb']:.0f} | {sum(bs) / len(bs):.2f} | {r['seconds']:.0f} | "
-                     f"{r['wchar'] / 1e9:.2f} |")
+                     f"{r['method']} | {r.get('blocks_run', r['layers'])} | {r['peak_rss_mb']:.0f} | "
+                     f"{sum(bs) / len(bs):.1f} | {r['seconds']:.0f} | {r['wchar'] / 1e9:.2f} |")
     return "\n".join(lines)
 
 
@@ -204,7 +226,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--plan", default=DEFAULT_PLAN, help="comma-separated SHAPE:LAYERS:METHOD runs")
+    p.add_argument("--plan", default=DEFAULT_PLAN,
+                   help="comma-separated SHAPE:LAYERS:METHOD[:K] runs (K: stop after the first K blocks)")
     p.add_argument("--workdir", default=None, help="where the synthetic models and outputs go (needs disk)")
     p.add_argument("--calib", default="4x128", help="calibration N x L tokens (default 4x128)")
     p.add_argument("--dtype", default="bfloat16")
@@ -217,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--max-blocks", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.calib_n, args.calib_len = (int(x) for x in args.calib.split("x"))
     if args.child:
@@ -233,17 +257,17 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    plan = [tuple(item.split(":")) for item in args.plan.split(",")]
+    plan = [(item.split(":") + [""])[:4] for item in args.plan.split(",")]
     deepest = {}
-    for shape, layers, _ in plan:
+    for shape, layers, _, _ in plan:
         deepest[shape] = max(deepest.get(shape, 0), int(layers))
     data["protocol"] = {"calib": args.calib, "dtype": args.dtype, "ratio": 0.5, "activations": args.activations,
                         "weights": "random N(0, 0.02) bf16 (block i = block 0 circularly shifted by (7i, 13i)), norms 1, "
                                    "tied embeddings, vocabulary 49152", "torch_threads": "OMP_NUM_THREADS (see rows)",
                         "environment": environment()}
     try:
-        for shape, layers, method in plan:
-            layers = int(layers)
+        for shape, layers, method, max_blocks in plan:
+            layers, max_blocks = int(layers), int(max_blocks) if max_blocks else None
             deep = work / f"{shape}-L{deepest[shape]}"
             if not deep.exists():
                 print(f"writing synthetic {deep.name} ...", flush=True)
@@ -252,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             if not model.exists():
                 shallow_view(deep, model, layers)
             print(f"{shape} x {layers} blocks, {method} ...", flush=True)
-            row = run_child(model, method, work / f"out-{shape}-{layers}-{method}", args)
+            row = run_child(model, method, work / f"out-{shape}-{layers}-{method}", args, max_blocks)
             row.update(shape=shape, hidden=SHAPES[shape]["hidden_size"], layers=layers, method=method,
                        model_bytes=disk_size(model), dtype=args.dtype, calib=args.calib,
                        threads=os.environ.get("OMP_NUM_THREADS", "default"))

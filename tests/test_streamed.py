@@ -215,3 +215,21 @@ def test_cli_prune_streamed(tiny_llama_dir, tmp_path):
                            "--method", "sobp", "--ratio", "0.5", "--out", str(tmp_path / "x")],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("family", ["opt", "phi", "gemma3"])
+def test_streamed_equals_in_memory_other_families(family, tmp_path, toy_tokenizer):
+    """Biases, parallel blocks, learned positions, sliding-window layers: still bit for bit."""
+    from tiny_models import build_tiny
+
+    src = tmp_path / "src"
+    build_tiny(family, vocab_size=len(toy_tokenizer)).save_pretrained(src)
+    toy_tokenizer.save_pretrained(src)
+    llmprune.prune_streamed(src, "sparsegpt", tmp_path / "s", ratio=0.5, progress=False, **CALIB)
+    model, tok = llmprune.load(src)
+    llmprune.prune(model, tok, "sparsegpt", ratio=0.5, progress=False, **CALIB)
+    out = _tensors(tmp_path / "s")
+    ref = model.state_dict()
+    assert set(out) <= set(ref)
+    for k, v in out.items():
+        assert torch.equal(v, ref[k]), k

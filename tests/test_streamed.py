@@ -200,7 +200,9 @@ def test_streamed_error_paths(tiny_llama_dir, tmp_path):
             (broken / f.name).write_bytes(f.read_bytes())
     with pytest.raises(LlmpruneError, match="no model.safetensors"):
         llmprune.prune_streamed(broken, "wanda", tmp_path / "c", ratio=0.5, progress=False)
-    assert not (tmp_path / "c").exists()
+    with pytest.raises(LlmpruneError, match="calib-samples"):
+        llmprune.prune_streamed(tiny_llama_dir, "wanda", tmp_path / "c", ratio=0.5, calib_samples=0, progress=False)
+    assert not (tmp_path / "c").exists() and not (tmp_path / ".c.partial").exists()
 
 
 def test_cli_prune_streamed(tiny_llama_dir, tmp_path):

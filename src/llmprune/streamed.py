@@ -11,6 +11,7 @@ tokenizer, ``report.json``) that appears under its final name only when complete
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -86,7 +87,7 @@ def _nonzero(t: torch.Tensor) -> int:
     return int(torch.count_nonzero(t).item())
 
 
-def prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str | os.PathLike,
+def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str | os.PathLike,
                    ratio: float | None = None, pattern: str | None = None, *, calib_samples: int = 128,
                    seqlen: int = 2048, seed: int = 0, calib_dataset: str = "wikitext2",
                    data_dir: str | os.PathLike | None = None, calib_ids: torch.Tensor | None = None,
@@ -316,6 +317,21 @@ def prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str | 
     shutil.rmtree(state.dir, ignore_errors=True)
     _publish(partial, out_path)
     return report
+
+
+@functools.wraps(_prune_streamed)
+def prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str | os.PathLike, *args: Any,
+                   **kwargs: Any) -> dict:
+    try:
+        return _prune_streamed(model_dir, method, out, *args, **kwargs)
+    except BaseException:
+        # a run that failed before committing a block leaves nothing behind; a later failure
+        # keeps the partial directory for resume
+        partial = Path(out).expanduser()
+        partial = partial.parent / f".{partial.name}.partial"
+        if partial.is_dir() and not (partial / "state" / "progress.json").is_file():
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def _publish(partial: Path, out: Path) -> None:

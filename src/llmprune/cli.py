@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="also save the pruned model here")
     d.add_argument("--force", action="store_true")
     _add_common(d)
+    from . import cli_streamed
+
+    cli_streamed.add_parser(sub)
     return parser
 
 
@@ -440,8 +443,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from . import cli_streamed
+
     handler = {"prune": cmd_prune, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo,
-               "report": cmd_report}[args.command]
+               "report": cmd_report, "prune-streamed": cli_streamed.cmd}[args.command]
     try:
         return handler(args)
     except LlmpruneError as exc:

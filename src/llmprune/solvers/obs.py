@@ -25,6 +25,7 @@ def inverse_cholesky_upper(H: torch.Tensor) -> torch.Tensor:
     try:
         L = torch.linalg.cholesky(H.double())
         Hinv = torch.cholesky_inverse(L)
+        del L  # at most two float64 matrices alive (a 28672-wide Hessian: 6.6 GB each)
         return torch.linalg.cholesky(Hinv, upper=True).to(H.dtype)
     except torch.linalg.LinAlgError:
         raise LlmpruneError(

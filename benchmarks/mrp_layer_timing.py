@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     Hd = H.double() + 0.01 * torch.diag(H).double().mean() * torch.eye(args.cols, dtype=torch.float64, device=H.device)
     for s in args.settings.split(","):
         sp = Sparsity.parse(pattern=s) if ":" in s else Sparsity.parse(ratio=s)
-        t_s, out_s = _time(lambda: sparsegpt_prune(W, H, sp), args.repeats, args.device)
-        t_m, out_m = _time(lambda: mrp_prune(W, H, sp, dtype=dtype), args.repeats, args.device)
+        t_s, out_s = _time(lambda sp=sp: sparsegpt_prune(W, H, sp), args.repeats, args.device)
+        t_m, out_m = _time(lambda sp=sp: mrp_prune(W, H, sp, dtype=dtype), args.repeats, args.device)
         err = [float(torch.einsum("ri,ij,rj->", d, Hd, d)) for d in ((W - out_s).double(), (W - out_m).double())]
         row = {"setting": s, "sparsegpt_s": t_s, "mrp_s": t_m, "ratio": t_m / t_s,
                "err_sparsegpt": err[0], "err_mrp": err[1]}

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import LlmpruneError
 from ..models.base import ModelAdapter
-from .modeling_llmprune import LAYOUT_KEY, LAYOUT_VERSION, NoAttention, pruned_class
+from ..modeling.modeling_llmprune import LAYOUT_KEY, LAYOUT_VERSION, NoAttention, pruned_class
 from ..surgery.structural import GROUP_ATTRS, HEAD_ATTRS, KV_ATTRS
 
 

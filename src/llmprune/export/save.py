@@ -9,15 +9,19 @@ otherwise the global config plus ``llmprune_layout`` and ``modeling_llmprune.py`
 from __future__ import annotations
 
 import inspect
-import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from . import modeling_llmprune
+from ..modeling import modeling_llmprune
 from .atomic import atomic_directory
 from .layout import plan_export
-from .modeling_llmprune import LAYOUT_KEY
+from ..modeling.modeling_llmprune import LAYOUT_KEY
+
+if TYPE_CHECKING:
+    from ..prune_report import PruneReport
 
 REMOTE_FILE = "modeling_llmprune.py"
 REMOTE_CLASS = "LlmprunePrunedForCausalLM"
@@ -30,8 +34,12 @@ def remote_code_source(base_architecture: str) -> str:
             f"{REMOTE_CLASS} = pruned_class(_transformers.{base_architecture})\n")
 
 
-def save_pruned(model: nn.Module, tokenizer, out: str | Path, report: dict, force: bool = False) -> Path:
-    """Save as safetensors + config (+ tokenizer, + report.json); returns the path."""
+def save_pruned(model: nn.Module, tokenizer: Any, out: str | os.PathLike, report: PruneReport | None,
+                force: bool = False) -> Path:
+    """Save as safetensors + config (+ tokenizer, + ``report.json`` and ``recipe.yaml``);
+    returns the path. ``report.export`` records how the checkpoint was written."""
+    import yaml
+
     from ..models import get_adapter
     from ..models.loading import strip_quantization
 
@@ -45,12 +53,13 @@ def save_pruned(model: nn.Module, tokenizer, out: str | Path, report: dict, forc
         setattr(config, key, value)
     if plan.kind == "layout":
         config.auto_map = {"AutoModelForCausalLM": f"{REMOTE_FILE[:-3]}.{REMOTE_CLASS}"}
-    report = dict(report, export={"kind": plan.kind,
-                                  "remote_code": plan.kind == "layout",
-                                  "note": {"dense": "same shapes as the original config",
-                                           "stock": "uniform widths in a stock config (no remote code)",
-                                           "layout": "per-block widths in config.llmprune_layout; load with "
-                                                     "llmprune.load or trust_remote_code=True"}[plan.kind]})
+    export = {"kind": plan.kind, "remote_code": plan.kind == "layout",
+              "note": {"dense": "same shapes as the original config",
+                       "stock": "uniform widths in a stock config (no remote code)",
+                       "layout": "per-block widths in config.llmprune_layout; load with "
+                                 "llmprune.load or trust_remote_code=True"}[plan.kind]}
+    if report is not None:
+        report.export = export
     with atomic_directory(out, force=force) as tmp:
         model.save_pretrained(tmp)
         if plan.kind == "layout":
@@ -58,5 +67,7 @@ def save_pruned(model: nn.Module, tokenizer, out: str | Path, report: dict, forc
             (tmp / REMOTE_FILE).write_text(remote_code_source(base))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        if report is not None:
+            (tmp / "report.json").write_text(report.to_json())
+            (tmp / "recipe.yaml").write_text(yaml.safe_dump(report.to_recipe(), sort_keys=False))
     return Path(out)

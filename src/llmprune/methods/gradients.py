@@ -4,7 +4,7 @@ LLM-Pruner): only the tensors asked for get gradients, the rest of the model is 
 from __future__ import annotations
 
 import sys
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import LlmpruneError
 
 
-def backward_windows(model: nn.Module, calib: torch.Tensor, device: str, trainable: Iterable[nn.Parameter] = (),
+def backward_windows(model: nn.Module, calib: torch.Tensor, device: str, trainable: Iterable[torch.Tensor] = (),
                      checkpointing: bool = False, progress: bool = True, desc: str = "gradients") -> None:
     """Accumulate ``∂L/∂t`` (LM loss, summed over the windows of ``calib``) into ``.grad``
     of every tensor in ``trainable`` and of any leaf tensor hooks put in the graph.
@@ -23,28 +23,29 @@ def backward_windows(model: nn.Module, calib: torch.Tensor, device: str, trainab
     from tqdm.auto import tqdm
 
     trainable = list(trainable)
+    hf: Any = model  # a transformers causal LM
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)
-    for p in trainable:
-        p.requires_grad_(True)
-        p.grad = None
+    for t in trainable:
+        t.requires_grad_(True)
+        t.grad = None
     was_training = model.training
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
     model.to(device)
     try:
         with torch.enable_grad():
             for i in tqdm(range(calib.shape[0]), desc=desc, disable=not progress, file=sys.stderr):
                 ids = calib[i : i + 1].to(device)
-                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+                loss = hf(input_ids=ids, labels=ids, use_cache=False).loss
                 if not torch.isfinite(loss):
                     raise LlmpruneError("the calibration loss is NaN/inf: load the model in float32 (--dtype float32)")
                 loss.backward()
     finally:
         if checkpointing:
-            model.gradient_checkpointing_disable()
+            hf.gradient_checkpointing_disable()
         model.train(was_training)
         for p, flag in flags:
             p.requires_grad_(flag)

@@ -8,11 +8,14 @@ import torch
 
 from ..engine.stats import InputStats
 from ..solvers.masks import nm_mask, row_mask
+from .registry import register
 from .update import MaskMethod
 
 
+@register
 class Wanda(MaskMethod):
     name = "wanda"
+    summary = "|W|·‖X‖ per output row, no weight update (Sun et al. 2024)"
 
     def select_mask(self, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
         assert stats is not None

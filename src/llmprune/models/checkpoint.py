@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LlmpruneError
-from .modeling_llmprune import LAYOUT_KEY, pruned_class
+from ..modeling.modeling_llmprune import LAYOUT_KEY, pruned_class
 
 
 def read_config(path: Path) -> dict:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llmprune-installed
 
-.PHONY: venv demo lint test bench-unstructured eval-demo clean
+.PHONY: venv demo lint test docs bench-unstructured eval-demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q tests
+
+# docs/results.md and the tables in README/docs, from benchmarks/results/*.json (standard library only)
+docs:
+	$(PYTHON) benchmarks/make_results.py
 
 # Zero-shot evaluation of the demo's pruned model on the first EVAL_LIMIT items of the seven
 # tasks (DATA_DIR holds zeroshot/<task>_<split>.jsonl), then a report (report.md + plots).

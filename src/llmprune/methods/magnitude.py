@@ -20,4 +20,4 @@ class Magnitude(MaskMethod):
 
     def select_mask(self, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
         s = self.sparsity
-        return nm_mask(weight.abs(), s.n, s.m) if s.is_nm else layer_mask(weight.abs(), s.ratio)
+        return nm_mask(weight.abs(), *s.nm) if s.is_nm else layer_mask(weight.abs(), s.fraction)

@@ -21,4 +21,4 @@ class Wanda(MaskMethod):
         assert stats is not None
         score = weight.abs() * stats.column_norms().to(weight.device).unsqueeze(0)
         s = self.sparsity
-        return nm_mask(score, s.n, s.m) if s.is_nm else row_mask(score, s.ratio)
+        return nm_mask(score, *s.nm) if s.is_nm else row_mask(score, s.fraction)

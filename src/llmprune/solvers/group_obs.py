@@ -32,7 +32,7 @@ def greedy_group_obs(W: torch.Tensor, H: torch.Tensor, groups: list[list[int]], 
     singletons = all(len(g) == 1 for g in groups)
     cols = torch.tensor([g[0] for g in groups], dtype=torch.long) if singletons else None
     for _ in range(min(n_remove, len(groups))):
-        if singletons:
+        if cols is not None:  # every group is a single column
             idx = cols[alive]
             cost = 0.5 * Wd[:, idx].pow(2).sum(0) / torch.diagonal(Hinv)[idx]
             best = alive[int(torch.argmin(cost))]
@@ -97,6 +97,6 @@ def heldout_refit(folds: list[dict], damps: tuple[float, ...], prior: torch.Tens
             W = least_squares_refit(fit["YZ"] / fit["n"], fit["ZZ"] / fit["n"], damp, prior=refit_prior)
             total += err(W, val)
         errors[damp] = total
-    best = min(errors, key=errors.get)
+    best = min(errors, key=lambda k: errors[k])
     base = errors["keep"] if errors["keep"] > 0 else 1.0
     return (None if best == "keep" else best), {str(k): v / base for k, v in errors.items()}

@@ -25,7 +25,8 @@ def inverse_cholesky_upper(H: torch.Tensor) -> torch.Tensor:
     try:
         L = torch.linalg.cholesky(H.double())
         Hinv = torch.cholesky_inverse(L)
-        return torch.linalg.cholesky(Hinv, upper=True).to(H.dtype)
+        U: torch.Tensor = torch.linalg.cholesky(Hinv, upper=True)
+        return U.to(H.dtype)
     except torch.linalg.LinAlgError:
         raise LlmpruneError(
             "the calibration Hessian is not positive definite: raise the dampening (--damp 0.1) "

@@ -188,3 +188,27 @@ def test_method_objects_go_to_the_api(toy_tokenizer) -> None:
     with pytest.raises(LlmpruneError, match="when building the method"):
         llmprune.prune(model, toy_tokenizer, m, ratio=0.3)
     assert isinstance(m, Method) and not isinstance(m, nn.Module)
+
+
+def test_sobp_stage1_is_passed_in_not_patched(toy_tokenizer) -> None:
+    """``reuse={"first_order_scores": ...}`` replaces SoBP's stage 1: the scores it would
+    compute give the same model; other scores give another selection."""
+    import llmprune
+    from llmprune.methods.sobp import first_order_scores
+    from llmprune.models import get_adapter
+    from tiny_models import build_tiny
+
+    kw = dict(ratio=0.3, calib_samples=2, seqlen=16, progress=False, reconstruct=False)
+    ref = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    llmprune.prune(ref, toy_tokenizer, "sobp", **kw)
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    calib = llmprune.calibration_data(toy_tokenizer, 2, 16, seed=0)
+    scores = first_order_scores(model, get_adapter(model), calib, progress=False)
+    llmprune.prune(model, toy_tokenizer, "sobp", reuse={"first_order_scores": scores}, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
+    flipped = [([-s for s in gs], [-s for s in cs]) for gs, cs in scores]
+    other = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    llmprune.prune(other, toy_tokenizer, "sobp", reuse={"first_order_scores": flipped}, **kw)
+    widths = [m.mlp.down_proj.in_features for m in other.model.layers]
+    assert widths != [m.mlp.down_proj.in_features for m in ref.model.layers] or not all(
+        torch.equal(a, b) for a, b in zip(ref.state_dict().values(), other.state_dict().values()))

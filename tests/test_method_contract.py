@@ -33,7 +33,7 @@ class Toy(Method):
     Config = ToyConfig
     config: ToyConfig
 
-    def __init__(self, sparsity: object, **options: object) -> None:
+    def __init__(self, sparsity: object, /, **options: object) -> None:
         self.sparsity = sparsity
         self.config = self.Config.parse(self.name, options)
 

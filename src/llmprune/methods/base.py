@@ -141,7 +141,7 @@ class Method(ABC):
 
     config: MethodConfig
 
-    def __init__(self, target: Any = None, **options: Any) -> None:
+    def __init__(self, target: Any = None, /, **options: Any) -> None:
         self.config = self.Config.parse(self.name, options)
 
     @property

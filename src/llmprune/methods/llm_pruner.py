@@ -117,7 +117,7 @@ class LLMPruner(StructuredMethod):
     Config = LLMPrunerConfig
     config: LLMPrunerConfig
 
-    def __init__(self, ratio: float, **options: object) -> None:
+    def __init__(self, ratio: float, /, **options: object) -> None:
         super().__init__(ratio, **options)
         self.layers: tuple[int, int] | None = None
 

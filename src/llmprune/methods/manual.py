@@ -27,7 +27,7 @@ class Manual(StructuredMethod):
     Config = ManualConfig
     config: ManualConfig
 
-    def __init__(self, ratio: None = None, **options: object) -> None:
+    def __init__(self, ratio: None = None, /, **options: object) -> None:
         self.ratio = None  # type: ignore[assignment]  # the achieved ratio is reported
         Method.__init__(self, None, **options)
         spec = self.config.spec

@@ -177,7 +177,7 @@ class StructuredMethod(Method):
     kind = "structured"
     max_ratio: float = 0.9
 
-    def __init__(self, ratio: float, **options: object) -> None:
+    def __init__(self, ratio: float, /, **options: object) -> None:
         if not 0.0 <= ratio <= self.max_ratio:
             raise LlmpruneError(f"structured ratio {ratio} outside [0, {self.max_ratio}]: pass e.g. --ratio 0.2")
         self.ratio = ratio

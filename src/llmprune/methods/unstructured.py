@@ -28,7 +28,7 @@ class LayerwiseMethod(Method):
     kind = "unstructured"
     needs_hessian: ClassVar[bool] = False
 
-    def __init__(self, sparsity: Sparsity, **options: object) -> None:
+    def __init__(self, sparsity: Sparsity, /, **options: object) -> None:
         self.sparsity = sparsity
         super().__init__(sparsity, **options)
 

@@ -64,7 +64,7 @@ class DISP(StructuredMethod):
     Config = DISPConfig
     config: DISPConfig
 
-    def __init__(self, ratio: float, **options: object) -> None:
+    def __init__(self, ratio: float, /, **options: object) -> None:
         super().__init__(ratio, **options)
         if not 0.0 < ratio < 1.0:
             raise LlmpruneError(f"disp ratio {ratio} must be in (0, 1): pass e.g. --ratio 0.3")

@@ -79,7 +79,7 @@ class PG(StructuredMethod):
     Config = PGConfig
     config: PGConfig
 
-    def __init__(self, ratio: float, **options: object) -> None:
+    def __init__(self, ratio: float, /, **options: object) -> None:
         super().__init__(ratio, **options)
         keep = 1.0 - ratio
         block_init = self.config.block_init

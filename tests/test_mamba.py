@@ -98,7 +98,7 @@ def test_prune_save_reload(method: str, spec: str, tmp_path: Path) -> None:
     adapter = get_adapter(model)
     sparsity = Sparsity.parse(pattern=spec) if ":" in spec else Sparsity.parse(ratio=spec)
     report = prune_unstructured(model, adapter, get_method(method)(sparsity), _ids(4, 32, seed=1), progress=False)
-    assert len(report.unstructured.layers) == 8
+    assert len(report.layers) == 8
     for block in adapter.blocks():
         for name, lin in adapter.prunable_linears(block).items():
             zero = lin.weight == 0

@@ -48,7 +48,7 @@ def _linear_spec(lin: nn.Linear) -> dict:
         spec["in_index"] = int(in_index.numel())
     if out_index is not None:
         spec["out_index"] = int(out_index.numel())
-        spec["full_out"] = int(lin.full_out)
+        spec["full_out"] = int(getattr(lin, "full_out"))  # noqa: B009 (an IndexedLinear's plain int)
     return spec
 
 

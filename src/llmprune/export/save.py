@@ -45,7 +45,8 @@ def save_pruned(model: nn.Module, tokenizer: Any, out: str | os.PathLike, report
 
     strip_quantization(model)
     plan = plan_export(model, get_adapter(model))
-    config = model.config
+    hf: Any = model  # a transformers model: config, save_pretrained
+    config = hf.config
     for key in (LAYOUT_KEY, "auto_map"):
         if hasattr(config, key):
             delattr(config, key)
@@ -60,8 +61,8 @@ def save_pruned(model: nn.Module, tokenizer: Any, out: str | os.PathLike, report
                                  "llmprune.load or trust_remote_code=True"}[plan.kind]}
     if report is not None:
         report.export = export
-    with atomic_directory(out, force=force) as tmp:
-        model.save_pretrained(tmp)
+    with atomic_directory(Path(out), force=force) as tmp:
+        hf.save_pretrained(tmp)
         if plan.kind == "layout":
             base = plan.config_updates[LAYOUT_KEY]["base_architecture"]
             (tmp / REMOTE_FILE).write_text(remote_code_source(base))

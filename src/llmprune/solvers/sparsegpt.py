@@ -35,8 +35,10 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None,
     dead = torch.diag(H) == 0
     W[:, dead] = 0
     U = inverse_cholesky_upper(dampen(H, damp))
-    if mask is None and sparsity.is_nm:
-        m = sparsity.m
+    if mask is None and sparsity is None:
+        raise ValueError("sparsegpt_prune needs a sparsity or a mask")
+    if mask is None and sparsity is not None and sparsity.is_nm:
+        m = sparsity.nm[1]
         blocksize = max(m, (blocksize // m) * m)
 
     for i1 in range(0, cols, blocksize):
@@ -49,11 +51,12 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None,
         d = torch.diag(U1)
         if mask is not None:
             mask1 = mask[:, i1:i2].to(W.device)
-        elif sparsity.is_nm:
-            mask1 = nm_mask(W1**2 / d.unsqueeze(0) ** 2, sparsity.n, sparsity.m)
+        elif sparsity is not None and sparsity.is_nm:
+            mask1 = nm_mask(W1**2 / d.unsqueeze(0) ** 2, *sparsity.nm)
         else:
+            assert sparsity is not None
             # this block's share of the layer's exact count
-            k = round(sparsity.ratio * rows * i2) - round(sparsity.ratio * rows * i1)
+            k = round(sparsity.fraction * rows * i2) - round(sparsity.fraction * rows * i1)
             mask1 = count_mask(W1**2 / d.unsqueeze(0) ** 2, k)
         for i in range(count):
             w = W1[:, i]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from . import checks
 from .errors import LlmpruneError
 from .models import count_nonzero_parameters, count_parameters, get_adapter
 from .models.loading import load_model_and_tokenizer
@@ -29,6 +30,8 @@ def load(model: str | os.PathLike | None = None, dtype: str | torch.dtype = "flo
          device: str = "cpu") -> tuple[nn.Module, Any]:
     """Load a model and tokenizer: ``None``/``"smollm2-135m"`` (the embedded default),
     a local Hugging Face directory (including llmprune outputs) or a hub id (online)."""
+    checks.check_model_spec(model)
+    checks.check_device(device)
     return load_model_and_tokenizer(model, dtype=dtype, device=device)
 
 
@@ -72,14 +75,19 @@ def prune(model: nn.Module, tokenizer, method: "str | Method", ratio: float | st
     from .methods.unstructured import block_sparsity
     from .surgery import block_widths
 
+    checks.check_prune_args(model, method, ratio, pattern, calib_samples, seqlen, seed, device)
     if isinstance(method, Method):
         if ratio is not None or pattern is not None or options:
             raise LlmpruneError("pass ratio, pattern and options when building the method, not to prune()")
         m = method
     else:
         m = build_method(method, ratio, pattern, options)
+    if m.needs_calibration:
+        checks.check_tokenizer(tokenizer, f"method {m.name} (calibration text)")
     adapter = get_adapter(model)
     _validate_calibration(calib_samples, seqlen)
+    if m.needs_calibration:
+        checks.check_seqlen(model, seqlen)
     torch.manual_seed(seed)
     structured = m.kind == "structured"
     params_before = count_parameters(model) if structured else count_nonzero_parameters(model)
@@ -153,6 +161,7 @@ def evaluate(model: nn.Module, tokenizer, ppl: Sequence[str] | str | None = None
     """
     from .eval.perplexity import evaluate_ppl
 
+    checks.check_eval_args(model, tokenizer, seqlen, max_windows, device)
     if ppl is None:
         ppl = () if zeroshot else ("wikitext2",)
     names = [p.strip() for p in (ppl.split(",") if isinstance(ppl, str) else ppl) if p.strip()]
@@ -178,7 +187,8 @@ def evaluate(model: nn.Module, tokenizer, ppl: Sequence[str] | str | None = None
     return result
 
 
-def save(model: nn.Module, tokenizer, out: str | os.PathLike, report: PruneReport | None, force: bool = False) -> Path:
+def save(model: nn.Module, tokenizer, out: str | os.PathLike, report: PruneReport | dict | None,
+         force: bool = False) -> Path:
     """Write model + tokenizer + ``report.json`` and ``recipe.yaml`` (the run as a recipe)
     to ``out`` atomically."""
     from .export import save_pruned

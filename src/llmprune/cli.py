@@ -190,6 +190,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     model_name = args.model or recipe.model
     model, tok = api.load(model_name, dtype=args.dtype)
+    check_output_dir(args.out, args.force, model=model)  # free space for this model, before pruning
     report = api.prune(model, tok, m, calib_samples=int(pick(args.calib_samples, "samples", 128)),
                        seqlen=int(pick(args.seqlen, "seqlen", 2048)), seed=int(pick(args.seed, "seed", 0)),
                        device=device, calib_dataset=str(pick(args.calib_dataset, "dataset", "wikitext2")),
@@ -350,6 +351,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     device = _device(args.device)
     t0 = time.perf_counter()
     model, tok = api.load(args.model, dtype=args.dtype)
+    if args.out:
+        check_output_dir(args.out, args.force, model=model)
     print(f"model: {args.model or 'SmolLM2-135M (embedded)'}, {sum(p.numel() for p in model.parameters()):,} parameters")
     kw = dict(ppl="wikitext2", seqlen=args.seqlen, max_windows=args.eval_windows, device=device,
               progress=not args.quiet)
@@ -413,6 +416,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        from .checks import OUT_OF_MEMORY
+
+        if not isinstance(exc, OUT_OF_MEMORY):
+            raise
+        print(f"error: out of memory ({type(exc).__name__}): lower --calib-samples/--seqlen/--batch-size, "
+              "use --offload or a larger machine", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

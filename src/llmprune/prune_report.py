@@ -142,6 +142,7 @@ class PruneReport:
         return cls.from_dict(data, str(path))
 
 
+_ROWS = (("unstructured", "layers", ("block", "linear", "sparsity")), ("structured", "layers_structured", ("block",)))
 _SECTIONS = {"calibration": Calibration, "unstructured": UnstructuredSection, "structured": StructuredSection}
 _TYPES: dict[str, tuple[type, ...]] = {
     "method": (str,), "kind": (str,), "options": (dict,), "method_args": (dict,), "model_type": (str,),
@@ -161,6 +162,12 @@ def _build(cls: type[PruneReport], data: dict, source: str) -> PruneReport:
     for key, types in _TYPES.items():
         if not isinstance(data[key], types) or isinstance(data[key], bool):
             raise ValueError(f"{key!r} must be {' or '.join(t.__name__ for t in types)}, not {data[key]!r}")
+    for key in ("ratio", "peak_device_mb"):
+        if data.get(key) is not None and (isinstance(data[key], bool) or not isinstance(data[key], (int, float))):
+            raise ValueError(f"{key!r} must be a number or null, not {data[key]!r}")
+    for key in ("pattern", "model"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ValueError(f"{key!r} must be a string or null, not {data[key]!r}")
     if data["kind"] not in ("unstructured", "structured"):
         raise ValueError(f"kind {data['kind']!r} is neither unstructured nor structured")
     values = dict(data)
@@ -170,6 +177,11 @@ def _build(cls: type[PruneReport], data: dict, source: str) -> PruneReport:
             if not isinstance(value, dict):
                 raise ValueError(f"{key!r} must be an object or null")
             values[key] = section(**value)
+    for section_name, field_name, keys in _ROWS:
+        rows = getattr(values.get(section_name), field_name, None)
+        if rows is not None and (not isinstance(rows, list)
+                                 or not all(isinstance(r, dict) and all(k in r for k in keys) for r in rows)):
+            raise ValueError(f"{section_name}.{field_name} must be a list of objects with {', '.join(keys)}")
     if values["kind"] == "unstructured" and values.get("unstructured") is None:
         raise ValueError("an unstructured report needs its 'unstructured' section")
     if values["kind"] == "structured" and values.get("structured") is None:

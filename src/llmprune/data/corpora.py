@@ -111,7 +111,12 @@ def load_text(name: str, split: str = "test", data_dir: str | os.PathLike | None
         return _from_hub(key, split)
     if key == "c4":
         return _read_c4(path)
-    raw = path.read_text(encoding="utf-8")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LlmpruneError(f"{path} is not valid UTF-8 (byte {exc.start}): re-create it as UTF-8 text") from None
+    except OSError as exc:
+        raise LlmpruneError(f"cannot read {path} ({exc.strerror or type(exc).__name__}): check the file") from None
     if key == "ptb":
         return " ".join(raw.splitlines(keepends=True))
     if split == "train":

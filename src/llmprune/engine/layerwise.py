@@ -194,6 +194,7 @@ class LayerwiseEngine:
         for kwargs in per_block:
             kwargs = dict(kwargs or {})
             kwargs["use_cache"] = False
+            kwargs.pop("cache", None)  # transformers >= 5.24
             kwargs.pop("past_key_values", None)
             kwargs.pop("past_key_value", None)
             kwargs_list.append(to_device(kwargs, self.device, memo))

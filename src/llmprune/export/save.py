@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from ..checks import check_finite_model
 from ..modeling import modeling_llmprune
-from .atomic import atomic_directory
+from .atomic import atomic_directory, check_output_dir, model_bytes
 from .layout import plan_export
 from ..modeling.modeling_llmprune import LAYOUT_KEY
 
@@ -34,15 +35,22 @@ def remote_code_source(base_architecture: str) -> str:
             f"{REMOTE_CLASS} = pruned_class(_transformers.{base_architecture})\n")
 
 
-def save_pruned(model: nn.Module, tokenizer: Any, out: str | os.PathLike, report: PruneReport | None,
+def save_pruned(model: nn.Module, tokenizer: Any, out: str | os.PathLike, report: PruneReport | dict | None,
                 force: bool = False) -> Path:
     """Save as safetensors + config (+ tokenizer, + ``report.json`` and ``recipe.yaml``);
-    returns the path. ``report.export`` records how the checkpoint was written."""
+    returns the path. ``report.export`` records how the checkpoint was written; a plain
+    dict is read as a report (schema 1 is upgraded)."""
     import yaml
 
     from ..models import get_adapter
     from ..models.loading import strip_quantization
+    from ..prune_report import PruneReport
 
+    if isinstance(report, dict):
+        report = PruneReport.from_dict(report)
+
+    check_output_dir(Path(out), force)  # before any change to the model's config
+    check_finite_model(model, f"save to {out}")
     strip_quantization(model)
     plan = plan_export(model, get_adapter(model))
     hf: Any = model  # a transformers model: config, save_pretrained
@@ -61,7 +69,7 @@ def save_pruned(model: nn.Module, tokenizer: Any, out: str | os.PathLike, report
                                  "llmprune.load or trust_remote_code=True"}[plan.kind]}
     if report is not None:
         report.export = export
-    with atomic_directory(Path(out), force=force) as tmp:
+    with atomic_directory(Path(out), force=force, need_bytes=model_bytes(model) + (8 << 20)) as tmp:
         hf.save_pretrained(tmp)
         if plan.kind == "layout":
             base = plan.config_updates[LAYOUT_KEY]["base_architecture"]

@@ -86,7 +86,9 @@ class NoAttention(nn.Module):
 
     Returns zeros (or the output projection's bias, which is all that remains of an
     attention with no heads) and keeps the KV cache's sequence length right by
-    appending zero-head keys and values for this layer.
+    appending keys and values of one zero head of width 1 for this layer (transformers'
+    cache layers report an empty tensor as length 0, which would shift the positions of
+    every later token when this is the first block).
     """
 
     def __init__(self, hidden_size: int, head_dim: int, layer_idx: int, bias: bool = False,
@@ -100,11 +102,13 @@ class NoAttention(nn.Module):
             self.bias = nn.Parameter(torch.zeros(hidden_size, device=device, dtype=dtype))
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
-        cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+        # transformers >= 5.24 passes the cache as ``cache``; older releases as ``past_key_values``
+        cache = next((kwargs[k] for k in ("cache", "past_key_values", "past_key_value") if kwargs.get(k) is not None),
+                     None)
         if cache is not None and hasattr(cache, "update"):
             b, s = hidden_states.shape[0], hidden_states.shape[1]
-            empty = hidden_states.new_zeros(b, 0, s, self.head_dim)
-            cache.update(empty, empty, self.layer_idx)
+            placeholder = hidden_states.new_zeros(b, 1, s, 1)
+            cache.update(placeholder, placeholder, self.layer_idx)
         out = torch.zeros_like(hidden_states)
         if self.bias is not None:
             out = out + self.bias

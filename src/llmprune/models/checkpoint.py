@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,10 +28,12 @@ def causal_lm_class(path: Path) -> type | None:
     layout = cfg.get(LAYOUT_KEY)
     if not layout:
         return None
+    if not isinstance(layout, dict):
+        raise LlmpruneError(f"{path}/config.json: {LAYOUT_KEY} is not a mapping: the checkpoint is corrupt; re-export it")
     import transformers
 
     base = getattr(transformers, str(layout.get("base_architecture")), None)
-    if base is None:
+    if not (isinstance(base, type) and issubclass(base, transformers.PreTrainedModel)):
         raise LlmpruneError(
             f"{path}: llmprune layout names base class {layout.get('base_architecture')!r}, which this "
             f"transformers {transformers.__version__} does not have: upgrade transformers"
@@ -38,18 +41,23 @@ def causal_lm_class(path: Path) -> type | None:
     return pruned_class(base)
 
 
-def _disk_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+
+
+def _disk_tensors(path: Path) -> dict[str, tuple[tuple[int, ...], str, Path]]:
+    """``name -> (shape, safetensors dtype, file)`` of every tensor in ``path/*.safetensors``."""
     from safetensors import safe_open
 
-    shapes: dict[str, tuple[int, ...]] = {}
+    tensors: dict[str, tuple[tuple[int, ...], str, Path]] = {}
     for file in sorted(path.glob("*.safetensors")):
         try:
             with safe_open(str(file), framework="pt") as f:
                 for key in f.keys():
-                    shapes[key] = tuple(f.get_slice(key).get_shape())
+                    piece = f.get_slice(key)
+                    tensors[key] = (tuple(piece.get_shape()), str(piece.get_dtype()), file)
         except Exception as exc:
             raise LlmpruneError(f"cannot load model {path}: {file.name} is corrupt ({type(exc).__name__}); re-create the checkpoint") from None
-    return shapes
+    return tensors
 
 
 def _layer_of(key: str) -> str:
@@ -57,34 +65,118 @@ def _layer_of(key: str) -> str:
     return f"layer {m.group(1)}" if m else "outside the decoder blocks"
 
 
+def check_trusted(path: Path) -> None:
+    """Refuse a checkpoint that only loads by running its own Python code (``auto_map`` with a
+    ``model_type`` transformers does not know). llmprune never executes checkpoint code: its
+    own heterogeneous checkpoints are rebuilt by :func:`causal_lm_class`."""
+    cfg = read_config(path)
+    if not cfg.get("auto_map") or cfg.get(LAYOUT_KEY):
+        return
+    from transformers import CONFIG_MAPPING
+
+    model_type = cfg.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise LlmpruneError(
+            f"{path} needs its own Python code (config.json auto_map, model_type {model_type!r} unknown to "
+            "transformers), and llmprune never runs checkpoint code: use a model of a family transformers supports"
+        )
+
+
+def check_format(path: Path) -> None:
+    """safetensors is the supported weight format: pickled ``.bin`` weights can run code when read."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickled:
+        raise LlmpruneError(
+            f"{path} holds only pickled weights ({pickled[0]}), and llmprune reads only safetensors: convert it "
+            "once with transformers (load it yourself, then model.save_pretrained(dir, safe_serialization=True))"
+        )
+
+
+def _quantized(config: Any) -> bool:
+    return getattr(config, "quantization_config", None) is not None
+
+
+def _check_index_buffers(path: Path, model: Any, disk: dict) -> None:
+    """Layout index buffers (``in_index``/``out_index``) must be unique and inside the residual width."""
+    from safetensors import safe_open
+
+    hidden = getattr(model.config, "hidden_size", None)
+    for key, (_shape, _, file) in disk.items():
+        if not key.endswith((".in_index", ".out_index")):
+            continue
+        owner = model.get_submodule(key.rsplit(".", 1)[0]) if "." in key else None
+        bound = getattr(owner, "full_out", None) if key.endswith(".out_index") else None
+        bound = bound or hidden
+        with safe_open(str(file), framework="pt") as f:
+            index = f.get_tensor(key)
+        if index.is_floating_point() or index.numel() == 0:
+            continue
+        if bound is not None and (int(index.min()) < 0 or int(index.max()) >= bound):
+            raise LlmpruneError(f"{path}: index buffer {key} ({_layer_of(key)}) holds values outside [0, {bound}): "
+                                "the checkpoint is corrupt; re-export it")
+        if index.unique().numel() != index.numel():
+            raise LlmpruneError(f"{path}: index buffer {key} ({_layer_of(key)}) repeats residual indices: "
+                                "the checkpoint is corrupt; re-export it")
+
+
 def validate_checkpoint(path: Path, cls: type | None) -> None:
-    """Compare every tensor in ``path/*.safetensors`` with the shapes the config builds;
-    a mismatch is a one-line error naming the tensor and its layer."""
+    """Check every tensor of ``path/*.safetensors`` against the model the config builds,
+    before any weight is read: each tensor the model needs present with its shape and a
+    floating dtype (unless the config declares quantization), no unexpected tensors, and
+    layout index buffers in range and unique. Every problem is one line naming the tensor."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    disk = _disk_shapes(path)
+    check_trusted(path)
+    check_format(path)
+    disk = _disk_tensors(path)
     if not disk:
         return
     try:
-        config = AutoConfig.from_pretrained(str(path))
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
         with torch.device("meta"):
-            model = cls(config) if cls is not None else AutoModelForCausalLM.from_config(config)
+            model = cls(config) if cls is not None else AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     except LlmpruneError:
         raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LlmpruneError(f"{path}/config.json does not build a model ({first}): the checkpoint is corrupt") from None
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    for key, shape in disk.items():
+    state = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in state.items()}
+    for key, (shape, _, _) in disk.items():
         want = expected.get(key)
         if want is not None and want != shape:
             raise LlmpruneError(
                 f"{path}: tensor {key} ({_layer_of(key)}) has shape {list(shape)} but the config builds "
                 f"{list(want)}: the checkpoint's tensors do not match its config; re-export it"
             )
-    missing = [k for k in expected if k not in disk and re.search(r"\.(layers|h|blocks)\.\d+\.", k)]
+    # tied tensors (lm_head = embed_tokens) are one tensor: any of their names on disk will do
+    aliases: dict[int, list[str]] = {}
+    for name, tensor in list(model.named_parameters(remove_duplicate=False)) + \
+            list(model.named_buffers(remove_duplicate=False)):
+        aliases.setdefault(id(tensor), []).append(name)
+    names_of = {name: names for names in aliases.values() for name in names}
+    missing = [k for k in expected if k not in disk and not any(a in disk for a in names_of.get(k, [k]))]
     if missing:
         raise LlmpruneError(
             f"{path}: tensor {missing[0]} ({_layer_of(missing[0])}) is missing from the checkpoint"
             f"{' (and ' + str(len(missing) - 1) + ' more)' if len(missing) > 1 else ''}: re-export it"
         )
+    ignored = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])]
+    unexpected = [k for k in disk if k not in expected and not k.endswith("rotary_emb.inv_freq")  # older exports
+                  and not any(p.search(k) for p in ignored)]
+    if unexpected:
+        raise LlmpruneError(
+            f"{path}: tensor {unexpected[0]} is not part of the model its config builds"
+            f"{' (and ' + str(len(unexpected) - 1) + ' more)' if len(unexpected) > 1 else ''}: the checkpoint does "
+            "not match its config; re-export it"
+        )
+    if not _quantized(config):
+        for key, (_, dtype, _) in disk.items():
+            if key in state and state[key].is_floating_point() and dtype not in _FLOAT_DTYPES:
+                raise LlmpruneError(
+                    f"{path}: tensor {key} ({_layer_of(key)}) is stored as {dtype}, but the config declares no "
+                    "quantization: the checkpoint is corrupt; re-export it in a floating dtype"
+                )
+    _check_index_buffers(path, model, disk)

@@ -74,8 +74,9 @@ def default_model_dir() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"llmprune: converting {gguf.name} to safetensors (once) ...", file=sys.stderr)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                 trust_remote_code=False)
     strip_quantization(model)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
@@ -142,14 +143,23 @@ def load_model_and_tokenizer(
         validate_checkpoint(Path(source), custom)
         cls = custom or cls
     try:
-        model = cls.from_pretrained(source, dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = cls.from_pretrained(source, dtype=torch_dtype, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except LlmpruneError:
         raise
     except OSError as exc:
         where = "local directory" if local else "hub id (needs internet)"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LlmpruneError(f"cannot load model {spec!r} as a {where}: {first}") from None
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "trust_remote_code" in str(exc):
+            raise LlmpruneError(f"model {spec!r} needs its own Python code, and llmprune never runs checkpoint "
+                                "code: use a model of a family transformers supports") from None
+        raise LlmpruneError(
+            f"cannot load model {spec!r} (ValueError: {first}): the checkpoint is corrupt "
+            "or incomplete; re-create or re-download it"
+        ) from None
     except Exception as exc:  # corrupt files surface as many exception types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise LlmpruneError(

@@ -355,6 +355,9 @@ def test_sobp_heldout_refit_end_to_end(toy_tokenizer):
     assert report.options["refit_damp"] == "heldout"
     assert {r["module"] for r in refits} == {"o", "down"} and len(refits) == 2 * model.config.num_hidden_layers
     assert all(r["damp"] is None or r["damp"] > 0 for r in refits)
+    stages = report.details["stage_seconds"]  # per-stage timings reach the report
+    assert set(stages) == {"1_scores", "1_selection", "2_refine", "3_reconstruct", "other"}
+    assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= report.seconds + 1e-6
     with pytest.raises(LlmpruneError, match="refit_damp"):
         llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
                        refit_damp="auto")

@@ -22,7 +22,7 @@ class MRPConfig(MethodConfig):
     blocksize: int = Field(128, description="rows solved together")
     damp: float = Field(0.01, description="Hessian dampening, relative to mean(diag H)")
     precision: Literal["float32", "float64"] = Field(
-        "float32", description="Cholesky precision (float32 refines the solutions with float64 residuals)")
+        "float32", description="precision of the solver's heavy arithmetic (float32: refined in float64)")
 
     @field_validator("blocksize")
     @classmethod
@@ -43,10 +43,13 @@ class MRPConfig(MethodConfig):
 class MRP(LayerwiseMethod):
     """Optimal multi-weight removal per output row.
 
-    ``precision`` is the batched Cholesky's: ``float32`` (default) factorises in float32
-    and refines the solutions with float64 residuals; ``float64`` factorises in float64.
-    The exact solution fits the calibration tokens closely: give it many more tokens
-    than a layer has inputs (the default 128 × 2048 does), or raise ``damp``.
+    ``precision`` is that of the solver's heavy arithmetic: the final joint update runs
+    as batched preconditioned conjugate gradients (:mod:`llmprune.solvers.pcg`) whose
+    matrix products are float32 (default; stops at ~1e-6 relative excess layer error,
+    iterate and residual refreshes in float64) or float64; the unstructured sweep's
+    batched Cholesky runs in the same precision, refined with float64 residuals. The
+    exact solution fits the calibration tokens closely: give it many more tokens than a
+    layer has inputs (the default 128 × 2048 does), or raise ``damp``.
     """
 
     name = "mrp"

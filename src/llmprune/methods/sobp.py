@@ -366,15 +366,25 @@ class SoBP(StructuredMethod):
                  {u.index for u in chosen if u.block == b and u.kind == "channel"}) for b in range(len(blocks))]
 
         refits: list[dict] = []
+        t_sel = time.perf_counter()
+        spent = {"refine": 0.0, "reconstruct": 0.0}
 
         def on_block(b: int, block: nn.Module, runner: BlockRunner) -> None:
+            t_b = time.perf_counter()
             self._refine(adapter, block, runner, b, *plan[b])
+            t_r = time.perf_counter()
+            spent["refine"] += t_r - t_b
             if runner.reference is not None:
                 refits.extend(self._reconstruct(adapter, block, runner, runner.reference, b))
+            spent["reconstruct"] += time.perf_counter() - t_r
 
         engine = LayerwiseEngine(model, adapter, device=device, progress=progress)
         engine.run(calib, on_block, desc="sobp: refine + reconstruct", reference=self.config.reconstruct)
         removed = {"groups": sum(len(p[0]) for p in plan), "channels": sum(len(p[1]) for p in plan), "blocks": []}
+        stage_seconds = {"1_scores": t1 - t0, "1_selection": t_sel - t1, "2_refine": spent["refine"],
+                         "3_reconstruct": spent["reconstruct"],
+                         "other": time.perf_counter() - t_sel - spent["refine"] - spent["reconstruct"]}
         return PruneResult(seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), removed=removed,
                            stages={"stage1_seconds": t1 - t0, "stage1_peak_rss_mb": stage1_rss},
-                           details={"refits": refits} if self.config.reconstruct else {})
+                           details={**({"refits": refits} if self.config.reconstruct else {}),
+                                    "stage_seconds": stage_seconds})

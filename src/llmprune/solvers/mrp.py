@@ -37,9 +37,12 @@ Mask selection (the paper follows SparseGPT's column blocks; the details below a
   the next group. Groups are sequential rather than all at once so that each choice
   sees the previous groups' compensation, as SparseGPT's N:M does.
 
-The sweep only chooses the mask. The returned weights are the exact joint MRP solution
-for the final mask from the *original* weights (:func:`mrp_update`), every remaining
-weight of each row updated.
+The sweep only chooses the mask. The returned weights are the joint MRP solution for the
+final mask from the *original* weights, every remaining weight of each row updated: by
+default (``solver="pcg"``) by batched preconditioned conjugate gradients started from the
+sweep's weights (:mod:`llmprune.solvers.pcg`; the layer error equals the exact
+solution's to ~1e-6 relative in float32), with ``solver="exact"`` by one factorisation
+per row (:func:`mrp_update`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import torch
 from ..errors import LlmpruneError
 from .masks import count_mask
 from .obs import dampen
+from .pcg import masked_lstsq_pcg
 from .sparsity import Sparsity
 
 #: Bytes of gathered sub-matrices one batched solve may hold (rows × s × s floats).
@@ -327,9 +331,12 @@ def _select_nm(W: torch.Tensor, U: torch.Tensor, n: int, m: int, blocksize: int)
     return mask
 
 
+SOLVERS = ("pcg", "exact")
+
+
 def mrp_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None, blocksize: int = 128,
               damp: float = 0.01, mask: torch.Tensor | None = None,
-              dtype: torch.dtype = torch.float64) -> torch.Tensor:
+              dtype: torch.dtype = torch.float64, solver: str = "pcg") -> torch.Tensor:
     """Prune ``W`` (rows × cols) with MRP; return the compensated copy.
 
     ``H`` is the calibration Hessian ``2XXᵀ`` (undampened; ``damp · mean(diag H)`` is
@@ -339,7 +346,14 @@ def mrp_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None, block
     SparseGPT. ``dtype`` is the precision of the batched factorisations (float32 is
     refined to float64 accuracy, see :func:`solve_on_sets`). The result is float64
     for a float64 ``W``, else float32; pruned entries are exactly 0.
+
+    ``solver`` computes the final joint update (Eq. 8) for the chosen mask: ``"pcg"``
+    (default) by batched preconditioned conjugate gradients started from the selection
+    sweep's weights (:mod:`llmprune.solvers.pcg`; ``dtype`` is then the precision of its
+    matrix products), ``"exact"`` by one factorisation per row (:func:`mrp_update`).
     """
+    if solver not in SOLVERS:
+        raise LlmpruneError(f"MRP solver {solver!r} is not one of {', '.join(SOLVERS)}: pass solver='pcg'")
     out_dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
     W = W.detach().to(out_dtype).clone()
     rows, cols = W.shape
@@ -348,6 +362,7 @@ def mrp_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None, block
     W[:, dead] = 0
     Hd = dampen(H, damp)
     Hinv, U = _inverse_and_factor(Hd)
+    work = None
     if mask is None:
         if sparsity is None:
             raise ValueError("mrp_prune needs a sparsity or a mask")
@@ -358,4 +373,7 @@ def mrp_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None, block
             mask = _select_unstructured(work, U, sparsity.fraction, blocksize, dtype)
     else:
         mask = mask.to(W.device, torch.bool)
-    return mrp_update(W, Hinv, mask, H=Hd, dtype=dtype)
+    if solver == "exact":
+        return mrp_update(W, Hinv, mask, H=Hd, dtype=dtype)
+    out, _ = masked_lstsq_pcg(W, Hd, Hinv, ~mask, start=work, dtype=dtype)
+    return out.to(out_dtype)

@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="also save the pruned model here")
     d.add_argument("--force", action="store_true")
     _add_common(d)
+    from . import cli_streamed
+
+    cli_streamed.add_parser(sub)
     return parser
 
 
@@ -406,8 +409,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from . import cli_streamed
+
     handler = {"prune": cmd_prune, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo,
-               "report": cmd_report, "methods": cmd_methods}[args.command]
+               "report": cmd_report, "methods": cmd_methods, "prune-streamed": cli_streamed.cmd}[args.command]
     try:
         return handler(args)
     except LlmpruneError as exc:

@@ -25,6 +25,7 @@ def inverse_cholesky_upper(H: torch.Tensor) -> torch.Tensor:
     try:
         L = torch.linalg.cholesky(H.double())
         Hinv = torch.cholesky_inverse(L)
+        del L  # at most two float64 matrices alive (a 28672-wide Hessian: 6.6 GB each)
         U: torch.Tensor = torch.linalg.cholesky(Hinv, upper=True)
         return U.to(H.dtype)
     except torch.linalg.LinAlgError:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llmprune-installed
 
-.PHONY: venv demo test docs test-newest-transformers bench-unstructured eval-demo clean
+.PHONY: venv demo lint test docs test-newest-transformers bench-unstructured eval-demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmprune demo
 
-test: $(STAMP)
+# Lint (ruff) and type check (mypy, configured in pyproject.toml); `make test` runs it first.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q tests
 
 # docs/results.md and the tables in README/docs, from benchmarks/results/*.json (standard library only)

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         for s in args.settings.split(","):
             sp = Sparsity.parse(pattern=s) if ":" in s else Sparsity.parse(ratio=s)
             (t_s, ts_all, out_s), (t_m, tm_all, out_m) = _interleaved(
-                [lambda: sparsegpt_prune(W, H, sp), lambda: mrp_prune(W, H, sp, dtype=dtype)], args.repeats, args.device)
+                [lambda W=W, H=H, sp=sp: sparsegpt_prune(W, H, sp), lambda W=W, H=H, sp=sp: mrp_prune(W, H, sp, dtype=dtype)],
+                args.repeats, args.device)
             err = [float(torch.einsum("ri,ij,rj->", d, Hd, d)) for d in ((W - out_s).double(), (W - out_m).double())]
             row = {"shape": shape, "setting": s, "sparsegpt_s": t_s, "mrp_s": t_m, "ratio": t_m / t_s,
                    "sparsegpt_times": ts_all, "mrp_times": tm_all, "err_sparsegpt": err[0], "err_mrp": err[1]}

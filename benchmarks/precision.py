@@ -41,8 +41,8 @@ def mask_agreement(a: Path, b: Path, layers: list[dict]) -> float:
     names = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
              "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
     same = total = 0
-    for l in layers:
-        key = f"model.layers.{l['block']}.{names[l['linear']]}.weight"
+    for e in layers:
+        key = f"model.layers.{e['block']}.{names[e['linear']]}.weight"
         same += int(((ta[key] == 0) == (tb[key] == 0)).sum())
         total += ta[key].numel()
     return same / total

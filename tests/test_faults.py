@@ -531,7 +531,8 @@ def test_yaml_boolean_plan_still_works(tmp_path: Path) -> None:
     (dict(method=None, ratio=0.5), "method=None"),
     (dict(method="wanda", ratio=[0.5]), "ratio=[0.5]"),
     (dict(method="wanda", ratio=0.5, seqlen=64.5), "seqlen=64.5 must be an integer"),
-    (dict(method="sparsegpt", ratio=0.5, seqlen=16, calib_samples=1, blocksize=0), "blocksize=0 must be at least 1"),
+    (dict(method="sparsegpt", ratio=0.5, seqlen=16, calib_samples=1, blocksize=0),
+     "sparsegpt option blocksize=0: Input should be greater than or equal to 1"),
     (dict(method="wanda", ratio=0.5, seqlen=16, calib_samples=1, tokenizer=None), "tokenizer=None"),
     (dict(method="wanda", ratio=0.5, calib_samples=True), "calib_samples=True must be an integer"),
 ])

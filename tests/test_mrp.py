@@ -223,9 +223,9 @@ def test_update_option_and_errors() -> None:
     mag = get_method("magnitude")(Sparsity(ratio=0.5), update="mrp")
     assert mag.needs_calibration and mag.needs_hessian
     assert not get_method("magnitude")(Sparsity(ratio=0.5)).needs_calibration
-    with pytest.raises(LlmpruneError, match="unknown update"):
+    with pytest.raises(LlmpruneError, match="update='obs'"):
         get_method("wanda")(Sparsity(ratio=0.5), update="obs")
-    with pytest.raises(LlmpruneError, match="--update"):
+    with pytest.raises(LlmpruneError, match="add update=sparsegpt or update=mrp"):
         get_method("wanda")(Sparsity(ratio=0.5), damp=0.1)
     mrp = get_method("mrp")(Sparsity(ratio=0.5))
     assert mrp.needs_hessian and mrp.options() == {"blocksize": 128, "damp": 0.01, "precision": "float32"}
@@ -236,35 +236,35 @@ def test_api_prune_mrp_and_update(tiny_llama_dir: Path) -> None:
 
     model, tok = llmprune.load(tiny_llama_dir)
     report = llmprune.prune(model, tok, "mrp", ratio=0.5, calib_samples=4, seqlen=32, progress=False)
-    assert report["method"] == "mrp" and report["update"] is None
-    assert report["block_sparsity"] == pytest.approx(0.5, abs=1e-9)
-    assert report["options"]["damp"] == 0.01
-    with pytest.raises(LlmpruneError, match="magnitude or wanda"):
+    assert report.method == "mrp" and report.unstructured.update is None
+    assert report.unstructured.block_sparsity == pytest.approx(0.5, abs=1e-9)
+    assert report.options["damp"] == 0.01
+    with pytest.raises(LlmpruneError, match="unknown option 'update' for method sparsegpt"):
         llmprune.prune(model, tok, "sparsegpt", ratio=0.5, calib_samples=2, seqlen=16, progress=False,
                        update="mrp")
     model, tok = llmprune.load(tiny_llama_dir)
     report = llmprune.prune(model, tok, "magnitude", pattern="2:4", calib_samples=4, seqlen=32, progress=False,
                             update="mrp")
-    assert report["update"] == "mrp" and report["calibration"] is not None
-    assert all(abs(layer["sparsity"] - 0.5) < 1e-9 for layer in report["layers"])
+    assert report.unstructured.update == "mrp" and report.calibration is not None
+    assert all(abs(layer["sparsity"] - 0.5) < 1e-9 for layer in report.unstructured.layers)
 
 
 def test_cli_wanda_with_mrp_update(capsys, tiny_llama_dir: Path, tmp_path: Path) -> None:
     from llmprune.cli import main
 
     out = tmp_path / "wanda-mrp"
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda", "--ratio", "0.5", "--update", "mrp",
+    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda", "--ratio", "0.5", "--method-args", "update=mrp",
                  "--calib-samples", "4", "--seqlen", "32", "--out", str(out), "--quiet"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["method"] == "wanda" and report["update"] == "mrp"
+    assert report["method"] == "wanda" and report["unstructured"]["update"] == "mrp"
     assert report["options"] == {"update": "mrp", "damp": 0.01, "blocksize": 128}
-    assert all(abs(layer["sparsity"] - 0.5) < 1e-9 for layer in report["layers"])
+    assert all(abs(layer["sparsity"] - 0.5) < 1e-9 for layer in report["unstructured"]["layers"])
     capsys.readouterr()
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "flap", "--ratio", "0.2", "--update", "mrp",
+    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "flap", "--ratio", "0.2", "--method-args", "update=mrp",
                  "--calib-samples", "2", "--seqlen", "16", "--out", str(tmp_path / "x"), "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("error: ") and "--update" in err and "\n" not in err
+    assert code == 2 and err.startswith("error: ") and "unknown option 'update' for method flap" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("setting", ["0.5", "0.7", "2:4", "4:8"])

@@ -69,15 +69,12 @@ def check_model(model: Any) -> None:
         raise LlmpruneError(f"model={type(model).__name__}: pass the model returned by llmprune.load")
 
 
-# methods that never read calibration text (so need no tokenizer)
-_NO_CALIBRATION = ("magnitude", "manual")
-
-
-def check_prune_args(model: Any, tokenizer: Any, method: Any, ratio: Any, pattern: Any, calib_samples: Any,
-                     seqlen: Any, seed: Any, device: Any, options: dict) -> None:
-    """Types and ranges of :func:`llmprune.prune`'s arguments (before any work)."""
+def check_prune_args(model: Any, method: Any, ratio: Any, pattern: Any, calib_samples: Any, seqlen: Any,
+                     seed: Any, device: Any) -> None:
+    """Types and ranges of :func:`llmprune.prune`'s general arguments (before any work);
+    the method's own options are checked by its configuration."""
     check_model(model)
-    if not isinstance(method, str) or not method.strip():
+    if not (isinstance(method, str) and method.strip()) and not callable(getattr(method, "run", None)):
         raise LlmpruneError(f"method={method!r} must be a method name such as 'wanda' or 'sobp'")
     if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (numbers.Real, str))):
         raise LlmpruneError(f"ratio={ratio!r} must be a number in [0, 0.99] such as 0.5")
@@ -87,12 +84,6 @@ def check_prune_args(model: Any, tokenizer: Any, method: Any, ratio: Any, patter
     check_int("seqlen", seqlen, 2)
     check_int("seed", seed)
     check_device(device)
-    if method.lower() not in _NO_CALIBRATION:
-        check_tokenizer(tokenizer, f"method {method} (calibration text)")
-    if options.get("blocksize") is not None:
-        check_int("blocksize", options["blocksize"], 1)
-    if options.get("damp") is not None:
-        check_positive_number("damp", options["damp"])
 
 
 def check_eval_args(model: Any, tokenizer: Any, seqlen: Any, max_windows: Any, device: Any) -> None:

@@ -64,23 +64,23 @@ def _source_dir(model_dir: str | os.PathLike | None) -> Path:
     return source
 
 
-def _method(name: str, ratio: float | None, pattern: str | None, update: str | None, options: dict):
-    from .methods.registry import UNSTRUCTURED, get_method
-    from .methods.update import check_update
-    from .solvers.sparsity import Sparsity
+def _method(name: str, ratio: float | None, pattern: str | None, update: str | None,
+            options: dict) -> tuple[Any, Any, str | None]:
+    """The unstructured method ``name`` built and validated by its Config (``update`` is its
+    ``update`` option)."""
+    from .methods import get_method, method_names
+    from .methods.unstructured import LayerwiseMethod
 
-    if name.lower() not in UNSTRUCTURED:
-        raise LlmpruneError(f"streamed pruning runs the unstructured methods ({', '.join(sorted(UNSTRUCTURED))}), "
-                            f"not {name!r}: use llmprune.prune for structured methods")
-    update = check_update(name, update)
+    cls = get_method(name)
+    if not issubclass(cls, LayerwiseMethod):
+        raise LlmpruneError(f"streamed pruning runs the unstructured methods "
+                            f"({', '.join(method_names('unstructured'))}), not {name!r}: use llmprune.prune "
+                            "for structured methods")
     if update is not None:
         options = dict(options, update=update)
-    sparsity = Sparsity.parse(ratio=ratio, pattern=pattern)
-    cls = get_method(name)
-    try:
-        return cls(sparsity, **options), sparsity, update
-    except TypeError as exc:
-        raise LlmpruneError(f"bad option for method {name}: {exc}") from None
+    method_obj = cls.build(ratio, pattern, options)
+    assert isinstance(method_obj, LayerwiseMethod)
+    return method_obj, method_obj.sparsity, getattr(method_obj, "update", None)
 
 
 def _nonzero(t: torch.Tensor) -> int:
@@ -284,8 +284,8 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
     if (source / "generation_config.json").is_file():
         shutil.copy2(source / "generation_config.json", partial / "generation_config.json")
     tokenizer.save_pretrained(str(partial))
-    linear_total = sum(l["shape"][0] * l["shape"][1] for l in prog.layers)
-    pruned = sum(l["sparsity"] * l["shape"][0] * l["shape"][1] for l in prog.layers)
+    linear_total = sum(e["shape"][0] * e["shape"][1] for e in prog.layers)
+    pruned = sum(e["sparsity"] * e["shape"][0] * e["shape"][1] for e in prog.layers)
     report = {
         "method": method_obj.name,
         "ratio": sparsity.ratio,

@@ -19,7 +19,7 @@ import inspect
 import statistics
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -72,7 +72,7 @@ class _Timer:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
 
-    def measure(self, fn: Callable[[], object]) -> tuple[float, object]:
+    def measure(self, fn: Callable[[], Any]) -> tuple[float, Any]:
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -114,13 +114,13 @@ def cache_arg(model: nn.Module) -> str:
 
 
 @torch.inference_mode()
-def _prefill(model: nn.Module, ids: torch.Tensor, arg: str):
+def _prefill(model: nn.Module, ids: torch.Tensor, arg: str) -> tuple[Any, torch.Tensor]:
     out = model(input_ids=ids, use_cache=True)
     return getattr(out, arg), out.logits[:, -1:].argmax(-1)
 
 
 @torch.inference_mode()
-def _decode(model: nn.Module, cache, token: torch.Tensor, steps: int, arg: str,
+def _decode(model: nn.Module, cache: Any, token: torch.Tensor, steps: int, arg: str,
             tokens: list[torch.Tensor] | None = None) -> torch.Tensor:
     """``steps`` greedy decode steps, one forward per token on ``cache``; the chosen tokens
     are appended to ``tokens`` if given."""
@@ -159,12 +159,16 @@ def _one_trial(model: nn.Module, ids1: torch.Tensor, ids8: torch.Tensor, new_tok
     return res
 
 
+def _config(model: nn.Module) -> Any:
+    return model.config
+
+
 def benchmark(models: dict[str, nn.Module], device: str = "cpu", prompt_len: int = 128, new_tokens: int = 64,
               batch: int = 8, trials: int = 5, warmup: int = 1, seed: int = 0) -> dict:
     """Measure every model in ``models`` (name -> model, already on ``device``)."""
     dev = torch.device(device)
     timer = _Timer(dev)
-    vocab = min(m.config.vocab_size for m in models.values())
+    vocab = min(int(_config(m).vocab_size) for m in models.values())
     g = torch.Generator().manual_seed(seed)
     ids8 = torch.randint(0, vocab, (batch, prompt_len), generator=g).to(dev)
     ids1 = ids8[:1]
@@ -174,8 +178,9 @@ def benchmark(models: dict[str, nn.Module], device: str = "cpu", prompt_len: int
             _one_trial(model, ids1, ids8, min(new_tokens, 8), timer)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in models}
     peaks: dict[str, float | None] = {}
-    for trial in range(trials):
+    for _trial in range(trials):
         for name, model in models.items():
+            peak: float | None
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
                 base = torch.cuda.memory_allocated(dev)

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import LlmpruneError
 from ..models.base import ModelAdapter
-from .modeling_llmprune import LAYOUT_KEY, LAYOUT_VERSION, NoAttention, pruned_class
+from ..modeling.modeling_llmprune import LAYOUT_KEY, LAYOUT_VERSION, NoAttention, pruned_class
 from ..surgery.structural import GROUP_ATTRS, HEAD_ATTRS, KV_ATTRS
 
 
@@ -48,7 +48,7 @@ def _linear_spec(lin: nn.Linear) -> dict:
         spec["in_index"] = int(in_index.numel())
     if out_index is not None:
         spec["out_index"] = int(out_index.numel())
-        spec["full_out"] = int(lin.full_out)
+        spec["full_out"] = int(getattr(lin, "full_out"))  # noqa: B009 (an IndexedLinear's plain int)
     return spec
 
 

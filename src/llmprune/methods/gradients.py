@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +26,19 @@ from ..errors import LlmpruneError
 LOSS_CHUNK = 256
 
 
+def _output_embeddings(model: nn.Module) -> nn.Module:
+    hf: Any = model  # a transformers causal LM
+    head: nn.Module = hf.get_output_embeddings()
+    return head
+
+
 class _HeadInput(Exception):
     """Raised by the LM head's pre-hook to stop the forward before the full logits."""
 
 
 def _head_input(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The LM head's input for ``ids`` (batch × T × d), with its autograd graph."""
-    head = model.get_output_embeddings()
+    head = _output_embeddings(model)
     seen: list[torch.Tensor] = []
 
     def pre(module: nn.Module, args: tuple) -> None:
@@ -59,7 +65,7 @@ def lm_loss_backward(model: nn.Module, ids: torch.Tensor, chunk: int = LOSS_CHUN
     ``chunk`` tokens at a time (module docstring).
     """
     h = _head_input(model, ids)
-    head = model.get_output_embeddings()
+    head = _output_embeddings(model)
     cap = getattr(model.config, "final_logit_softcapping", None)
     hd = h.detach().requires_grad_(True)
     positions = ids.shape[1] - 1
@@ -79,7 +85,7 @@ def lm_loss_backward(model: nn.Module, ids: torch.Tensor, chunk: int = LOSS_CHUN
     return total
 
 
-def backward_windows(model: nn.Module, calib: torch.Tensor, device: str, trainable: Iterable[nn.Parameter] = (),
+def backward_windows(model: nn.Module, calib: torch.Tensor, device: str, trainable: Iterable[torch.Tensor] = (),
                      checkpointing: bool = False, progress: bool = True, desc: str = "gradients",
                      loss_chunk: int = LOSS_CHUNK) -> None:
     """Accumulate ``∂L/∂t`` (LM loss, summed over the windows of ``calib``) into ``.grad``
@@ -91,15 +97,16 @@ def backward_windows(model: nn.Module, calib: torch.Tensor, device: str, trainab
     from tqdm.auto import tqdm
 
     trainable = list(trainable)
+    hf: Any = model  # a transformers causal LM
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)
-    for p in trainable:
-        p.requires_grad_(True)
-        p.grad = None
+    for t in trainable:
+        t.requires_grad_(True)
+        t.grad = None
     was_training = model.training
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
     model.to(device)
     try:
@@ -111,7 +118,7 @@ def backward_windows(model: nn.Module, calib: torch.Tensor, device: str, trainab
                     raise LlmpruneError("the calibration loss is NaN/inf: load the model in float32 (--dtype float32)")
     finally:
         if checkpointing:
-            model.gradient_checkpointing_disable()
+            hf.gradient_checkpointing_disable()
         model.train(was_training)
         for p, flag in flags:
             p.requires_grad_(flag)

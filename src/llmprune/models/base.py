@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -68,8 +68,9 @@ class ModelAdapter(ABC):
     family: ClassVar[str] = ""
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.config = model.config
+        #: the transformers causal LM and its config (attributes are the family's, untyped)
+        self.model: Any = model
+        self.config: Any = self.model.config
 
     # -- whole-model structure -------------------------------------------------
     @abstractmethod

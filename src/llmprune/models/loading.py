@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -102,7 +103,8 @@ def strip_quantization(model: nn.Module) -> None:
             setattr(model, attr, None)
     if hasattr(model, "is_quantized"):
         try:
-            model.is_quantized = False
+            hf: Any = model
+            hf.is_quantized = False
         except AttributeError:
             pass
     if hasattr(model.config, "quantization_config"):
@@ -133,9 +135,9 @@ def load_model_and_tokenizer(
     source = resolve_model(spec)
     torch_dtype = parse_dtype(dtype)
     local = Path(source).exists()
-    cls = AutoModelForCausalLM
+    cls: Any = AutoModelForCausalLM
     if local:
-        from ..export.checkpoint import causal_lm_class, validate_checkpoint
+        from .checkpoint import causal_lm_class, validate_checkpoint
 
         custom = causal_lm_class(Path(source))
         validate_checkpoint(Path(source), custom)

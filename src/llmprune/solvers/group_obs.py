@@ -79,7 +79,7 @@ def _greedy_singletons(Wd: torch.Tensor, Hinv: torch.Tensor, cols: torch.Tensor,
         best = int(torch.argmin(cost))
         removed.append(best)
         dead[best] = True
-        if update:
+        if V is not None:  # update
             c = int(cols[best])
             h = Hinv[:, c] - V[:, :k] @ V[c, :k]
             Wd.addr_(Wd[:, c] / h[c], h, alpha=-1.0)  # in place, no rows × n temporary
@@ -130,6 +130,6 @@ def heldout_refit(folds: list[dict], damps: tuple[float, ...], prior: torch.Tens
             W = least_squares_refit(fit["YZ"] / fit["n"], fit["ZZ"] / fit["n"], damp, prior=refit_prior)
             total += err(W, val)
         errors[damp] = total
-    best = min(errors, key=errors.get)
+    best = min(errors, key=lambda k: errors[k])
     base = errors["keep"] if errors["keep"] > 0 else 1.0
     return (None if best == "keep" else best), {str(k): v / base for k, v in errors.items()}

@@ -98,7 +98,8 @@ def _factor(A: torch.Tensor, block: int = CHOL_BLOCK) -> torch.Tensor:
 def _substitute(L: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Solve ``L Lᵀ x = b`` (b: R × s) with the lower factor left by :func:`_factor`."""
     y = torch.linalg.solve_triangular(L, b.unsqueeze(-1), upper=False)
-    return torch.linalg.solve_triangular(L.transpose(1, 2), y, upper=True).squeeze(-1)
+    x: torch.Tensor = torch.linalg.solve_triangular(L.transpose(1, 2), y, upper=True)
+    return x.squeeze(-1)
 
 
 def _buckets(sizes: torch.Tensor, pad_frac: float, pad_min: int) -> list[tuple[int, torch.Tensor]]:
@@ -225,6 +226,7 @@ def mrp_update(W: torch.Tensor, Hinv: torch.Tensor, mask: torch.Tensor, H: torch
         Z = solve_on_sets(Hi, Wd[prune_rows], mask[prune_rows], dtype, chunk_bytes)
         out[prune_rows] -= Z @ Hi
     if kept_rows.numel():
+        assert H is not None  # rows solved on their kept set only when H is given
         Hk = H.to(W.device, torch.float64)
         rhs = Wd[kept_rows] @ Hk
         out[kept_rows] = solve_on_sets(Hk, rhs, ~mask[kept_rows], dtype, chunk_bytes)
@@ -235,7 +237,8 @@ def mrp_update(W: torch.Tensor, Hinv: torch.Tensor, mask: torch.Tensor, H: torch
 def mrp_loss(w: torch.Tensor, Hinv: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
     """``L* = ½ w_P ((H⁻¹)_PP)⁻¹ w_Pᵀ`` (Eq. 9) for one row ``w`` and index set ``pruned``."""
     wp = w[pruned]
-    return 0.5 * wp @ torch.linalg.solve(Hinv[pruned][:, pruned], wp)
+    loss: torch.Tensor = 0.5 * wp @ torch.linalg.solve(Hinv[pruned][:, pruned], wp)
+    return loss
 
 
 def nm_patterns(n: int, m: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -365,9 +368,9 @@ def mrp_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None, block
             raise ValueError("mrp_prune needs a sparsity or a mask")
         work = W.clone()
         if sparsity.is_nm:
-            mask = _select_nm(work, U, sparsity.n, sparsity.m, blocksize)
+            mask = _select_nm(work, U, *sparsity.nm, blocksize)
         else:
-            mask = _select_unstructured(work, U, sparsity.ratio, blocksize, dtype)
+            mask = _select_unstructured(work, U, sparsity.fraction, blocksize, dtype)
     else:
         mask = mask.to(W.device, torch.bool)
     if solver == "exact":

@@ -47,8 +47,11 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None,
     dead = torch.diag(H) == 0
     W[:, dead] = 0
     U = inverse_cholesky_upper(dampen(H, damp))
-    if mask is None and sparsity.is_nm:
-        m = sparsity.m
+    if mask is None and sparsity is None:
+        raise ValueError("sparsegpt_prune needs a sparsity or a mask")
+    nm = sparsity.nm if mask is None and sparsity is not None and sparsity.is_nm else None
+    if nm is not None:
+        n, m = nm
         if cols % m:
             raise LlmpruneError(f"a layer with {cols} input columns cannot take an N:M pattern with M={m}: "
                                 f"choose M dividing {cols}")
@@ -62,19 +65,19 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None,
         Err1 = torch.zeros_like(W1)
         U1 = U[i1:i2, i1:i2]
         d = torch.diag(U1)
-        in_loop = mask is None and sparsity.is_nm
+        in_loop = nm is not None
         if mask is not None:
             mask1 = mask[:, i1:i2].to(W.device)
         elif in_loop:
             mask1 = torch.zeros_like(W1, dtype=torch.bool)  # filled group by group below
         else:
+            assert sparsity is not None
             # this block's share of the layer's exact count
-            k = round(sparsity.ratio * rows * i2) - round(sparsity.ratio * rows * i1)
+            k = round(sparsity.fraction * rows * i2) - round(sparsity.fraction * rows * i1)
             mask1 = count_mask(W1**2 / d.unsqueeze(0) ** 2, k)
         for i in range(count):
             if in_loop and i % m == 0:  # the group starting here, scored on the updated weights
-                mask1[:, i : i + m] = nm_mask(W1[:, i : i + m] ** 2 / d[i : i + m].unsqueeze(0) ** 2,
-                                              sparsity.n, m)
+                mask1[:, i : i + m] = nm_mask(W1[:, i : i + m] ** 2 / d[i : i + m].unsqueeze(0) ** 2, n, m)
             w = W1[:, i]
             q = w.clone()
             q[mask1[:, i]] = 0

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..errors import LlmpruneError
-from .modeling_llmprune import LAYOUT_KEY, pruned_class
+from ..modeling.modeling_llmprune import LAYOUT_KEY, pruned_class
 
 
 def read_config(path: Path) -> dict:
@@ -93,16 +94,16 @@ def check_format(path: Path) -> None:
         )
 
 
-def _quantized(config) -> bool:
+def _quantized(config: Any) -> bool:
     return getattr(config, "quantization_config", None) is not None
 
 
-def _check_index_buffers(path: Path, model, disk: dict) -> None:
+def _check_index_buffers(path: Path, model: Any, disk: dict) -> None:
     """Layout index buffers (``in_index``/``out_index``) must be unique and inside the residual width."""
     from safetensors import safe_open
 
     hidden = getattr(model.config, "hidden_size", None)
-    for key, (shape, _, file) in disk.items():
+    for key, (_shape, _, file) in disk.items():
         if not key.endswith((".in_index", ".out_index")):
             continue
         owner = model.get_submodule(key.rsplit(".", 1)[0]) if "." in key else None

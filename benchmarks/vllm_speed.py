@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             info[name] = workers[name].read()
         for _ in range(args.warmup):
             for name in names:
-                for b, ps in batches.items():
+                for ps in batches.values():
                     workers[name].ask(op="gen", prompts=ps, new_tokens=args.new_tokens)
         results: dict = {name: {b: [] for b in batches} for name in names}
         for trial in range(args.trials):

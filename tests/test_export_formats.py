@@ -14,12 +14,11 @@ import torch
 import llmprune
 from llmprune.cli import main
 from llmprune.errors import LlmpruneError
-from llmprune.export.decilm import CONFIG_FILE, MODELING_FILE
+from llmprune.models.decilm import CONFIG_FILE, MODELING_FILE
 from llmprune.export.layout import plan_export
 from llmprune.export.save import save_pruned
 from llmprune.models import get_adapter
 from llmprune.surgery.plan import StructuredPlan, apply_plan
-from tiny_models import build_tiny
 
 
 def _tiny(family: str, layers: int = 5, vocab: int = 128, seed: int = 0):
@@ -132,7 +131,7 @@ def test_block_configs_reload_identical_logits(tmp_path, toy_tokenizer, family):
     ids = torch.randint(0, 128, (2, 10))
     want = _logits(model, ids)
     out = tmp_path / "m"
-    report: dict = {}
+    report: dict = {"method": "manual"}
     llmprune.save(model, toy_tokenizer, out, report)
     assert report["export"]["kind"] == "block_configs" and report["export"]["vllm"]
     assert json.loads((out / "report.json").read_text())["export"]["kind"] == "block_configs"
@@ -164,7 +163,7 @@ def test_block_configs_reload_identical_logits(tmp_path, toy_tokenizer, family):
 def test_shipped_code_is_self_contained(tmp_path, toy_tokenizer):
     model = _pruned("llama", HETERO)
     out = tmp_path / "m"
-    llmprune.save(model, toy_tokenizer, out, {})
+    llmprune.save(model, toy_tokenizer, out, {"method": "manual"})
     for name in (CONFIG_FILE, MODELING_FILE):
         tree = ast.parse((out / name).read_text())
         roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -180,7 +179,7 @@ def test_block_configs_attribute_access_like_serving_engines_read_it(tmp_path, t
     from transformers import AutoConfig
 
     out = tmp_path / "m"
-    llmprune.save(_pruned("qwen2", HETERO), toy_tokenizer, out, {})
+    llmprune.save(_pruned("qwen2", HETERO), toy_tokenizer, out, {"method": "manual"})
     config = AutoConfig.from_pretrained(out, trust_remote_code=True)
     blocks = config.block_configs
     assert blocks[1].attention.no_op and not blocks[0].attention.no_op
@@ -213,7 +212,7 @@ def test_export_uniform_model_to_every_format(tmp_path, toy_tokenizer):
     ids = torch.randint(0, 128, (1, 9))
     want = _logits(model, ids)
     src = tmp_path / "src"
-    report: dict = {}
+    report: dict = {"method": "manual"}
     llmprune.save(model, toy_tokenizer, src, report)
     assert report["export"]["kind"] == "stock" and report["export"]["vllm"]
     # reloaded from a stock config, the model has the shapes its config says: written as it is ("dense")
@@ -247,7 +246,7 @@ def _error(capsys, argv) -> str:
 def test_export_error_paths_write_nothing(tmp_path, toy_tokenizer, capsys):
     hetero = tmp_path / "hetero"
     llmprune.save(_pruned("llama", {0: {"remove_heads": [1, 3]}, 1: {"remove_channels": {"count": 5}}}),
-                  toy_tokenizer, hetero, {})
+                  toy_tokenizer, hetero, {"method": "manual"})
     out = tmp_path / "out"
     err = _error(capsys, ["export", str(hetero), "--format", "vllm", "--out", str(out)])
     assert "cannot write the vLLM format: block 0 removes query heads" in err
@@ -267,7 +266,7 @@ def test_export_error_paths_write_nothing(tmp_path, toy_tokenizer, capsys):
 def test_save_refuses_a_format_that_does_not_fit(tmp_path):
     model = _pruned("llama", {2: {"remove_heads": [0, 2]}})
     with pytest.raises(LlmpruneError, match="block 2 removes query heads"):
-        save_pruned(model, None, tmp_path / "x", {}, fmt="vllm")
+        save_pruned(model, None, tmp_path / "x", None, fmt="vllm")
     assert not (tmp_path / "x").exists()
 
 
@@ -275,7 +274,7 @@ def test_block_configs_checkpoint_with_wrong_tensor_is_refused(tmp_path, toy_tok
     from safetensors.torch import load_file, save_file
 
     out = tmp_path / "m"
-    llmprune.save(_pruned("llama", HETERO), toy_tokenizer, out, {})
+    llmprune.save(_pruned("llama", HETERO), toy_tokenizer, out, {"method": "manual"})
     tensors = load_file(out / "model.safetensors")
     tensors["model.layers.0.mlp.up_proj.weight"] = tensors["model.layers.0.mlp.up_proj.weight"][:100]
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})

@@ -37,7 +37,7 @@ def build_tiny(family: str, vocab_size: int = 128, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():  # random norms/biases so that every parameter matters
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
@@ -56,7 +56,7 @@ def build_tiny_servable(family: str = "qwen2", vocab_size: int = 256, layers: in
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():  # random norms/biases so that every parameter matters
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
@@ -72,7 +72,7 @@ def build_tiny_mamba(vocab_size: int = 128, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = MambaForCausalLM(config)
     with torch.no_grad():  # random norms/biases so that every parameter matters
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()

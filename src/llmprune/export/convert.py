@@ -9,8 +9,8 @@ written. ``report.json`` is carried over with its ``export`` entry replaced.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 from ..errors import LlmpruneError
 from .atomic import check_output_dir
@@ -20,11 +20,15 @@ from .layout import FORMATS
 EXPORT_FORMATS = tuple(f for f in FORMATS if f != "auto")
 
 
-def convert(src: str | Path, out: str | Path, fmt: str, force: bool = False, dtype: str = "float32") -> dict:
-    """Write the model saved in ``src`` to ``out`` in format ``fmt``; returns the new
-    report (its ``export`` entry says what was written)."""
+def convert(src: str | Path, out: str | Path, fmt: str, force: bool = False, dtype: str = "float32") -> dict[str, Any]:
+    """Write the model saved in ``src`` to ``out`` in format ``fmt``; returns the ``export``
+    record of what was written. The source's ``report.json``, when it has one, is carried over
+    with ``export`` replaced and ``converted_from`` added."""
     from ..models.loading import load_model_and_tokenizer
-    from .save import save_pruned
+    from ..prune_report import PruneReport
+    from .save import export_record, save_pruned
+    from .layout import plan_export
+    from ..models import get_adapter
 
     if fmt not in EXPORT_FORMATS:
         raise LlmpruneError(f"unknown --format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
@@ -34,14 +38,14 @@ def convert(src: str | Path, out: str | Path, fmt: str, force: bool = False, dty
     target = check_output_dir(out, force)
     if target.resolve() == source.resolve():
         raise LlmpruneError(f"--out {out} is the source directory: write the conversion to a new directory")
-    report: dict = {}
-    if (source / "report.json").is_file():
-        try:
-            report = json.loads((source / "report.json").read_text())
-        except json.JSONDecodeError:
-            raise LlmpruneError(f"{source}/report.json is not valid JSON: repair or remove it") from None
-    previous = report.get("export", {}).get("kind")
+    report = PruneReport.from_json(source / "report.json") if (source / "report.json").is_file() else None
+    previous = report.export.get("kind") if report is not None and report.export else None
     model, tokenizer = load_model_and_tokenizer(str(source), dtype=dtype)
-    report["converted_from"] = {"path": str(src), "format": previous}
-    save_pruned(model, tokenizer, target, report, force=force, fmt=fmt)
-    return report
+    if report is not None:
+        report.converted_from = {"path": str(src), "format": previous}
+        save_pruned(model, tokenizer, target, report, force=force, fmt=fmt)
+        assert report.export is not None
+        return report.export
+    record = export_record(plan_export(model, get_adapter(model), fmt))
+    save_pruned(model, tokenizer, target, None, force=force, fmt=fmt)
+    return record

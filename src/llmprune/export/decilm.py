@@ -15,41 +15,26 @@ The hidden size, the query-head count and ``head_dim`` stay global, so removed q
 heads, residual-dimension selection (DISP), non-LLaMA blocks or sliding-window attention
 are not expressible; :func:`obstacle` names the first block that is not. Weights keep
 LLaMA's names. The checkpoint carries llmprune's own small config and modeling files
-(``configuration_llmprune_decilm.py``, ``modeling_llmprune_decilm.py``) for
+(``llmprune/modeling/configuration_llmprune_decilm.py`` and ``modeling_llmprune_decilm.py``) for
 ``trust_remote_code`` loading with transformers; vLLM takes only the config class from
 them and computes with its own DeciLM implementation. The family's original config is
-kept under ``llmprune_base_config`` so that :func:`internal_config` rebuilds the model as
+kept under ``llmprune_base_config`` so that :func:`llmprune.models.decilm.internal_config` rebuilds the model as
 the stock family class plus ``llmprune_layout`` (what the pruning code works on).
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import LlmpruneError
-from ..models.base import ModelAdapter
-from .layout import stock_architecture
-from .modeling_llmprune import LAYOUT_KEY, LAYOUT_VERSION, NoAttention
+from ..models.base import ModelAdapter, stock_architecture
+from ..modeling.modeling_llmprune import LAYOUT_KEY, NoAttention
+from ..models.decilm import (LLAMA_KEYS, ARCHITECTURE, AUTO_MAP, BASE_KEY, CONFIG_FILE, LLAMA_STYLE, MODEL_TYPE,
+                             MODELING_FILE)
 
-ARCHITECTURE = "DeciLMForCausalLM"
-MODEL_TYPE = "nemotron-nas"
-BASE_KEY = "llmprune_base_config"
-CONFIG_FILE = "configuration_llmprune_decilm.py"
-MODELING_FILE = "modeling_llmprune_decilm.py"
-AUTO_MAP = {"AutoConfig": "configuration_llmprune_decilm.LlmpruneDeciLMConfig",
-            "AutoModelForCausalLM": "modeling_llmprune_decilm.LlmpruneDeciLMForCausalLM"}
-#: families whose blocks are LLaMA blocks (pre-norm RMSNorm, rotary attention, gated MLP)
-LLAMA_STYLE = ("llama", "mistral", "qwen2")
-#: LLaMA hyper-parameters carried from the family config into the DeciLM config
-_LLAMA_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-               "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
-               "rms_norm_eps", "use_cache", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings",
-               "rope_parameters", "rope_theta", "rope_scaling", "attention_dropout", "dtype")
 _SHARED_BOUNDS = "vLLM's per-layer format (DeciLM block_configs) keeps the hidden size global"
 
 
@@ -81,7 +66,7 @@ def _biases(adapter: ModelAdapter) -> dict[str, bool]:
 def stock_obstacle(model: nn.Module) -> str | None:
     """Why vLLM cannot serve ``model``'s stock config (None when it can): vLLM 0.32's Qwen2
     derives ``head_dim`` from ``hidden_size / num_attention_heads`` (measured)."""
-    config = model.config
+    config: Any = model.config
     head_dim = getattr(config, "head_dim", None)
     if config.model_type == "qwen2" and head_dim and head_dim * config.num_attention_heads != config.hidden_size:
         return (f"vLLM's Qwen2 derives head_dim from hidden_size / num_attention_heads "
@@ -93,7 +78,7 @@ def stock_obstacle(model: nn.Module) -> str | None:
 def obstacle(model: nn.Module, adapter: ModelAdapter) -> str | None:
     """Why ``model`` cannot be written as ``block_configs`` (None when it can): the
     family, or the first block that is not expressible."""
-    config = model.config
+    config: Any = model.config
     family = getattr(config, "model_type", None)
     if family not in LLAMA_STYLE:
         return (f"the {family} family is not LLaMA-style; vLLM's per-layer format (DeciLM block_configs) "
@@ -152,7 +137,8 @@ def block_configs(adapter: ModelAdapter, heads: int) -> list[dict]:
 
 
 def _clean_family_config(model: nn.Module) -> dict:
-    base = model.config.to_dict()
+    hf: Any = model
+    base = hf.config.to_dict()
     for key in (LAYOUT_KEY, "auto_map", "quantization_config", "_name_or_path"):
         base.pop(key, None)
     base["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
@@ -163,8 +149,9 @@ def _clean_family_config(model: nn.Module) -> dict:
 def decilm_config(model: nn.Module, adapter: ModelAdapter) -> dict:
     """The ``config.json`` of the ``block_configs`` checkpoint of an expressible model."""
     base = _clean_family_config(model)
-    config = {k: base[k] for k in _LLAMA_KEYS if k in base}
-    heads = model.config.num_attention_heads
+    config = {k: base[k] for k in LLAMA_KEYS if k in base}
+    hf: Any = model
+    heads = hf.config.num_attention_heads
     blocks = block_configs(adapter, heads)
     kv = next(heads // b["attention"]["n_heads_in_group"] for b in blocks if not b["attention"]["no_op"])
     widths = [b["ffn"]["intermediate_size"] for b in blocks if not b["ffn"]["no_op"]]
@@ -175,9 +162,9 @@ def decilm_config(model: nn.Module, adapter: ModelAdapter) -> dict:
         "auto_map": dict(AUTO_MAP),
         "num_hidden_layers": len(blocks),
         "num_key_value_heads": kv,
-        "head_dim": getattr(model.config, "head_dim", None) or model.config.hidden_size // heads,
-        "intermediate_size": max(widths) if widths else model.config.intermediate_size,
-        "hidden_act": getattr(model.config, "hidden_act", "silu"),
+        "head_dim": getattr(hf.config, "head_dim", None) or hf.config.hidden_size // heads,
+        "intermediate_size": max(widths) if widths else hf.config.intermediate_size,
+        "hidden_act": getattr(hf.config, "hidden_act", "silu"),
         "attention_bias": bias["o"],
         "mlp_bias": bias["mlp"],
         "dtype": base["dtype"],
@@ -210,7 +197,9 @@ def decilm_state_dict(model: nn.Module, adapter: ModelAdapter) -> dict[str, torc
 
 def code_sources() -> dict[str, str]:
     """The config and modeling files copied into the checkpoint (verbatim)."""
-    here = Path(__file__).parent
+    from .. import modeling
+
+    here = Path(modeling.__file__).parent
     return {name: (here / name).read_text() for name in (CONFIG_FILE, MODELING_FILE)}
 
 
@@ -229,79 +218,4 @@ def write_decilm(model: nn.Module, adapter: ModelAdapter, directory: Path) -> di
         generation.save_pretrained(directory)
     for name, text in code_sources().items():
         (directory / name).write_text(text)
-    return config
-
-
-# -- reading a block_configs checkpoint back as the stock family class + llmprune layout --------------
-
-def is_decilm(cfg: dict) -> bool:
-    return cfg.get("model_type") == MODEL_TYPE or ARCHITECTURE in (cfg.get("architectures") or [])
-
-
-def _base_config_dict(cfg: dict, path: Path) -> dict:
-    base = cfg.get(BASE_KEY)
-    if isinstance(base, dict):
-        return copy.deepcopy(base)
-    # a block_configs checkpoint written elsewhere: read it as LLaMA when LLaMA can express it
-    qkv = cfg.get("qkv_bias", cfg.get("attention_bias", False))
-    if bool(qkv) != bool(cfg.get("attention_bias", False)):
-        raise LlmpruneError(f"{path}: qkv_bias differs from attention_bias and the checkpoint does not name its "
-                            "family (no llmprune_base_config): llmprune cannot rebuild it")
-    base = {k: cfg[k] for k in _LLAMA_KEYS if k in cfg}
-    base.update(model_type="llama", architectures=["LlamaForCausalLM"], attention_bias=bool(qkv),
-                mlp_bias=bool(cfg.get("mlp_bias", False)))
-    return base
-
-
-def internal_config(cfg: dict, path: Path):
-    """The family config (with ``llmprune_layout``) that rebuilds a ``block_configs``
-    checkpoint as the stock family class, and that class's name."""
-    from transformers import CONFIG_MAPPING
-
-    blocks = cfg.get("block_configs")
-    if not isinstance(blocks, list):
-        raise LlmpruneError(f"{path}/config.json says {MODEL_TYPE} but has no block_configs list: re-export it")
-    base = _base_config_dict(cfg, path)
-    model_type = base.pop("model_type", "llama")
-    if model_type not in LLAMA_STYLE:
-        raise LlmpruneError(f"{path}: {BASE_KEY} names family {model_type!r}, not one of {', '.join(LLAMA_STYLE)}")
-    config = CONFIG_MAPPING[model_type].from_dict(base)
-    if len(blocks) != config.num_hidden_layers:
-        raise LlmpruneError(f"{path}: block_configs lists {len(blocks)} blocks but num_hidden_layers is "
-                            f"{config.num_hidden_layers}: re-export it")
-    hidden, heads = config.hidden_size, config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
-    kv_global = getattr(config, "num_key_value_heads", None) or heads
-    qkv_bias = bool(cfg.get("qkv_bias", cfg.get("attention_bias", False)))
-    mlp_bias = bool(cfg.get("mlp_bias", False))
-    layers = []
-    for i, block in enumerate(blocks):
-        try:
-            attention, ffn = block["attention"], block["ffn"]
-            if attention.get("replace_with_linear") or ffn.get("replace_with_linear"):
-                raise LlmpruneError(f"{path}: block {i} uses replace_with_linear, which llmprune does not load")
-            spec: dict[str, Any] = {"linears": {}, "attrs": {}}
-            if attention["no_op"]:
-                spec["no_attention"] = {"path": "self_attn", "hidden_size": hidden, "head_dim": head_dim,
-                                        "layer_idx": i, "bias": False}
-            elif heads // int(attention["n_heads_in_group"]) != kv_global:
-                kv = heads // int(attention["n_heads_in_group"])
-                for name in ("k_proj", "v_proj"):
-                    spec["linears"][f"self_attn.{name}"] = {"shape": [kv * head_dim, hidden], "bias": qkv_bias}
-                spec["attrs"]["self_attn.num_key_value_groups"] = int(attention["n_heads_in_group"])
-            width = 0 if ffn["no_op"] else ffn.get("intermediate_size")
-            if width is None:
-                raise LlmpruneError(f"{path}: block {i} gives ffn_mult, not intermediate_size; llmprune reads "
-                                    "intermediate_size only")
-            if width != config.intermediate_size:
-                bias = mlp_bias and width > 0
-                spec["linears"]["mlp.gate_proj"] = {"shape": [width, hidden], "bias": bias}
-                spec["linears"]["mlp.up_proj"] = {"shape": [width, hidden], "bias": bias}
-                spec["linears"]["mlp.down_proj"] = {"shape": [hidden, width], "bias": bias}
-        except (KeyError, TypeError, ValueError):
-            raise LlmpruneError(f"{path}: block_configs entry {i} is malformed: re-export it") from None
-        layers.append(spec)
-    architecture = (base.get("architectures") or ["LlamaForCausalLM"])[0]
-    setattr(config, LAYOUT_KEY, {"version": LAYOUT_VERSION, "base_architecture": architecture,
-                                 "blocks_path": "model.layers", "layers": layers})
     return config

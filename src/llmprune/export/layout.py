@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from ..errors import LlmpruneError
-from ..models.base import ModelAdapter
-from .modeling_llmprune import LAYOUT_KEY, LAYOUT_VERSION, NoAttention, pruned_class
+from ..models.base import ModelAdapter, stock_architecture
+from ..modeling.modeling_llmprune import LAYOUT_KEY, LAYOUT_VERSION, NoAttention, pruned_class
 from ..surgery.structural import GROUP_ATTRS, HEAD_ATTRS, KV_ATTRS
 
 
@@ -60,16 +60,8 @@ def _linear_spec(lin: nn.Linear) -> dict:
         spec["in_index"] = int(in_index.numel())
     if out_index is not None:
         spec["out_index"] = int(out_index.numel())
-        spec["full_out"] = int(lin.full_out)
+        spec["full_out"] = int(getattr(lin, "full_out"))  # noqa: B009 (an IndexedLinear's plain int)
     return spec
-
-
-def stock_architecture(model: nn.Module) -> str:
-    """The transformers class ``model`` is (or extends, after a layout reload)."""
-    for cls in type(model).__mro__:
-        if cls.__module__.startswith("transformers."):
-            return cls.__name__
-    return type(model).__name__
 
 
 def describe_layout(model: nn.Module, adapter: ModelAdapter) -> dict:
@@ -138,12 +130,13 @@ def _not_uniform(adapter: ModelAdapter) -> str:
     """The first block whose widths differ from block 0's (for the stock refusal)."""
     names = ("query heads", "KV heads", "head_dim", "MLP channels")
     widths = _widths(adapter)
+    first = widths[0] if widths else None
     for i, w in enumerate(widths):
         if w is None:
             return f"block {i} has no attention"
-        if w != widths[0]:
-            k = next(j for j in range(4) if w[j] != widths[0][j])
-            return f"block {i} has {w[k]} {names[k]} but block 0 has {widths[0][k]}"
+        if first is not None and w != first:
+            k = next(j for j in range(4) if w[j] != first[j])
+            return f"block {i} has {w[k]} {names[k]} but block 0 has {first[k]}"
     return "the family's config cannot express these widths"
 
 
@@ -155,7 +148,8 @@ def plan_export(model: nn.Module, adapter: ModelAdapter, fmt: str = "auto") -> E
     if fmt not in FORMATS:
         raise LlmpruneError(f"unknown export format {fmt!r}: use one of {', '.join(f for f in FORMATS if f != 'auto')}")
     kinds = FORMATS[fmt]
-    config = copy.deepcopy(model.config)
+    hf: Any = model
+    config: Any = copy.deepcopy(hf.config)
     for key in (LAYOUT_KEY, "auto_map"):
         if hasattr(config, key):
             delattr(config, key)
@@ -175,9 +169,9 @@ def plan_export(model: nn.Module, adapter: ModelAdapter, fmt: str = "auto") -> E
                 probe.config = config
                 return ExportPlan("stock", updates, vllm_obstacle=stock_obstacle(probe))
         if fmt == "stock":
-            reason = _not_uniform(adapter) if widths is None else \
-                f"the {model.config.model_type} config cannot express these widths"
-            raise LlmpruneError(f"cannot write a stock config: {reason}; a stock config has the same widths in "
+            why = _not_uniform(adapter) if widths is None else \
+                f"the {config.model_type} config cannot express these widths"
+            raise LlmpruneError(f"cannot write a stock config: {why}; a stock config has the same widths in "
                                 "every block (use --format vllm or --format layout)")
     reason = obstacle(model, adapter)
     if "block_configs" in kinds:
@@ -185,7 +179,7 @@ def plan_export(model: nn.Module, adapter: ModelAdapter, fmt: str = "auto") -> E
             return ExportPlan("block_configs", {})
         if fmt == "vllm":
             raise LlmpruneError(f"cannot write the vLLM format: {reason} (use --format layout)")
-    config = copy.deepcopy(model.config)
+    config = copy.deepcopy(hf.config)
     layout = describe_layout(model, adapter)
     setattr(config, LAYOUT_KEY, layout)
     if not _matches(model, config):

@@ -41,10 +41,14 @@ def _cache_of(kwargs: dict) -> Any:
 class DeciLMBlock(nn.Module):
     """A LLaMA decoder block whose attention and/or MLP may be absent (``None``)."""
 
-    def __init__(self, layer: nn.Module, block: Any, config: LlmpruneDeciLMConfig, layer_idx: int) -> None:
+    def __init__(self, layer: Any, block: Any, config: LlmpruneDeciLMConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        self.head_dim = layer.self_attn.head_dim
+        self.head_dim: int = layer.self_attn.head_dim
+        self.input_layernorm: Any
+        self.self_attn: Any
+        self.post_attention_layernorm: Any
+        self.mlp: Any
         attention, ffn = block.attention, block.ffn
         for part, name in ((attention, "attention"), (ffn, "ffn")):
             if getattr(part, "replace_with_linear", False):
@@ -66,7 +70,7 @@ class DeciLMBlock(nn.Module):
             self.mlp = self._mlp(layer.mlp, int(ffn.intermediate_size), config)
 
     @staticmethod
-    def _attention(att: nn.Module, spec: Any, config: LlmpruneDeciLMConfig) -> nn.Module:
+    def _attention(att: Any, spec: Any, config: LlmpruneDeciLMConfig) -> nn.Module:
         heads = config.num_attention_heads
         group = int(spec.n_heads_in_group)
         if heads % group:
@@ -82,7 +86,7 @@ class DeciLMBlock(nn.Module):
         return att
 
     @staticmethod
-    def _mlp(mlp: nn.Module, width: int, config: LlmpruneDeciLMConfig) -> nn.Module:
+    def _mlp(mlp: Any, width: int, config: LlmpruneDeciLMConfig) -> nn.Module:
         hidden, bias = config.hidden_size, bool(getattr(config, "mlp_bias", False))
         mlp.gate_proj = _linear(hidden, width, bias, mlp.gate_proj)
         mlp.up_proj = _linear(hidden, width, bias, mlp.up_proj)

@@ -57,10 +57,14 @@ def _dtype(name: str | torch.dtype) -> tuple[str, torch.dtype]:
 def _source_dir(model_dir: str | os.PathLike | None) -> Path:
     from .models.loading import resolve_model
 
+    from .models.checkpoint import check_format, check_trusted
+
     source = Path(resolve_model(model_dir))
     if not source.is_dir():
         raise LlmpruneError(f"streaming reads a local checkpoint, and {model_dir!r} is not a directory: "
                             "download the model first (e.g. huggingface-cli download) and pass its folder")
+    check_trusted(source)
+    check_format(source)
     return source
 
 
@@ -114,7 +118,7 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
     from .engine.streaming import (CheckpointReader, DiskActivations, StreamRunner, build_skeleton,
                                    module_prefix, persistent_names, set_tensor, to_meta)
     from .export import check_output_dir
-    from .export.modeling_llmprune import LAYOUT_KEY
+    from .modeling.modeling_llmprune import LAYOUT_KEY
     from .export.shards import shard_name, write_index, write_shard
     from .models import get_adapter
 
@@ -129,7 +133,7 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
     if needs_calib and calib_ids is None:
         api._validate_calibration(calib_samples, seqlen)
     source = _source_dir(model_dir)
-    config = AutoConfig.from_pretrained(str(source))
+    config = AutoConfig.from_pretrained(str(source), trust_remote_code=False)
     if getattr(config, LAYOUT_KEY, None):
         raise LlmpruneError(f"{source} is a structurally pruned llmprune checkpoint with per-block widths: "
                             "prune it in memory with llmprune.prune")
@@ -144,7 +148,7 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
 
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=False)
     torch.manual_seed(seed)
     calib = None
     if needs_calib:

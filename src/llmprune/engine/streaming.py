@@ -103,7 +103,7 @@ def build_skeleton(config, dtype: torch.dtype) -> nn.Module:
 
     try:
         with parameters_on_meta():
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LlmpruneError(f"config.json does not build a causal LM ({first}): check the model directory") from None

@@ -49,16 +49,20 @@ def run_one(args: argparse.Namespace, method: str | None, label: str, **prune_kw
     if method is not None:
         report = llmprune.prune(model, tok, method, calib_samples=args.calib_samples, seqlen=args.seqlen,
                                 seed=0, device=args.device, **prune_kw)
-        row.update(prune_seconds=round(report["seconds"], 2), peak_rss_mb=round(report["peak_rss_mb"], 1),
-                   peak_device_mb=report["peak_device_mb"], params_after=report["params_after"],
-                   params_before=report["params_before"])
-        for key in ("block_sparsity", "achieved_ratio", "stage1_peak_rss_mb", "train_seconds"):
-            if key in report:
-                row[key] = report[key]
-        if report.get("options"):
-            row["options"] = report["options"]  # every option in effect, defaults included
-        if (report.get("pg") or {}).get("keep_best"):
-            row["pg_keep_best"] = report["pg"]["keep_best"]
+        row.update(prune_seconds=round(report.seconds, 2), peak_rss_mb=round(report.peak_rss_mb, 1),
+                   peak_device_mb=report.peak_device_mb, params_after=report.params_after,
+                   params_before=report.params_before)
+        if report.unstructured is not None:
+            row["block_sparsity"] = report.unstructured.block_sparsity
+        if report.structured is not None:
+            row["achieved_ratio"] = report.structured.achieved_ratio
+        for key in ("stage1_peak_rss_mb", "train_seconds"):
+            if key in report.stages:
+                row[key] = report.stages[key]
+        if report.options:
+            row["options"] = report.options  # every option in effect, defaults included
+        if report.method == "pg" and (report.details or {}).get("keep_best"):
+            row["pg_keep_best"] = report.details["keep_best"]
         if args.save_models:
             name = f"{method}_{label}".replace(" ", "_").replace(":", "-")
             row["saved_to"] = name

@@ -125,7 +125,7 @@ def speed_saved(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llmprune.methods.structured import structured_methods
+    from llmprune.methods import method_names
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(p)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     model, _ = llmprune.load(args.model)
     total, block = count_parameters(model), get_adapter(model).block_linear_params()
     del model
-    registered = structured_methods()
+    registered = method_names("structured")
     baselines = [m for m in args.baselines.split(",") if m in registered]
     pg_kw = {} if args.pg_steps is None else {"steps": args.pg_steps}
     disp_kw = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("lam", args.lam)) if v is not None}

@@ -1,17 +1,21 @@
 """One layer, two solvers: ``sparsegpt_prune`` vs ``mrp_prune`` wall time.
 
-A random ``rows × cols`` weight (default 576 × 1536, SmolLM2-135M's ``down_proj``) and a
-random SPD Hessian ``2XᵀX/N`` from correlated inputs with uneven column scales; each
-setting is timed ``--repeats`` times (median), after one warm-up, and the reconstruction
-error ``tr(δW H δWᵀ)`` of both is printed with the ratio MRP time / SparseGPT time.
+For every ``--shapes`` entry ``ROWSxCOLS`` (default: SmolLM2-135M's q/o_proj 576 × 576,
+k/v_proj 192 × 576, gate/up_proj 1536 × 576, down_proj 576 × 1536): a random weight and
+a random SPD Hessian ``2XᵀX/N`` from correlated inputs with uneven column scales. Each
+setting is timed ``--repeats`` times after one warm-up, the two solvers *interleaved*
+(SparseGPT, MRP, SparseGPT, ...) so that load from other processes hits both alike; the
+medians, their ratio MRP / SparseGPT and the reconstruction error ``tr(δW H δWᵀ)`` of
+both are printed and saved.
 
-    python benchmarks/mrp_layer_timing.py [--threads 2] [--device cpu] [--precision float32]
+    python benchmarks/mrp_layer_timing.py [--threads 1] [--shapes 576x576] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -31,26 +35,32 @@ def problem(rows: int, cols: int, tokens: int, seed: int = 0) -> tuple[torch.Ten
     return W, 2 * X.T @ X / tokens
 
 
-def _time(fn, repeats: int, device: str) -> tuple[float, torch.Tensor]:
-    out = fn()  # warm-up
-    times = []
+def _once(fn, device: str) -> tuple[float, torch.Tensor]:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, out
+
+
+def _interleaved(fns, repeats: int, device: str) -> list[tuple[float, list[float], torch.Tensor]]:
+    """Warm each of ``fns`` once, then time them in turn ``repeats`` times: (median, times, output)."""
+    outs = [fn() for fn in fns]
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        for k, fn in enumerate(fns):
+            t, outs[k] = _once(fn, device)
+            times[k].append(t)
+    return [(statistics.median(t), t, o) for t, o in zip(times, outs)]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=576)
-    p.add_argument("--cols", type=int, default=1536)
+    p.add_argument("--shapes", default="576x576,192x576,1536x576,576x1536", help="ROWSxCOLS,...")
     p.add_argument("--tokens", type=int, default=4096)
-    p.add_argument("--settings", default="0.5,0.7,2:4,4:8")
+    p.add_argument("--settings", default="0.5,2:4,4:8")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="float32", choices=("float64", "float32"))
@@ -64,26 +74,31 @@ def main(argv: list[str] | None = None) -> int:
         from llmprune.solvers import mrp
 
         mrp.CHOL_BLOCK = args.chol_block
-    W, H = problem(args.rows, args.cols, args.tokens)
-    W, H = W.to(args.device), H.to(args.device)
     dtype = getattr(torch, args.precision)
     rows = []
-    print(f"| setting | SparseGPT s | MRP s | MRP/SparseGPT | err SparseGPT | err MRP |  "
-          f"[{args.rows}x{args.cols}, {args.device}, {torch.get_num_threads()} threads, {args.precision}]")
-    print("|---|---:|---:|---:|---:|---:|")
-    Hd = H.double() + 0.01 * torch.diag(H).double().mean() * torch.eye(args.cols, dtype=torch.float64, device=H.device)
-    for s in args.settings.split(","):
-        sp = Sparsity.parse(pattern=s) if ":" in s else Sparsity.parse(ratio=s)
-        t_s, out_s = _time(lambda: sparsegpt_prune(W, H, sp), args.repeats, args.device)
-        t_m, out_m = _time(lambda: mrp_prune(W, H, sp, dtype=dtype), args.repeats, args.device)
-        err = [float(torch.einsum("ri,ij,rj->", d, Hd, d)) for d in ((W - out_s).double(), (W - out_m).double())]
-        row = {"setting": s, "sparsegpt_s": t_s, "mrp_s": t_m, "ratio": t_m / t_s,
-               "err_sparsegpt": err[0], "err_mrp": err[1]}
-        rows.append(row)
-        print(f"| {s} | {t_s:.3f} | {t_m:.3f} | {t_m / t_s:.2f} | {err[0]:.4g} | {err[1]:.4g} |", flush=True)
+    print(f"| shape | setting | SparseGPT s | MRP s | MRP/SparseGPT | err SparseGPT | err MRP |  "
+          f"[{args.device}, {torch.get_num_threads()} threads, {args.precision}, median of {args.repeats}]")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for shape in args.shapes.split(","):
+        n_rows, n_cols = (int(v) for v in shape.lower().split("x"))
+        W, H = problem(n_rows, n_cols, args.tokens)
+        W, H = W.to(args.device), H.to(args.device)
+        Hd = H.double() + 0.01 * torch.diag(H).double().mean() * torch.eye(n_cols, dtype=torch.float64, device=H.device)
+        for s in args.settings.split(","):
+            sp = Sparsity.parse(pattern=s) if ":" in s else Sparsity.parse(ratio=s)
+            (t_s, ts_all, out_s), (t_m, tm_all, out_m) = _interleaved(
+                [lambda W=W, H=H, sp=sp: sparsegpt_prune(W, H, sp), lambda W=W, H=H, sp=sp: mrp_prune(W, H, sp, dtype=dtype)],
+                args.repeats, args.device)
+            err = [float(torch.einsum("ri,ij,rj->", d, Hd, d)) for d in ((W - out_s).double(), (W - out_m).double())]
+            row = {"shape": shape, "setting": s, "sparsegpt_s": t_s, "mrp_s": t_m, "ratio": t_m / t_s,
+                   "sparsegpt_times": ts_all, "mrp_times": tm_all, "err_sparsegpt": err[0], "err_mrp": err[1]}
+            rows.append(row)
+            print(f"| {shape} | {s} | {t_s:.3f} | {t_m:.3f} | {t_m / t_s:.2f} | {err[0]:.4g} | {err[1]:.4g} |",
+                  flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "threads": torch.get_num_threads(), "rows": rows}, f, indent=2)
+            json.dump({"args": vars(args), "threads": torch.get_num_threads(), "load_average_at_end": os.getloadavg(),
+                       "rows": rows}, f, indent=2)
     return 0
 
 

@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="sparsegpt,mrp")
     p.add_argument("--settings", default="0.5,0.6,0.7,0.8,2:4,4:8", help="ratios and N:M patterns")
     p.add_argument("--data-dir", default=None, help="calibration data folder (default: the embedded WikiText-2)")
+    p.add_argument("--no-dense", action="store_true", help="skip the dense evaluation (it does not depend on calibration)")
+    p.add_argument("--note", default=None, help="a remark saved with the protocol (e.g. which older rows this run supersedes)")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # wiring check: seconds, not results
     args = p.parse_args(argv)
     if args.smoke:
@@ -67,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     protocol = {"model": args.model or "smollm2-135m", "seqlen": args.seqlen, "calib_samples": args.calib_samples,
                 "calib_dataset": "wikitext2 train portion", "seed": 0, "eval_windows": args.eval_windows or "all",
                 "quick": args.quick, "smoke": args.smoke, "device": args.device}
+    if args.note:
+        protocol["note"] = args.note
     extra = {} if args.data_dir is None else {"data_dir": args.data_dir}
-    plan = [(None, "-", {})]
+    plan = [] if args.no_dense else [(None, "-", {})]
     for s in args.settings.split(","):
         kw = {"pattern": s} if ":" in s else {"ratio": float(s)}
         plan += [(m, s, {**kw, **extra}) for m in args.methods.split(",")]

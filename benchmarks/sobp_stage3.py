@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 import llmprune
-from llmprune.api import environment, get_adapter, prune_structured
+from llmprune.api import environment, get_adapter
 from llmprune.eval.perplexity import perplexity
 from llmprune.methods import sobp
 
@@ -113,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
 
         test_windows = eval_windows(tokenize(tok, load_text("wikitext2", "test")), args.seqlen, args.eval_windows)
     scores = None
-    original = sobp.first_order_scores
     for v in variants:
         grid = list(sobp.HELDOUT_DAMPS) if "heldout" in v else None
         if any(r["variant"] == v and r["protocol"] == protocol and r.get("heldout_damps") == grid
@@ -121,15 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         model = copy.deepcopy(model0)
         if scores is None:
-            scores = original(model, get_adapter(model), calib, progress=False)
-        sobp.first_order_scores = lambda *a, **k: scores  # stage 1 shared by every variant
-        try:
-            t0 = time.perf_counter()
-            report = prune_structured(model, tok, "sobp", args.ratio, calib_samples=args.calib_samples,
-                                      seqlen=args.seqlen, progress=False, **variant_options(v))
-            seconds = time.perf_counter() - t0
-        finally:
-            sobp.first_order_scores = original
+            scores = sobp.first_order_scores(model, get_adapter(model), calib, progress=False)
+        t0 = time.perf_counter()
+        report = llmprune.prune(model, tok, "sobp", ratio=args.ratio, calib_samples=args.calib_samples,
+                                seqlen=args.seqlen, progress=False, reuse={"first_order_scores": scores},
+                                **variant_options(v))  # stage 1 shared by every variant
+        seconds = time.perf_counter() - t0
         test = llmprune.evaluate(model, tok, seqlen=args.seqlen, max_windows=args.eval_windows,
                                  progress=False)["ppl"]["wikitext2"]
         cal = perplexity(model, calib[: args.eval_windows], progress=False)
@@ -140,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             row["diagnosis_calib"] = stream_errors(model0, model, calib[: args.eval_windows])
         if "heldout" in v:
             row["heldout_damps"] = list(sobp.HELDOUT_DAMPS)
-            refits = report.get("sobp", {}).get("refits", [])
+            refits = (report.details or {}).get("refits", [])
             row["heldout_choices"] = [{"block": r["block"], "module": r["module"], "damp": r["damp"]} for r in refits]
         data["runs"].append(row)
         out.parent.mkdir(parents=True, exist_ok=True)

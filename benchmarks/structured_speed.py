@@ -35,9 +35,9 @@ def make_plan(adapter, ratio: float, spread: float, align: int = 1) -> dict:
     n = len(blocks)
     att0, mlp0 = adapter.attention(blocks[0]), adapter.mlp(blocks[0])
     per_layer = adapter.block_linear_params() / n
-    attn_params = sum(l.weight.numel() for l in (att0.q, att0.k, att0.v, att0.o))
+    attn_params = sum(lin.weight.numel() for lin in (att0.q, att0.k, att0.v, att0.o))
     group_params = attn_params // att0.num_kv_heads
-    channel_params = sum(l.weight.numel() for l in ([mlp0.gate] if mlp0.gate is not None else []) + [mlp0.up, mlp0.down]) // mlp0.channels
+    channel_params = sum(lin.weight.numel() for lin in ([mlp0.gate] if mlp0.gate is not None else []) + [mlp0.up, mlp0.down]) // mlp0.channels
     shares = [ratio - spread * math.cos(math.pi * (i + 0.5) / n) for i in range(n)]
     target_total = ratio * per_layer * n
     layers: dict[int, dict] = {}
@@ -135,20 +135,20 @@ def main() -> int:
                      "removed where share_i > mean; smallest-norm MLP channels for the rest",
         "align": args.align,
         "attn_implementation": dense.config._attn_implementation,
-        "block_params_removed": report["ratio"],
-        "params": {"dense": report["params_before"], "pruned": report["params_after"]},
+        "block_params_removed": report.ratio,
+        "params": {"dense": report.params_before, "pruned": report.params_after},
         "safetensors_bytes": size,
         "disk_reduction": 1 - size["pruned"] / size["dense"],
         "export_kind": export_kind,
         "reload_max_rel_logit_diff": reload_rel,
-        "layers_structured": report["layers_structured"],
+        "layers_structured": report.structured.layers_structured,
         "environment": environment(),
     })
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     sp = result["speedup"]
-    print(f"block params removed {report['ratio']:.3f}; params {report['params_before']:,} -> "
-          f"{report['params_after']:,}; safetensors {size['dense'] / 2**20:.1f} -> {size['pruned'] / 2**20:.1f} MiB "
+    print(f"block params removed {report.ratio:.3f}; params {report.params_before:,} -> "
+          f"{report.params_after:,}; safetensors {size['dense'] / 2**20:.1f} -> {size['pruned'] / 2**20:.1f} MiB "
           f"({result['disk_reduction']:.1%} smaller); export {export_kind}; reload rel diff {reload_rel:.1e}")
     print("speedup (pruned/dense, medians): " + ", ".join(f"{k} {v:.3f}x" for k, v in sp.items()
                                                          if k not in ("of", "vs")))

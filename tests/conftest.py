@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+class _LoggedDeprecationToWarning(logging.Handler):
+    """transformers reports some deprecations through its logger, not ``warnings`` (e.g.
+    reading ``output.past_key_values`` since 5.24); re-issue them as ``FutureWarning`` so the
+    ``filterwarnings = error::FutureWarning`` of pyproject.toml fails the test that caused them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING and "deprecat" in message.lower():
+            warnings.warn(f"transformers logged: {message}", FutureWarning, stacklevel=2)
+
+
+def pytest_configure(config) -> None:
+    logging.getLogger("transformers").addHandler(_LoggedDeprecationToWarning())
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from llmprune.methods import PruneContext
 from llmprune.methods.disp import DISP, ParamCount
 from llmprune.models import get_adapter
 from tiny_models import build_tiny
@@ -23,11 +24,11 @@ def main(out: Path) -> None:
     vector_sizes = [s.size for s in ParamCount(model, adapter).specs]
     calib = torch.randint(0, 128, (8, 16), generator=torch.Generator().manual_seed(0))
     method = DISP(0.3, steps=3, lr=0.01, log_every=1)
-    report = method.run(model, adapter, calib, progress=False)
+    report = method.run(PruneContext(model, adapter, calib, progress=False))
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.save({"hypernet": {k: v.detach().cpu() for k, v in method.hypernet.state_dict().items()},
-                "world_size": report["disp"]["world_size"], "vector_sizes": vector_sizes,
-                "sizes": report["disp"]["selection"], "first_batch": next(method._batches(8, rank, world))},
+                "world_size": report.details["world_size"], "vector_sizes": vector_sizes,
+                "sizes": report.details["selection"], "first_batch": next(method._batches(8, rank, world))},
                out / f"rank{rank}.pt")
     dist.destroy_process_group()
 

@@ -24,10 +24,10 @@ def main(model_dir: str, out_dir: str) -> None:
     import torch.distributed as dist
 
     rank = dist.get_rank()
-    pg = report["pg"]
+    pg = report.details
     result = {"world_size": pg["world_size"], "ranks_identical": pg["ranks_identical"],
               "probabilities": pg["probabilities"], "initial_probabilities": pg["initial_probabilities"],
-              "history": pg["history"], "achieved_ratio": report["achieved_ratio"],
+              "history": pg["history"], "achieved_ratio": report.achieved_ratio,
               "last_probabilities": pg["last_probabilities"], "keep_best": pg["keep_best"]}
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     dist.barrier()

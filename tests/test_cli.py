@@ -97,10 +97,12 @@ def test_prune_eval_roundtrip(capsys, tiny_llama_dir: Path, tmp_path: Path) -> N
                  "--calib-samples", "4", "--seqlen", "32", "--out", str(out), "--quiet"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    for key in ("method", "ratio", "pattern", "params_before", "params_after", "seconds", "peak_rss_mb", "layers"):
+    for key in ("schema_version", "method", "kind", "ratio", "pattern", "params_before", "params_after", "seconds",
+                "peak_rss_mb", "unstructured", "structured"):
         assert key in report
+    assert report["kind"] == "unstructured" and report["structured"] is None
     assert report["pattern"] == "2:4" and report["params_after"] < report["params_before"]
-    assert all(abs(layer["sparsity"] - 0.5) < 1e-6 for layer in report["layers"])
+    assert all(abs(layer["sparsity"] - 0.5) < 1e-6 for layer in report["unstructured"]["layers"])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
     capsys.readouterr()
     code = main(["eval", str(out), "--seqlen", "32", "--max-windows", "2", "--json", "--quiet"])

@@ -16,9 +16,10 @@ import torch
 import llmprune
 from llmprune.errors import LlmpruneError
 from llmprune.engine.offload import BlockStream, checkpointed_blocks
-from llmprune.methods.disp import DISP, MaskHooks, ParamCount, apply_disp_masks, match_budget
-from llmprune.methods.disp_hypernet import (DispHypernet, deterministic_keep, gumbel_noise, hard_mask,
+from llmprune.methods.disp import DISP, ParamCount, SelectionMasks, apply_disp_masks, match_budget
+from llmprune.methods.disp.hypernet import (DispHypernet, deterministic_keep, gumbel_noise, hard_mask,
                                             logistic_noise, soft_mask)
+from llmprune.methods import PruneContext
 from llmprune.models import count_parameters, get_adapter
 from tiny_models import build_tiny
 
@@ -50,7 +51,7 @@ def test_accounting_and_masked_equals_exported(family):
     assert count.block([s.size for s in count.specs]) == adapter.block_linear_params()
     keeps = _random_keeps(count)
     ids = torch.randint(0, 128, (2, 12))
-    with MaskHooks(adapter, count.specs) as hooks, torch.no_grad():
+    with SelectionMasks(adapter, count.specs) as hooks, torch.no_grad():
         hooks.masks[:] = [k.float() for k in keeps]
         want = model(ids).logits
     pruned = copy.deepcopy(model)
@@ -124,7 +125,7 @@ def test_hypernetwork_shape_and_checkpointing_gradients(monkeypatch):
         logits = hn()
         assert [a.shape[0] for a in logits] == [s.size for s in count.specs]
         g = torch.Generator().manual_seed(0)
-        with MaskHooks(adapter, count.specs) as hooks:
+        with SelectionMasks(adapter, count.specs) as hooks:
             hooks.masks[:] = [soft_mask(a, gumbel_noise(a, g), 0.4, 3.0) for a in logits]
             ctx = {"plain": torch.enable_grad(), "checkpointed": checkpointed_blocks(blocks),
                    "streamed": checkpointed_blocks(blocks, torch.device("cpu"))}[mode]
@@ -150,9 +151,9 @@ def test_offloaded_training_matches_and_needs_checkpointing(toy_tokenizer):
         model = build_tiny("llama", vocab_size=len(toy_tokenizer))
         r = llmprune.prune(model, toy_tokenizer, "disp", ratio=0.3, calib_samples=2, seqlen=16, progress=False,
                            steps=3, offload=offload)
-        runs.append((r["disp"]["history"], r["disp"]["selection"], r["options"]["offload"]))
+        runs.append((r.details["history"], r.details["selection"], r.options["offload"]))
     assert runs[0][:2] == runs[1][:2] and (runs[0][2], runs[1][2]) == (False, True)
-    with pytest.raises(LlmpruneError, match="disp-no-checkpointing"):
+    with pytest.raises(LlmpruneError, match="checkpointing=false"):
         DISP(0.3, offload=True, checkpointing=False)
 
 
@@ -166,16 +167,16 @@ def test_end_to_end_save_reload(family, target, estimator, toy_tokenizer, tmp_pa
     report = llmprune.prune(model, toy_tokenizer, "disp", ratio=0.3, calib_samples=4, seqlen=32, progress=False,
                             steps=4, target=target, estimator=estimator)
     assert all(p.requires_grad for p in model.parameters())  # requires_grad flags restored
-    d = report["disp"]
+    d = report.details
     assert d["target_accounting"] == target and len(d["history"]) >= 1
-    total_frac = 1 - report["params_after"] / before_total
-    block_frac = 1 - report["block_linear_params"] / before_block
+    total_frac = 1 - report.params_after / before_total
+    block_frac = 1 - report.block_linear_params / before_block
     assert d["achieved_total_fraction_removed"] == pytest.approx(total_frac)
     assert d["achieved_block_fraction_removed"] == pytest.approx(block_frac)
-    assert report["achieved_ratio"] == pytest.approx(block_frac)
+    assert report.achieved_ratio == pytest.approx(block_frac)
     got = total_frac if target == "total" else block_frac
     assert 0.25 < got and got >= 0.3 - 1e-9
-    assert report["train_seconds"] > 0
+    assert report.stages["train_seconds"] > 0
     ids = torch.randint(0, len(toy_tokenizer), (1, 12))
     with torch.no_grad():
         want = model(ids).logits
@@ -183,7 +184,7 @@ def test_end_to_end_save_reload(family, target, estimator, toy_tokenizer, tmp_pa
     llmprune.save(model, toy_tokenizer, out, report)
     assert json.loads((out / "report.json").read_text())["export"]["kind"] == "layout"
     reloaded, _ = llmprune.load(out)
-    assert count_parameters(reloaded) == report["params_after"]
+    assert count_parameters(reloaded) == report.params_after
     remote = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, want, rtol=1e-5, atol=1e-5)
@@ -193,19 +194,19 @@ def test_end_to_end_save_reload(family, target, estimator, toy_tokenizer, tmp_pa
 def test_bf16_autocast_option_runs_on_cpu():
     model = build_tiny("llama", vocab_size=128)
     method = DISP(0.3, steps=2, autocast=True, log_every=1)
-    report = method.run(model, get_adapter(model), torch.randint(0, 128, (3, 12)), progress=False)
-    assert report["disp"]["autocast_bf16"] is True
-    assert all(torch.isfinite(torch.tensor(h["ce"])) for h in report["disp"]["history"])
-    assert DISP(0.3).autocast is None  # auto: on for CUDA with bf16 only
+    report = method.run(PruneContext(model, get_adapter(model), torch.randint(0, 128, (3, 12)), progress=False))
+    assert report.details["autocast_bf16"] is True
+    assert all(torch.isfinite(torch.tensor(h["ce"])) for h in report.details["history"])
+    assert DISP(0.3).config.autocast is None  # auto: on for CUDA with bf16 only
 
 
 def test_bad_options_are_one_line_errors(toy_tokenizer):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
-    for kw, match in [({"target": "all"}, "total or block"), ({"estimator": "x"}, "st or reinmax"),
-                      ({"steps": 0}, "steps"), ({"lam": -1.0}, "lambda"), ({"allow_empty": True}, "allow-empty")]:
+    for kw, match in [({"target": "all"}, "option target=all"), ({"estimator": "x"}, "option estimator=x"),
+                      ({"steps": 0}, "steps"), ({"lam": -1.0}, "lam=-1.0"), ({"allow_empty": True}, "allow_empty")]:
         with pytest.raises(LlmpruneError, match=match):
             DISP(0.3, **kw)
-    with pytest.raises(LlmpruneError, match="bad option"):
+    with pytest.raises(LlmpruneError, match="unknown option 'nonsense' for method disp"):
         llmprune.prune(model, toy_tokenizer, "disp", ratio=0.3, calib_samples=2, seqlen=16, nonsense=1)
     with pytest.raises(LlmpruneError, match="removes more than DISP can"):  # embeddings dominate the tiny model
         llmprune.prune(model, toy_tokenizer, "disp", ratio=0.85, calib_samples=2, seqlen=16, steps=1, progress=False)
@@ -216,19 +217,19 @@ def test_cli_disp(tiny_llama_dir, tmp_path):
 
     out = tmp_path / "out"
     rc = main(["prune", "--model", str(tiny_llama_dir), "--method", "disp", "--ratio", "0.2", "--calib-samples", "2",
-               "--seqlen", "16", "--steps", "2", "--lr", "0.01", "--disp-lambda", "4", "--disp-target", "block",
-               "--offload", "--out", str(out), "--quiet"])
+               "--seqlen", "16", "--method-args", "steps=2,lr=0.01,lam=4,target=block,offload=true",
+               "--out", str(out), "--quiet"])
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["method"] == "disp" and rep["options"]["steps"] == 2 and rep["options"]["lambda"] == 4.0
-    assert rep["options"]["target"] == "block" and rep["achieved_ratio"] >= 0.2 - 1e-9
+    assert rep["options"]["target"] == "block" and rep["structured"]["achieved_ratio"] >= 0.2 - 1e-9
     assert rep["options"]["offload"] is True
     assert main(["prune", "--model", str(tiny_llama_dir), "--method", "disp", "--ratio", "0.2",
-                 "--disp-target", "nope", "--out", str(tmp_path / "x")]) == 2
-    assert main(["prune", "--model", str(tiny_llama_dir), "--method", "disp", "--ratio", "0.2", "--offload",
-                 "--disp-no-checkpointing", "--out", str(tmp_path / "z")]) == 2
+                 "--method-args", "target=nope", "--out", str(tmp_path / "x")]) == 2
+    assert main(["prune", "--model", str(tiny_llama_dir), "--method", "disp", "--ratio", "0.2", "--method-args",
+                 "offload=true,checkpointing=false", "--out", str(tmp_path / "z")]) == 2
     assert main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda-sp", "--ratio", "0.2",
-                 "--disp-lambda", "3", "--out", str(tmp_path / "y")]) == 2
+                 "--method-args", "lam=3", "--out", str(tmp_path / "y")]) == 2
 
 
 WORKER = Path(__file__).with_name("disp_dist_worker.py")

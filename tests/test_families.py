@@ -75,7 +75,7 @@ def test_prune_save_reload(family: str, method: str, spec: str, tmp_path: Path) 
     sparsity = Sparsity.parse(pattern=spec) if ":" in spec else Sparsity.parse(ratio=spec)
     report = prune_unstructured(model, adapter, get_method(method)(sparsity), _ids(4, 32, seed=1), progress=False)
     _check_sparsity(adapter, method, sparsity)
-    assert len(report["layers"]) == sum(len(adapter.prunable_linears(b)) for b in adapter.blocks())
+    assert len(report.layers) == sum(len(adapter.prunable_linears(b)) for b in adapter.blocks())
     ids = _ids(1, 16, seed=2)
     with torch.no_grad():
         logits = model(input_ids=ids).logits

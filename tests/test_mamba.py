@@ -98,7 +98,7 @@ def test_prune_save_reload(method: str, spec: str, tmp_path: Path) -> None:
     adapter = get_adapter(model)
     sparsity = Sparsity.parse(pattern=spec) if ":" in spec else Sparsity.parse(ratio=spec)
     report = prune_unstructured(model, adapter, get_method(method)(sparsity), _ids(4, 32, seed=1), progress=False)
-    assert len(report["layers"]) == 8
+    assert len(report.layers) == 8
     for block in adapter.blocks():
         for name, lin in adapter.prunable_linears(block).items():
             zero = lin.weight == 0
@@ -121,7 +121,7 @@ def test_api_prune_save_load(toy_tokenizer, tmp_path: Path) -> None:
 
     model = build_tiny_mamba(vocab_size=len(toy_tokenizer))
     report = llmprune.prune(model, toy_tokenizer, "mrp", pattern="2:4", calib_samples=2, seqlen=32, progress=False)
-    assert report["model_type"] == "mamba" and report["block_sparsity"] == pytest.approx(0.5)
+    assert report.model_type == "mamba" and report.unstructured.block_sparsity == pytest.approx(0.5)
     out = llmprune.save(model, toy_tokenizer, tmp_path / "m", report)
     again, _ = llmprune.load(out)
     ids = _ids(1, 16, seed=3, vocab=len(toy_tokenizer))

@@ -44,8 +44,8 @@ def test_api_prune_evaluate_save_load(tiny_llama_dir, tmp_path) -> None:
     before = llmprune.evaluate(model, tok, ppl="wikitext2", seqlen=64, max_windows=4, progress=False)
     report = llmprune.prune(model, tok, "sparsegpt", ratio=0.5, calib_samples=8, seqlen=64, progress=False)
     after = llmprune.evaluate(model, tok, ppl="wikitext2", seqlen=64, max_windows=4, progress=False)
-    assert report["block_sparsity"] == pytest.approx(0.5, abs=1e-6)
-    assert report["params_after"] < report["params_before"]
+    assert report.unstructured.block_sparsity == pytest.approx(0.5, abs=1e-6)
+    assert report.params_after < report.params_before
     assert before["protocol"]["wikitext2"]["windows"] == 4
     assert after["ppl"]["wikitext2"] != before["ppl"]["wikitext2"]
     out = llmprune.save(model, tok, tmp_path / "m", report)

@@ -223,9 +223,9 @@ def test_update_option_and_errors() -> None:
     mag = get_method("magnitude")(Sparsity(ratio=0.5), update="mrp")
     assert mag.needs_calibration and mag.needs_hessian
     assert not get_method("magnitude")(Sparsity(ratio=0.5)).needs_calibration
-    with pytest.raises(LlmpruneError, match="unknown update"):
+    with pytest.raises(LlmpruneError, match="update=obs"):
         get_method("wanda")(Sparsity(ratio=0.5), update="obs")
-    with pytest.raises(LlmpruneError, match="--update"):
+    with pytest.raises(LlmpruneError, match="add update=sparsegpt or update=mrp"):
         get_method("wanda")(Sparsity(ratio=0.5), damp=0.1)
     mrp = get_method("mrp")(Sparsity(ratio=0.5))
     assert mrp.needs_hessian and mrp.options() == {"blocksize": 128, "damp": 0.01, "precision": "float32"}
@@ -236,32 +236,74 @@ def test_api_prune_mrp_and_update(tiny_llama_dir: Path) -> None:
 
     model, tok = llmprune.load(tiny_llama_dir)
     report = llmprune.prune(model, tok, "mrp", ratio=0.5, calib_samples=4, seqlen=32, progress=False)
-    assert report["method"] == "mrp" and report["update"] is None
-    assert report["block_sparsity"] == pytest.approx(0.5, abs=1e-9)
-    assert report["options"]["damp"] == 0.01
-    with pytest.raises(LlmpruneError, match="magnitude or wanda"):
+    assert report.method == "mrp" and report.unstructured.update is None
+    assert report.unstructured.block_sparsity == pytest.approx(0.5, abs=1e-9)
+    assert report.options["damp"] == 0.01
+    with pytest.raises(LlmpruneError, match="unknown option 'update' for method sparsegpt"):
         llmprune.prune(model, tok, "sparsegpt", ratio=0.5, calib_samples=2, seqlen=16, progress=False,
                        update="mrp")
     model, tok = llmprune.load(tiny_llama_dir)
     report = llmprune.prune(model, tok, "magnitude", pattern="2:4", calib_samples=4, seqlen=32, progress=False,
                             update="mrp")
-    assert report["update"] == "mrp" and report["calibration"] is not None
-    assert all(abs(layer["sparsity"] - 0.5) < 1e-9 for layer in report["layers"])
+    assert report.unstructured.update == "mrp" and report.calibration is not None
+    assert all(abs(layer["sparsity"] - 0.5) < 1e-9 for layer in report.unstructured.layers)
 
 
 def test_cli_wanda_with_mrp_update(capsys, tiny_llama_dir: Path, tmp_path: Path) -> None:
     from llmprune.cli import main
 
     out = tmp_path / "wanda-mrp"
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda", "--ratio", "0.5", "--update", "mrp",
+    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda", "--ratio", "0.5", "--method-args", "update=mrp",
                  "--calib-samples", "4", "--seqlen", "32", "--out", str(out), "--quiet"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["method"] == "wanda" and report["update"] == "mrp"
+    assert report["method"] == "wanda" and report["unstructured"]["update"] == "mrp"
     assert report["options"] == {"update": "mrp", "damp": 0.01, "blocksize": 128}
-    assert all(abs(layer["sparsity"] - 0.5) < 1e-9 for layer in report["layers"])
+    assert all(abs(layer["sparsity"] - 0.5) < 1e-9 for layer in report["unstructured"]["layers"])
     capsys.readouterr()
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "flap", "--ratio", "0.2", "--update", "mrp",
+    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "flap", "--ratio", "0.2", "--method-args", "update=mrp",
                  "--calib-samples", "2", "--seqlen", "16", "--out", str(tmp_path / "x"), "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("error: ") and "--update" in err and "\n" not in err
+    assert code == 2 and err.startswith("error: ") and "unknown option 'update' for method flap" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("setting", ["0.5", "0.7", "2:4", "4:8"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_pcg_solver_equals_exact_solution(setting: str, dtype: torch.dtype) -> None:
+    """The default conjugate-gradient path reaches the per-row factorisation's weights."""
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(256, 48, generator=g, dtype=torch.float64) @ torch.randn(48, 48, generator=g, dtype=torch.float64)
+    W = torch.randn(10, 48, generator=g, dtype=torch.float64)
+    H = 2 * X.T @ X / 256
+    s = Sparsity.parse(pattern=setting) if ":" in setting else Sparsity.parse(ratio=setting)
+    exact = mrp_prune(W, H, s, blocksize=16, solver="exact")
+    fast = mrp_prune(W.to(dtype), H.to(dtype), s, blocksize=16, dtype=dtype)
+    assert torch.equal(fast == 0, exact == 0)
+    Hd = dampen(H, 0.01)
+
+    def err(V: torch.Tensor) -> float:
+        D = W - V.double()
+        return float(torch.einsum("ri,ij,rj->", D, Hd, D))
+
+    # float32 stops at an excess error of ~1e-6 of the row's error: weights agree to ~its square root
+    excess, tol = (1e-12, 1e-9) if dtype == torch.float64 else (1e-5, 1e-2)
+    assert err(exact) * (1 - 1e-9) <= err(fast) <= err(exact) * (1 + excess)
+    assert torch.allclose(fast.double(), exact, rtol=tol, atol=tol * float(W.abs().max()))
+
+
+def test_pcg_converges_from_a_plain_start_and_rejects_unknown_solver() -> None:
+    from llmprune.solvers.pcg import masked_lstsq_pcg
+
+    g = torch.Generator().manual_seed(6)
+    X = torch.randn(200, 30, generator=g, dtype=torch.float64)
+    W = torch.randn(7, 30, generator=g, dtype=torch.float64)
+    H = X.T @ X + 0.1 * torch.eye(30, dtype=torch.float64)
+    mask = torch.rand(7, 30, generator=g) < 0.6
+    mask[0] = False  # a row with nothing pruned stays as it is
+    out, iters = masked_lstsq_pcg(W, H, torch.linalg.inv(H), ~mask, dtype=torch.float64)
+    assert iters < 30
+    A = torch.cat([X, 0.1**0.5 * torch.eye(30, dtype=torch.float64)])  # H = AᵀA
+    assert torch.allclose(out, _lstsq(W, A, mask), atol=1e-10, rtol=1e-10)
+    assert torch.equal(out[0], W[0])
+    with pytest.raises(LlmpruneError, match="solver"):
+        mrp_prune(W, H, Sparsity(ratio=0.5), solver="cg")

@@ -15,8 +15,8 @@ import torch
 import llmprune
 from llmprune.errors import LlmpruneError
 from llmprune.engine.offload import placed
-from llmprune.methods.pg import PG, MaskHooks, build_layout, select_family, select_params
-from llmprune.methods.structured import apply_selection
+from llmprune.methods.pg import PG, UnitMasks, build_layout, select_family, select_params
+from llmprune.methods.units import apply_selection
 from llmprune.models import get_adapter
 from llmprune.solvers.policy_gradient import (MovingBaseline, cosine_lr, expected_kept, policy_gradient,
                                               project_budget)
@@ -131,7 +131,7 @@ def test_masked_model_equals_physically_pruned(family, budget, toy_tokenizer):
     else:
         chosen = select_family(layout, s, 0.4, allow_empty=False)
     ids = torch.randint(0, len(toy_tokenizer), (2, 12), generator=torch.Generator().manual_seed(2))
-    hooks = MaskHooks(adapter, layout, "cpu", torch.float32)
+    hooks = UnitMasks(adapter, layout, "cpu", torch.float32)
     hooks.set(layout.hard_mask(chosen))
     with torch.no_grad():
         masked = model(ids).logits
@@ -189,8 +189,8 @@ def test_pg_end_to_end_ratio_save_reload(budget, init, toy_tokenizer, tmp_path):
     total = get_adapter(model).block_linear_params()
     report = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.3, calib_samples=4, seqlen=16, progress=False,
                             steps=6, budget=budget, init=init, batch_size=2)
-    assert abs(report["achieved_ratio"] - 0.3) * total <= max(gcost, ccost)  # within one unit of the target
-    pg = report["pg"]
+    assert abs(report.achieved_ratio - 0.3) * total <= max(gcost, ccost)  # within one unit of the target
+    pg = report.details
     assert pg["world_size"] == 1 and pg["ranks_identical"]
     assert pg["expected_keep_final"] == pytest.approx(0.7, abs=1e-6)
     assert pg["expected_keep_init"] == pytest.approx(0.7, abs=1e-6)
@@ -198,10 +198,10 @@ def test_pg_end_to_end_ratio_save_reload(budget, init, toy_tokenizer, tmp_path):
     assert len(probs["groups"]) == 2 and len(probs["channels"][0]) == 128
     assert ("blocks" in probs) == (budget == "params")
     assert len(pg["history"]) == 6 and {"loss", "baseline", "expected_keep"} <= set(pg["history"][0])
-    assert report["options"]["budget"] == budget and report["options"]["init"] == init
+    assert report.options["budget"] == budget and report.options["init"] == init
     out = tmp_path / "pg"
     assert_reload_matches(model, toy_tokenizer, report, out)
-    assert json.loads((out / "report.json").read_text())["pg"]["probabilities"] == probs
+    assert json.loads((out / "report.json").read_text())["details"]["probabilities"] == probs
 
 
 def test_pg_learns_and_offload_matches(toy_tokenizer, capsys):
@@ -213,14 +213,14 @@ def test_pg_learns_and_offload_matches(toy_tokenizer, capsys):
         model = build_tiny("llama", vocab_size=len(toy_tokenizer))
         r = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.4, calib_samples=3, seqlen=16, progress=False,
                            steps=5, lr=0.2, offload=offload, keep_best=0)
-        runs.append(r["pg"])
+        runs.append(r.details)
     assert runs[0]["probabilities"] == runs[1]["probabilities"]
     assert runs[0]["probabilities"] != runs[0]["initial_probabilities"]
     assert runs[0]["keep_best"] is None
     capsys.readouterr()
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
     pg = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.4, calib_samples=3, seqlen=16, progress=False,
-                        steps=5, lr=0.2)["pg"]  # default keep_best=10: scored at steps 0 and 5
+                        steps=5, lr=0.2).details  # default keep_best=10: scored at steps 0 and 5
     assert [t["step"] for t in pg["keep_best"]["trace"]] == [0, 5]
     assert pg["last_probabilities"] == runs[0]["probabilities"]  # training itself is unchanged
     shipped_init = pg["keep_best"]["best_step"] == 0
@@ -231,8 +231,8 @@ def test_pg_learns_and_offload_matches(toy_tokenizer, capsys):
 def test_pg_zero_steps_is_the_init_selection(toy_tokenizer):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
     r = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.5, calib_samples=2, seqlen=16, progress=False, steps=0)
-    assert r["pg"]["probabilities"] == r["pg"]["initial_probabilities"] and r["pg"]["history"] == []
-    assert r["achieved_ratio"] == pytest.approx(0.5, abs=0.01)
+    assert r.details["probabilities"] == r.details["initial_probabilities"] and r.details["history"] == []
+    assert r.achieved_ratio == pytest.approx(0.5, abs=0.01)
 
 
 def test_pg_keep_best_selects_the_lowest_scored_topk_mask(toy_tokenizer):
@@ -242,34 +242,34 @@ def test_pg_keep_best_selects_the_lowest_scored_topk_mask(toy_tokenizer):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
     r = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.4, calib_samples=4, seqlen=16, progress=False,
                        steps=5, lr=0.5, keep_best=2, select_samples=3)
-    kb = r["pg"]["keep_best"]
+    kb = r.details["keep_best"]
     assert [t["step"] for t in kb["trace"]] == [0, 2, 4, 5]
     losses = [t["topk_loss"] for t in kb["trace"]]
     assert kb["best_topk_loss"] == min(losses)
     assert kb["trace"][losses.index(min(losses))]["step"] == kb["best_step"]
     if kb["best_step"] == 0:
-        assert r["pg"]["probabilities"] == r["pg"]["initial_probabilities"]
+        assert r.details["probabilities"] == r.details["initial_probabilities"]
     if kb["best_step"] != 5:
-        assert r["pg"]["probabilities"] != r["pg"]["last_probabilities"]
+        assert r.details["probabilities"] != r.details["last_probabilities"]
     calib = llmprune.calibration_data(toy_tokenizer, 4, 16, seed=0)[:3]
     with torch.no_grad():
         pruned = sum(float(model(input_ids=calib[i:i + 1], labels=calib[i:i + 1]).loss) for i in range(3)) / 3
     assert pruned == pytest.approx(kb["best_topk_loss"], abs=1e-4)
-    assert r["achieved_ratio"] == pytest.approx(0.4, abs=0.02)
+    assert r.achieved_ratio == pytest.approx(0.4, abs=0.02)
 
 
 def test_pg_keep_best_with_zero_steps_keeps_the_init(toy_tokenizer):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
     r = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.5, calib_samples=2, seqlen=16, progress=False,
                        steps=0, keep_best=1)
-    assert r["pg"]["keep_best"]["best_step"] == 0 and len(r["pg"]["keep_best"]["trace"]) == 1
-    assert r["pg"]["probabilities"] == r["pg"]["initial_probabilities"]
+    assert r.details["keep_best"]["best_step"] == 0 and len(r.details["keep_best"]["trace"]) == 1
+    assert r.details["probabilities"] == r.details["initial_probabilities"]
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"budget": "layers"}, "budget"), ({"init": "zeros"}, "pg-init"), ({"units": "heads"}, "unit family"),
-    ({"units": "groups,channels,blocks"}, "budget params"), ({"samples_per_step": 1}, "samples-per-step"),
-    ({"steps": -1}, "steps"), ({"keep_best": -2}, "keep-best"), ({"keep_best": 5, "select_samples": 0}, "select-samples"),
+    ({"budget": "layers"}, "budget"), ({"init": "zeros"}, "init"), ({"units": "heads"}, "unit family"),
+    ({"units": "groups,channels,blocks"}, "budget=params"), ({"samples_per_step": 1}, "samples_per_step"),
+    ({"steps": -1}, "steps"), ({"keep_best": -2}, "keep_best"), ({"keep_best": 5, "select_samples": 0}, "select_samples"),
     ({"lr": float("nan")}, "lr"), ({"block_init": 0.5, "budget": "params"}, "block_init"),
 ])
 def test_pg_rejects_bad_options(kwargs, match):
@@ -290,20 +290,20 @@ def test_pg_cli(tmp_path, tiny_llama_dir, capsys):
     from llmprune.cli import main
 
     out = tmp_path / "pg-cli"
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "pg", "--ratio", "0.25", "--steps", "3",
-                 "--lr", "0.1", "--batch-size", "2", "--samples-per-step", "3", "--budget", "params",
-                 "--pg-init", "constant", "--pg-keep-best", "2", "--calib-samples", "4", "--seqlen", "16", "--out", str(out), "--quiet"])
+    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "pg", "--ratio", "0.25", "--method-args",
+                 "steps=3,lr=0.1,batch_size=2,samples_per_step=3,budget=params,init=constant,keep_best=2",
+                 "--calib-samples", "4", "--seqlen", "16", "--out", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "pg" and report["options"]["samples_per_step"] == 3
-    assert report["options"]["keep_best"] == 2 and report["pg"]["keep_best"]["every"] == 2
+    assert report["options"]["keep_best"] == 2 and report["details"]["keep_best"]["every"] == 2
     assert report["options"]["units"] == ["groups", "channels", "blocks"]
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda-sp", "--ratio", "0.2", "--budget",
-                 "params", "--out", str(tmp_path / "x")])
-    assert code == 2 and "belong to --method pg" in capsys.readouterr().err
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "pg", "--ratio", "0.2", "--samples-per-step",
-                 "1", "--out", str(tmp_path / "y")])
-    assert code == 2 and "samples-per-step" in capsys.readouterr().err
+    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda-sp", "--ratio", "0.2", "--method-args",
+                 "budget=params", "--out", str(tmp_path / "x")])
+    assert code == 2 and "unknown option 'budget' for method wanda-sp" in capsys.readouterr().err
+    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "pg", "--ratio", "0.2", "--method-args",
+                 "samples_per_step=1", "--out", str(tmp_path / "y")])
+    assert code == 2 and "samples_per_step" in capsys.readouterr().err
 
 
 # -- data parallel ----------------------------------------------------------------------

@@ -71,6 +71,43 @@ def test_sparsegpt_nm_pattern(n: int, m: int) -> None:
     assert int(groups.max()) <= n and int((out == 0).sum()) >= (m - n) * W.numel() // m
 
 
+def _published_sparsegpt_nm(W: torch.Tensor, H: torch.Tensor, n: int, m: int, damp: float = 0.01):
+    """SparseGPT's N:M loop as published, plainly: no blocks, no lazy updates, float64.
+
+    ``U`` is the upper Cholesky factor of ``(H + λI)⁻¹``. Column ``j`` in order: when ``j``
+    starts a group of ``m``, each row prunes the ``m − n`` lowest ``w² / U_jj²`` of the group
+    on the weights as they are now; then ``err = (w_j − q_j) / U_jj`` and
+    ``W[:, j:] −= err · U[j, j:]``.
+    """
+    W = W.double().clone()
+    rows, cols = W.shape
+    Hd = H.double() + damp * torch.diag(H).double().mean() * torch.eye(cols, dtype=torch.float64)
+    U = torch.linalg.cholesky(torch.linalg.inv(Hd), upper=True)
+    mask = torch.zeros(rows, cols, dtype=torch.bool)
+    for j in range(cols):
+        if j % m == 0:
+            for r in range(rows):
+                scores = [float(W[r, j + t] ** 2 / U[j + t, j + t] ** 2) for t in range(m)]
+                for t in sorted(range(m), key=lambda t: scores[t])[: m - n]:
+                    mask[r, j + t] = True
+        q = W[:, j].masked_fill(mask[:, j], 0.0)
+        err = (W[:, j] - q) / U[j, j]
+        W[:, j:] -= err.unsqueeze(1) * U[j, j:].unsqueeze(0)
+        W[:, j] = q
+    return W, mask
+
+
+@pytest.mark.parametrize("n,m,blocksize,seed", [(2, 4, 16, 0), (2, 4, 128, 1), (4, 8, 16, 2), (4, 8, 8, 3),
+                                                (1, 4, 12, 4), (3, 5, 20, 5)])
+def test_sparsegpt_nm_equals_published_loop(n: int, m: int, blocksize: int, seed: int) -> None:
+    """Masks and weights equal the plain published loop (group chosen in the loop, on updated weights)."""
+    W, _, H = _problem(rows=12, cols=40, seed=seed)
+    ref, ref_mask = _published_sparsegpt_nm(W, H, n, m)
+    out = sparsegpt_prune(W.float(), H.float(), Sparsity(n=n, m=m), blocksize=blocksize).double()
+    assert torch.equal(out == 0, ref_mask)
+    assert torch.allclose(out, ref, rtol=1e-3, atol=1e-4 * float(W.abs().max()))
+
+
 def test_masks_exact_under_ties() -> None:
     scores = torch.ones(4, 12)  # all tied: a threshold rule would prune everything
     assert row_mask(scores, 0.5).sum(1).tolist() == [6, 6, 6, 6]
@@ -124,3 +161,34 @@ def test_sparsity_parse_errors(kwargs: dict, msg: str) -> None:
 def test_sparsity_parse_ok() -> None:
     assert Sparsity.parse(pattern="2:4").fraction == 0.5
     assert Sparsity.parse(ratio="0.7").ratio == 0.7
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_group_obs_singletons_follow_brute_force_greedy(seed: int) -> None:
+    """The low-rank singleton path: every pick is the column whose removal (with the ones
+    already removed) leaves the smallest least-squares error, and the final weights are
+    the least-squares fit on the kept columns."""
+    from llmprune.solvers.group_obs import greedy_group_obs
+
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(10, 60, generator=g, dtype=torch.float64)
+    X = X + 0.5 * torch.randn(1, 60, generator=g, dtype=torch.float64)  # correlated inputs
+    W = torch.randn(4, 10, generator=g, dtype=torch.float64)
+    removed, W_new = greedy_group_obs(W, X @ X.T, [[c] for c in range(10)], 6, damp=0.0)
+
+    def fit(gone):
+        keep = [c for c in range(10) if c not in gone]
+        V = torch.linalg.lstsq(X[keep].T, (W @ X).T).solution.T
+        return keep, V, float(((W @ X - V @ X[keep]) ** 2).sum())
+
+    gone: list[int] = []
+    for _ in range(6):
+        gone.append(min((c for c in range(10) if c not in gone), key=lambda c: fit(gone + [c])[2]))
+    assert removed == gone
+    keep, V, _ = fit(gone)
+    torch.testing.assert_close(W_new[:, keep].double(), V, rtol=1e-4, atol=1e-5)
+    assert W_new[:, gone].abs().max() == 0
+    ranked, W_same = greedy_group_obs(W, X @ X.T, [[c] for c in range(10)], 6, damp=0.0, update=False)
+    Hinv = torch.linalg.inv(X @ X.T)
+    assert ranked == torch.argsort(W.pow(2).sum(0) / Hinv.diagonal())[:6].tolist()
+    assert torch.equal(W_same[:, [c for c in range(10) if c not in ranked]], W.float()[:, [c for c in range(10) if c not in ranked]])

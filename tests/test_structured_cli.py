@@ -33,8 +33,8 @@ def test_manual_prune_eval_bench(capsys, tmp_path: Path, tiny_llama_dir: Path) -
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["params_after"] < report["params_before"]
-    assert report["layers_structured"][0]["kv_heads"] == 1 and report["layers_structured"][1]["heads"] == 0
-    assert report["layers_structured"][0]["intermediate"] == 128 - 40
+    assert report["structured"]["layers_structured"][0]["kv_heads"] == 1 and report["structured"]["layers_structured"][1]["heads"] == 0
+    assert report["structured"]["layers_structured"][0]["intermediate"] == 128 - 40
     assert report["export"]["kind"] == "layout"
     code, stdout, err = _run(capsys, "eval", str(out), "--seqlen", "64", "--max-windows", "2", "--json", "--quiet")
     assert code == 0, err
@@ -54,7 +54,7 @@ def test_manual_prune_eval_bench(capsys, tmp_path: Path, tiny_llama_dir: Path) -
 def test_sobp_refit_options_reach_the_method(capsys, tmp_path: Path, tiny_llama_dir: Path) -> None:
     out = tmp_path / "sobp"
     code, _, err = _run(capsys, "prune", "--model", str(tiny_llama_dir), "--method", "sobp", "--ratio", "0.3",
-                        "--refit-target", "stream", "--refit-damp", "0.1", "--calib-samples", "2", "--seqlen", "16",
+                        "--method-args", "refit_target=stream,refit_damp=0.1", "--calib-samples", "2", "--seqlen", "16",
                         "--out", str(out), "--quiet")
     assert code == 0, err
     options = json.loads((out / "report.json").read_text())["options"]
@@ -62,13 +62,16 @@ def test_sobp_refit_options_reach_the_method(capsys, tmp_path: Path, tiny_llama_
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--method", "manual"], "needs --spec"),
-    (["--method", "manual", "--ratio", "0.3", "--spec", "x.yaml"], "not --ratio"),
-    (["--method", "manual", "--spec", "missing.yaml"], "not found"),
-    (["--method", "wanda-sp", "--ratio", "0.3", "--refit-prior", "zero"], "are SoBP options"),
-    (["--method", "wanda-sp", "--ratio", "0.3", "--refit-damp", "heldout"], "are SoBP options"),
-    (["--method", "flap", "--ratio", "0.3", "--refit-target", "stream"], "are SoBP options"),
-    (["--method", "sobp", "--ratio", "0.3", "--refit-damp", "-1"], "use 'heldout' or a positive number"),
+    (["--method", "manual"], "needs a plan"),
+    (["--method", "manual", "--ratio", "0.3", "--method-args", "spec=x.yaml"], "not --ratio"),
+    (["--method", "manual", "--method-args", "spec=missing.yaml"], "not found"),
+    (["--method", "wanda-sp", "--ratio", "0.3", "--method-args", "refit_prior=zero"],
+     "unknown option 'refit_prior' for method wanda-sp"),
+    (["--method", "wanda-sp", "--ratio", "0.3", "--method-args", "refit_damp=heldout"],
+     "unknown option 'refit_damp' for method wanda-sp"),
+    (["--method", "flap", "--ratio", "0.3", "--method-args", "refit_target=stream"],
+     "unknown option 'refit_target' for method flap"),
+    (["--method", "sobp", "--ratio", "0.3", "--method-args", "refit_damp=-1"], "use 'heldout' or a positive number"),
 ])
 def test_manual_errors(capsys, tmp_path: Path, args: list[str], msg: str) -> None:
     code, _, err = _run(capsys, "prune", *args, "--out", str(tmp_path / "o"))
@@ -79,7 +82,8 @@ def test_manual_errors(capsys, tmp_path: Path, args: list[str], msg: str) -> Non
 def test_malformed_spec(capsys, tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text("layers: [1, 2\n")
-    code, _, err = _run(capsys, "prune", "--method", "manual", "--spec", str(spec), "--out", str(tmp_path / "o"))
+    code, _, err = _run(capsys, "prune", "--method", "manual", "--method-args", f"spec={spec}",
+                        "--out", str(tmp_path / "o"))
     assert code == 2 and "not valid YAML" in err
 
 
@@ -97,7 +101,7 @@ def test_smollm2_heterogeneous_roundtrip(tmp_path: Path) -> None:
                        5: {"remove_channels": {"count": 500}}, 7: {"remove_attention": True},
                        9: {"remove_block": True}, 12: {"remove_kv_heads": [0, 1], "remove_channels": {"count": 1000}}}}
     report = llmprune.prune(model, tok, "manual", spec=plan)
-    assert report["params_after"] < report["params_before"]
+    assert report.params_after < report.params_before
     assert model.config.num_hidden_layers == 29
     ids = tok("The quick brown fox jumps over the lazy dog.", return_tensors="pt").input_ids
     with torch.no_grad():
@@ -112,7 +116,7 @@ def test_smollm2_heterogeneous_roundtrip(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(remote(ids).logits, want, rtol=1e-5, atol=1e-4)
     disk = sum(f.stat().st_size for f in out.glob("*.safetensors"))
-    assert disk < 4 * report["params_before"]
+    assert disk < 4 * report.params_before
 
 
 def test_demo_prunes_structured_and_reports_speed(capsys, tmp_path: Path, tiny_llama_dir: Path) -> None:

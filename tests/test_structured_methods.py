@@ -10,7 +10,8 @@ from torch import nn
 import llmprune
 from llmprune.engine.stats import InputStats
 from llmprune.errors import LlmpruneError
-from llmprune.methods.structured import FLAP, WandaSP, _compensate
+from llmprune.methods.structured import FLAP, WandaSP
+from llmprune.methods.units import compensate_bias
 from llmprune.models import get_adapter
 from tiny_models import assert_reload_matches, build_tiny
 
@@ -48,7 +49,7 @@ def test_bias_compensation_is_exact_for_mean_inputs():
     X_mean = X.clone()
     X_mean[:, J] = mean[J]
     want = lin(X_mean)
-    _compensate(lin, J, mean.double())
+    compensate_bias(lin, J, mean.double())
     keep = [j for j in range(8) if j not in J]
     got = X[:, keep] @ lin.weight[:, keep].T + lin.bias
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -59,9 +60,9 @@ def test_bias_compensation_is_exact_for_mean_inputs():
 def test_structured_methods_end_to_end(method, family, toy_tokenizer, tmp_path):
     model = build_tiny(family, vocab_size=len(toy_tokenizer))
     report = llmprune.prune(model, toy_tokenizer, method, ratio=0.3, calib_samples=4, seqlen=32, progress=False)
-    assert abs(report["achieved_ratio"] - 0.3) < 0.05, report["achieved_ratio"]
-    assert report["params_after"] < report["params_before"]
-    widths = report["layers_structured"]
+    assert abs(report.achieved_ratio - 0.3) < 0.05, report.achieved_ratio
+    assert report.params_after < report.params_before
+    widths = report.structured.layers_structured
     assert all(w["kv_heads"] >= 1 and w["intermediate"] >= 1 for w in widths)
     if method == "wanda-sp":  # uniform: the same widths in every block
         assert len({(w["kv_heads"], w["intermediate"]) for w in widths}) == 1
@@ -76,10 +77,10 @@ def test_shortgpt_block_influence_and_removal(toy_tokenizer):
         hs = model(calib, output_hidden_states=True).hidden_states
     bi0 = float(1 - torch.nn.functional.cosine_similarity(hs[0], hs[1], dim=-1).mean())
     report = llmprune.prune(model, toy_tokenizer, "shortgpt", ratio=0.5, calib_samples=3, seqlen=32, progress=False)
-    assert report["block_influence"][0] == pytest.approx(bi0, rel=1e-4)
-    weakest = min(range(2), key=lambda i: report["block_influence"][i])
-    assert report["removed"]["blocks"] == [weakest]
-    assert model.config.num_hidden_layers == 1 and report["achieved_ratio"] == pytest.approx(0.5)
+    assert report.structured.block_influence[0] == pytest.approx(bi0, rel=1e-4)
+    weakest = min(range(2), key=lambda i: report.structured.block_influence[i])
+    assert report.structured.removed["blocks"] == [weakest]
+    assert model.config.num_hidden_layers == 1 and report.achieved_ratio == pytest.approx(0.5)
 
 
 def test_structured_rejects_pattern_and_bad_ratio(toy_tokenizer):
@@ -154,11 +155,11 @@ def test_sobp_end_to_end_and_ablations(family, toy_tokenizer, tmp_path):
                        "uniform": {"global_selection": False}}.items():
         model = build_tiny(family, vocab_size=len(toy_tokenizer))
         report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, **calib_kw, **opts)
-        assert abs(report["achieved_ratio"] - 0.3) < 0.06, (name, report["achieved_ratio"])
+        assert abs(report.achieved_ratio - 0.3) < 0.06, (name, report.achieved_ratio)
         with torch.no_grad():
             results[name] = float(model(ids, labels=ids).loss)
         if name == "full":
-            assert report["options"]["refine"] and report["options"]["reconstruct"]
+            assert report.options["refine"] and report.options["reconstruct"]
             out = tmp_path / "sobp"
             llmprune.save(model, toy_tokenizer, out, report)
             reloaded, _ = llmprune.load(out)
@@ -233,9 +234,9 @@ def test_llm_pruner_end_to_end(family, toy_tokenizer, tmp_path):
     model = build_tiny(family, vocab_size=len(toy_tokenizer))
     report = llmprune.prune(model, toy_tokenizer, "llm-pruner", ratio=0.3, calib_samples=3, seqlen=32,
                             progress=False, layer_start=1)
-    assert abs(report["achieved_ratio"] - 0.3) < 0.06, report["achieved_ratio"]
-    assert report["options"]["layers"] == (1, 2)
-    widths = report["layers_structured"]
+    assert abs(report.achieved_ratio - 0.3) < 0.06, report.achieved_ratio
+    assert report.options["layers"] == (1, 2)
+    widths = report.structured.layers_structured
     dense = build_tiny(family, vocab_size=len(toy_tokenizer))
     dense_w = llmprune.surgery.block_widths(get_adapter(dense))
     assert widths[0] == dense_w[0]  # outside the pruned range: untouched
@@ -259,11 +260,11 @@ def test_llm_pruner_errors(toy_tokenizer):
 
 def test_sobp_score_normalisation_option(toy_tokenizer):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
-    with pytest.raises(LlmpruneError, match="normalisation"):
+    with pytest.raises(LlmpruneError, match="normalize"):
         llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.2, normalize="flops")
     report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=2, seqlen=16, progress=False,
                             normalize="params", refine=False, reconstruct=False)
-    assert report["options"]["normalize"] == "params" and abs(report["achieved_ratio"] - 0.3) < 0.06
+    assert report.options["normalize"] == "params" and abs(report.achieved_ratio - 0.3) < 0.06
 
 
 def test_sobp_refit_pairs_samples_and_never_worsens_the_fit():
@@ -350,10 +351,13 @@ def test_sobp_heldout_refit_end_to_end(toy_tokenizer):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
     report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=4, seqlen=32, progress=False,
                             refit_damp="heldout")
-    refits = report["sobp"]["refits"]
-    assert report["options"]["refit_damp"] == "heldout"
+    refits = report.details["refits"]
+    assert report.options["refit_damp"] == "heldout"
     assert {r["module"] for r in refits} == {"o", "down"} and len(refits) == 2 * model.config.num_hidden_layers
     assert all(r["damp"] is None or r["damp"] > 0 for r in refits)
+    stages = report.details["stage_seconds"]  # per-stage timings reach the report
+    assert set(stages) == {"1_scores", "1_selection", "2_refine", "3_reconstruct", "other"}
+    assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= report.seconds + 1e-6
     with pytest.raises(LlmpruneError, match="refit_damp"):
         llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
                        refit_damp="auto")
@@ -444,7 +448,7 @@ def test_sobp_stream_refit_end_to_end_and_refusals(toy_tokenizer, tmp_path):
     model = build_tiny("qwen2", vocab_size=len(toy_tokenizer))
     report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=4, seqlen=32, progress=False,
                             refit_target="stream")
-    assert report["options"]["refit_target"] == "stream"
+    assert report.options["refit_target"] == "stream"
     assert_reload_matches(model, toy_tokenizer, report, tmp_path / "out")
     with pytest.raises(LlmpruneError, match="refit_target"):
         llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
@@ -487,7 +491,7 @@ def test_sobp_rms_weighted_refit_matches_weighted_least_squares(toy_tokenizer):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
     report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=2, seqlen=16, progress=False,
                             refit_weight="rms")
-    assert report["options"]["refit_weight"] == "rms"
+    assert report.options["refit_weight"] == "rms"
     with pytest.raises(LlmpruneError, match="refit_weight"):
         llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
                        refit_weight="l2")
@@ -501,7 +505,7 @@ def test_sobp_auto_refit_target_is_stream_without_post_norms_and_module_with_the
     for family, expected in (("llama", "stream"), ("gemma3", "module")):
         model = build_tiny(family, vocab_size=len(toy_tokenizer))
         report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=2, seqlen=16, progress=False)
-        assert report["options"]["refit_target"] == "auto"
-        refits = report["sobp"]["refits"]
+        assert report.options["refit_target"] == "auto"
+        refits = report.details["refits"]
         assert refits and {r["target"] for r in refits} == {expected}, family
-    assert "consider --no-reconstruct" in capsys.readouterr().err
+    assert "consider --method-args reconstruct=false" in capsys.readouterr().err

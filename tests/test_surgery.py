@@ -80,7 +80,7 @@ def test_heterogeneous_roundtrip(family, tmp_path):
     assert "llmprune_layout" in cfg and (out / "modeling_llmprune.py").is_file()
     assert json.loads((out / "report.json").read_text())["export"]["kind"] == "layout"
     from llmprune.models.loading import load_model_and_tokenizer as _unused  # noqa: F401
-    from llmprune.export.checkpoint import causal_lm_class
+    from llmprune.models.checkpoint import causal_lm_class
 
     reloaded = causal_lm_class(out).from_pretrained(out)
     torch.testing.assert_close(_logits(reloaded.eval(), ids), want, rtol=1e-5, atol=1e-5)

@@ -171,6 +171,24 @@ def test_item_ranges_score_those_items_and_join_to_the_full_set(shared_data: Pat
         evaluate_zeroshot(tiny_llama, toy_tokenizer, ["arc_easy"], data, items="10:20")
 
 
+def test_no_git_probe_noise_outside_a_checkout(shared_data: Path, tmp_path: Path, tiny_llama, toy_tokenizer,
+                                              monkeypatch, capfd) -> None:
+    """lm-eval runs ``git describe`` in the working directory; outside a git checkout that
+    printed ``fatal: not a git repository`` on every run."""
+    import lm_eval.evaluator
+
+    probe = lm_eval.evaluator.get_git_commit_hash
+    data = _small_data_dir(shared_data, tmp_path / "data", ["piqa"], n=4)
+    work = tmp_path / "not-a-checkout"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # git must not find a repository above
+    result = evaluate_zeroshot(tiny_llama, toy_tokenizer, ["piqa"], data, limit=2, batch_size=2)
+    assert result["zeroshot"]["piqa"]["n"] == 2
+    assert "not a git repository" not in capfd.readouterr().err
+    assert lm_eval.evaluator.get_git_commit_hash is probe  # restored
+
+
 def test_merge_item_ranges_refuses_gaps_and_overlaps() -> None:
     a = {"items": [0, 4], "n": 4, "acc": 0.5, "acc_norm": None}
     with pytest.raises(LlmpruneError, match=r"run --items 4:10"):

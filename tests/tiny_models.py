@@ -37,7 +37,26 @@ def build_tiny(family: str, vocab_size: int = 128, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():  # random norms/biases so that every parameter matters
-        for name, p in model.named_parameters():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def build_tiny_servable(family: str = "qwen2", vocab_size: int = 256, layers: int = 6, seed: int = 0) -> nn.Module:
+    """A tiny random LLaMA-style model that vLLM's CPU backend can serve (``head_dim`` 32,
+    its smallest; GQA 4 query / 2 KV heads; Qwen2 has q/k/v biases), float32, eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    config = _configs(vocab_size)[family]
+    config.hidden_size, config.intermediate_size, config.head_dim = 128, 256, 32
+    config.num_hidden_layers = layers
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = ["full_attention"] * layers
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # random norms/biases so that every parameter matters
+        for p in model.parameters():
             if p.ndim == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
@@ -53,7 +72,7 @@ def build_tiny_mamba(vocab_size: int = 128, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = MambaForCausalLM(config)
     with torch.no_grad():  # random norms/biases so that every parameter matters
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()

@@ -6,6 +6,7 @@ Public API (imported lazily so ``import llmprune`` stays fast)::
     report = llmprune.prune(model, tok, "sparsegpt", ratio=0.5)
     llmprune.evaluate(model, tok, ppl="wikitext2")
     llmprune.save(model, tok, "pruned/", report)
+    llmprune.prune_streamed("big-model/", "wanda", "pruned/", ratio=0.5)  # block by block from disk
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ def __getattr__(name: str) -> Any:
         from . import api
 
         return getattr(api, name)
+    if name == "prune_streamed":
+        from .streamed import prune_streamed
+
+        return prune_streamed
     raise AttributeError(name)
 
 
-__all__ = sorted(_API) + ["__version__"]
+__all__ = sorted(_API) + ["__version__", "prune_streamed"]

@@ -9,16 +9,19 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .engine.layerwise import peak_rss_mb
+from . import checks
 from .errors import LlmpruneError
 from .models import count_nonzero_parameters, count_parameters, get_adapter
 from .models.loading import load_model_and_tokenizer
-from .solvers.sparsity import Sparsity
+from .prune_report import Calibration, PruneReport, StructuredSection, UnstructuredSection
+
+if TYPE_CHECKING:
+    from .methods import Method
 
 __all__ = ["calibration_data", "evaluate", "load", "prune", "save"]
 
@@ -27,6 +30,8 @@ def load(model: str | os.PathLike | None = None, dtype: str | torch.dtype = "flo
          device: str = "cpu") -> tuple[nn.Module, Any]:
     """Load a model and tokenizer: ``None``/``"smollm2-135m"`` (the embedded default),
     a local Hugging Face directory (including llmprune outputs) or a hub id (online)."""
+    checks.check_model_spec(model)
+    checks.check_device(device)
     return load_model_and_tokenizer(model, dtype=dtype, device=device)
 
 
@@ -41,6 +46,11 @@ def calibration_data(tokenizer, n: int, seqlen: int, seed: int = 0, dataset: str
     return calibration_windows(ids, n=n, seqlen=seqlen, seed=seed)
 
 
+def _config(model: nn.Module) -> Any:
+    """A transformers model's config (``nn.Module`` attributes are untyped)."""
+    return model.config
+
+
 def _validate_calibration(calib_samples: int, seqlen: int) -> None:
     if calib_samples < 1:
         raise LlmpruneError(f"--calib-samples {calib_samples} must be at least 1")
@@ -48,159 +58,76 @@ def _validate_calibration(calib_samples: int, seqlen: int) -> None:
         raise LlmpruneError(f"--seqlen {seqlen} must be at least 2")
 
 
-def _setup(model: nn.Module, name: str, cls: type, target: Any, options: dict, calib_samples: int, seqlen: int,
-           seed: int) -> tuple[Any, Any]:
-    """Build the method object (bad keyword = one-line error), check calibration, seed."""
-    try:
-        method_obj = cls(target, **options)
-    except TypeError as exc:
-        raise LlmpruneError(f"bad option for method {name}: {exc}") from None
-    adapter = get_adapter(model)
-    _validate_calibration(calib_samples, seqlen)
-    torch.manual_seed(seed)
-    return method_obj, adapter
+def prune(model: nn.Module, tokenizer, method: "str | Method", ratio: float | str | None = None,
+          pattern: str | None = None, calib_samples: int = 128, seqlen: int = 2048, seed: int = 0,
+          device: str = "cpu", calib_dataset: str = "wikitext2", data_dir: str | os.PathLike | None = None,
+          progress: bool = True, reuse: Mapping[str, Any] | None = None, **options: Any) -> PruneReport:
+    """Prune ``model`` in place with ``method`` and return the :class:`PruneReport`.
 
-
-def prune(model: nn.Module, tokenizer, method: str, ratio: float | None = None, pattern: str | None = None,
-          calib_samples: int = 128, seqlen: int = 2048, seed: int = 0, device: str = "cpu",
-          calib_dataset: str = "wikitext2", data_dir: str | os.PathLike | None = None,
-          progress: bool = True, update: str | None = None, **options: Any) -> dict:
-    """Prune ``model`` in place with ``method`` and return the report dictionary.
-
-    ``ratio`` is the fraction of decoder-block linear weights removed; ``pattern`` an
-    N:M string such as ``"2:4"``. ``options`` go to the method (e.g. ``damp``,
-    ``blocksize`` for SparseGPT). ``update`` (``"sparsegpt"`` or ``"mrp"``, magnitude and
-    Wanda only) compensates the method's mask with that solver's weight update.
+    ``method`` is a name (see ``llmprune methods``) or a method object already built
+    (then ``ratio``, ``pattern`` and ``options`` must not be given). ``ratio`` is the
+    fraction of decoder-block linear weights removed; ``pattern`` an N:M string such as
+    ``"2:4"`` (unstructured methods). ``options`` are the method's (validated by its
+    ``Config``, e.g. ``damp``/``blocksize`` for SparseGPT, ``update="mrp"`` for Wanda).
+    ``reuse`` hands results of earlier stages to the method (see :class:`PruneContext`).
     """
-    from .methods import get_method, prune_unstructured
-    from .methods.update import check_update
-
-    update = check_update(method, update)
-    if update is not None:
-        options["update"] = update
-    if method.lower() == "manual":
-        return prune_manual(model, options.pop("spec", None), **options)
-    from .methods.structured import structured_methods
-
-    if method.lower() in structured_methods():
-        if pattern is not None or ratio is None:
-            raise LlmpruneError(f"{method} is structured: give --ratio R (fraction of block weights), not --pattern")
-        return prune_structured(model, tokenizer, method.lower(), float(ratio), calib_samples=calib_samples,
-                                seqlen=seqlen, seed=seed, device=device, calib_dataset=calib_dataset,
-                                data_dir=data_dir, progress=progress, **options)
-    sparsity = Sparsity.parse(ratio=ratio, pattern=pattern)
-    method_cls = get_method(method)
-    method_obj, adapter = _setup(model, method, method_cls, sparsity, options, calib_samples, seqlen, seed)
-    params_before = count_nonzero_parameters(model)
-    t0 = time.perf_counter()
-    calib = None
-    if method_obj.needs_calibration:
-        calib = calibration_data(tokenizer, calib_samples, seqlen, seed, calib_dataset, data_dir)
-    result = prune_unstructured(model, adapter, method_obj, calib, device=device, progress=progress)
-    seconds = time.perf_counter() - t0
-    return {
-        "method": method_cls.name,
-        "ratio": sparsity.ratio,
-        "pattern": f"{sparsity.n}:{sparsity.m}" if sparsity.is_nm else None,
-        "update": update,
-        "options": method_obj.options(),
-        "model_type": model.config.model_type,
-        "calibration": None if calib is None else {
-            "dataset": calib_dataset, "samples": calib_samples, "seqlen": seqlen, "seed": seed},
-        "params_before": params_before,
-        "params_after": count_nonzero_parameters(model),
-        "params_note": "non-zero parameters (tied embeddings counted once); unstructured sparsity keeps tensor shapes",
-        "stored_params": count_parameters(model),
-        "block_linear_params": adapter.block_linear_params(),
-        "block_sparsity": result["block_sparsity"],
-        "seconds": seconds,
-        "prune_seconds": result["seconds"],
-        "peak_rss_mb": result["peak_rss_mb"],
-        "peak_device_mb": result.get("peak_device_mb"),
-        "device": str(device),
-        "layers": result["layers"],
-        "environment": environment(),
-    }
-
-
-def _structured_counts(model: nn.Module, params_before: int, block_before: int, block_after: int) -> dict:
-    return {"params_before": params_before, "params_after": count_parameters(model),
-            "params_note": "stored parameters (tied embeddings counted once); structured pruning removes them",
-            "block_linear_params_before": block_before, "block_linear_params": block_after}
-
-
-def prune_structured(model: nn.Module, tokenizer, method: str, ratio: float, calib_samples: int = 128,
-                     seqlen: int = 2048, seed: int = 0, device: str = "cpu", calib_dataset: str = "wikitext2",
-                     data_dir: "str | os.PathLike | None" = None, progress: bool = True, **options: Any) -> dict:
-    """Structured methods (Wanda-sp, FLAP, ShortGPT, LLM-Pruner, SoBP): heads/channels/blocks removed
-    physically; ``ratio`` is the fraction of decoder-block linear weights."""
-    from .methods.structured import prune_structured as run, structured_methods
+    from .methods import Method, PruneContext, build_method
+    from .methods.unstructured import block_sparsity
     from .surgery import block_widths
 
-    method_obj, adapter = _setup(model, method, structured_methods()[method], ratio, options, calib_samples, seqlen,
-                                 seed)
-    params_before = count_parameters(model)
+    checks.check_prune_args(model, method, ratio, pattern, calib_samples, seqlen, seed, device)
+    if isinstance(method, Method):
+        if ratio is not None or pattern is not None or options:
+            raise LlmpruneError("pass ratio, pattern and options when building the method, not to prune()")
+        m = method
+    else:
+        m = build_method(method, ratio, pattern, options)
+    if m.needs_calibration:
+        checks.check_tokenizer(tokenizer, f"method {m.name} (calibration text)")
+    adapter = get_adapter(model)
+    _validate_calibration(calib_samples, seqlen)
+    if m.needs_calibration:
+        checks.check_seqlen(model, seqlen)
+    torch.manual_seed(seed)
+    structured = m.kind == "structured"
+    params_before = count_parameters(model) if structured else count_nonzero_parameters(model)
     block_before = adapter.block_linear_params()
     t0 = time.perf_counter()
-    calib = calibration_data(tokenizer, calib_samples, seqlen, seed, calib_dataset, data_dir)
-    result = run(model, adapter, method_obj, calib, device=device, progress=progress)
+    calib = None
+    if m.needs_calibration:
+        calib = calibration_data(tokenizer, calib_samples, seqlen, seed, calib_dataset, data_dir)
+    result = m.run(PruneContext(model, adapter, calib, device=str(device), progress=progress, seed=seed,
+                                reuse=reuse or {}))
     seconds = time.perf_counter() - t0
     adapter = get_adapter(model)
     block_after = adapter.block_linear_params()
-    return {
-        "method": method,
-        "ratio": ratio,
-        "achieved_ratio": 1.0 - block_after / block_before,
-        "pattern": None,
-        "options": method_obj.options(),
-        "model_type": model.config.model_type,
-        "calibration": {"dataset": calib_dataset, "samples": calib_samples, "seqlen": seqlen, "seed": seed},
-        **_structured_counts(model, params_before, block_before, block_after),
-        "seconds": seconds,
-        "prune_seconds": result["seconds"],
-        "peak_rss_mb": result["peak_rss_mb"],
-        "peak_device_mb": result["peak_device_mb"],
-        "device": str(device),
-        "removed": result["removed"],
-        "block_influence": result["block_influence"],
-        **{k: result[k] for k in ("stage1_seconds", "stage1_peak_rss_mb", "train_seconds", "disp", "pg", "sobp") if k in result},
-        "layers_structured": block_widths(adapter),
-        "environment": environment(),
-    }
-
-
-def prune_manual(model: nn.Module, spec: "str | os.PathLike | dict | None", **unused: Any) -> dict:
-    """Apply a structured plan (YAML/JSON file or dict; see :mod:`llmprune.surgery.plan`)
-    physically and return the report: the model really gets smaller."""
-    from .surgery import StructuredPlan, apply_plan, block_widths, load_plan
-
-    if spec is None:
-        raise LlmpruneError("--method manual needs --spec FILE listing what to remove per layer")
-    plan = StructuredPlan.from_dict(spec) if isinstance(spec, dict) else load_plan(spec)
-    adapter = get_adapter(model)
-    params_before = count_parameters(model)
-    block_before = adapter.block_linear_params()
-    t0 = time.perf_counter()
-    apply_plan(adapter, plan)
-    seconds = time.perf_counter() - t0
-    adapter = get_adapter(model)
-    block_after = adapter.block_linear_params()
-    return {
-        "method": "manual",
-        "ratio": 1.0 - block_after / block_before,
-        "pattern": None,
-        "options": {"plan": plan.to_dict()},
-        "model_type": model.config.model_type,
-        "calibration": None,
-        **_structured_counts(model, params_before, block_before, block_after),
-        "seconds": seconds,
-        "prune_seconds": seconds,
-        "peak_rss_mb": peak_rss_mb(),
-        "peak_device_mb": None,
-        "device": "cpu",
-        "layers_structured": block_widths(adapter),
-        "environment": environment(),
-    }
+    unstructured_section = structured_section = None
+    if structured:
+        achieved = 1.0 - block_after / block_before if block_before else 0.0
+        structured_section = StructuredSection(achieved_ratio=achieved, block_linear_params_before=block_before,
+                                               layers_structured=block_widths(adapter), removed=result.removed,
+                                               block_influence=result.block_influence)
+        ratio_out, pattern_out = m.reported_target()
+        ratio_out = achieved if ratio_out is None else ratio_out
+        params_after = count_parameters(model)
+        note = "stored parameters (tied embeddings counted once); structured pruning removes them"
+    else:
+        layers = result.layers or []
+        unstructured_section = UnstructuredSection(block_sparsity=block_sparsity(layers), layers=layers,
+                                                   stored_params=count_parameters(model),
+                                                   update=getattr(m, "update", None))
+        ratio_out, pattern_out = m.reported_target()
+        params_after = count_nonzero_parameters(model)
+        note = "non-zero parameters (tied embeddings counted once); unstructured sparsity keeps tensor shapes"
+    return PruneReport(
+        method=m.name, kind=m.kind, ratio=ratio_out, pattern=pattern_out, options=m.options(),
+        method_args=m.method_args(), model_type=str(_config(model).model_type),
+        calibration=None if calib is None else Calibration(calib_dataset, calib_samples, seqlen, seed),
+        params_before=params_before, params_after=params_after, params_note=note, block_linear_params=block_after,
+        seconds=seconds, prune_seconds=result.seconds, peak_rss_mb=result.peak_rss_mb,
+        peak_device_mb=result.peak_device_mb, device=str(device), environment=environment(),
+        unstructured=unstructured_section, structured=structured_section, stages=dict(result.stages),
+        details=result.details)
 
 
 def environment() -> dict:
@@ -234,6 +161,7 @@ def evaluate(model: nn.Module, tokenizer, ppl: Sequence[str] | str | None = None
     """
     from .eval.perplexity import evaluate_ppl
 
+    checks.check_eval_args(model, tokenizer, seqlen, max_windows, device)
     if ppl is None:
         ppl = () if zeroshot else ("wikitext2",)
     names = [p.strip() for p in (ppl.split(",") if isinstance(ppl, str) else ppl) if p.strip()]
@@ -259,8 +187,10 @@ def evaluate(model: nn.Module, tokenizer, ppl: Sequence[str] | str | None = None
     return result
 
 
-def save(model: nn.Module, tokenizer, out: str | os.PathLike, report: dict, force: bool = False) -> Path:
-    """Write model + tokenizer + report.json to ``out`` atomically."""
+def save(model: nn.Module, tokenizer, out: str | os.PathLike, report: PruneReport | dict | None,
+         force: bool = False) -> Path:
+    """Write model + tokenizer + ``report.json`` and ``recipe.yaml`` (the run as a recipe)
+    to ``out`` atomically."""
     from .export import save_pruned
 
     return save_pruned(model, tokenizer, out, report, force=force)

@@ -1,4 +1,4 @@
-"""Command line: ``llmprune prune | eval | bench | report | demo``, thin over :mod:`llmprune.api`.
+"""Command line: ``llmprune prune | methods | eval | bench | report | export | demo``, thin over :mod:`llmprune.api`.
 
 User mistakes print one line ``error: ...`` naming the fix and exit with status 2.
 """
@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .errors import LlmpruneError
 
@@ -25,22 +25,43 @@ def _device(value: str) -> str:
     return value
 
 
-def _refit_damp(value: str) -> float | str:
-    if value == "heldout":
-        return value
-    try:
-        damp = float(value)
-    except ValueError:
-        damp = -1.0
-    if not damp > 0:
-        raise LlmpruneError(f"--refit-damp {value!r}: use 'heldout' or a positive number such as 0.01")
-    return damp
+#: old per-method flags of ``llmprune prune``, still accepted for one release (hidden):
+#: flag -> (method arg, value: None = the flag's argument, else the constant it stands for)
+DEPRECATED_FLAGS: dict[str, tuple[str, object]] = {
+    "--damp": ("damp", None), "--blocksize": ("blocksize", None), "--update": ("update", None),
+    "--no-refine": ("refine", False), "--no-reconstruct": ("reconstruct", False),
+    "--uniform": ("global_selection", False), "--checkpointing": ("checkpointing", True),
+    "--refit-prior": ("refit_prior", None), "--refit-damp": ("refit_damp", None),
+    "--refit-target": ("refit_target", None), "--allow-empty": ("allow_empty", True),
+    "--steps": ("steps", None), "--lr": ("lr", None), "--batch-size": ("batch_size", None),
+    "--samples-per-step": ("samples_per_step", None), "--budget": ("budget", None), "--pg-init": ("init", None),
+    "--pg-units": ("units", None), "--pg-keep-best": ("keep_best", None),
+    "--pg-select-samples": ("select_samples", None), "--offload": ("offload", True),
+    "--disp-lambda": ("lam", None), "--disp-target": ("target", None), "--disp-estimator": ("estimator", None),
+    "--disp-batch": ("batch_size", None), "--disp-bf16": ("autocast", None),
+    "--disp-no-checkpointing": ("checkpointing", False), "--spec": ("spec", None),
+}
 
 
-def _structured_names() -> set[str]:
-    from .methods.structured import structured_methods
-
-    return set(structured_methods())
+def _deprecated_method_args(args: argparse.Namespace) -> dict[str, object]:
+    """Method args given through the old flags; one deprecation line on stderr per flag."""
+    out: dict[str, object] = {}
+    for flag, (key, const) in DEPRECATED_FLAGS.items():
+        value = getattr(args, "old_" + flag[2:].replace("-", "_"))
+        if value is None or value is False:
+            continue
+        if flag == "--disp-bf16":
+            if value == "auto":
+                continue
+            value = value == "on"
+        elif const is not None:
+            value = const
+        shown = str(value).lower() if isinstance(value, bool) else value
+        print(f"llmprune: {flag} is deprecated and will be removed: use --method-args {key}={shown}", file=sys.stderr)
+        if key in out:
+            raise LlmpruneError(f"{flag} sets {key} a second time: give each method option once")
+        out[key] = value
+    return out
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -55,70 +76,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmprune", description="Retraining-free pruning of causal LMs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prune", help="prune a model and write it to --out")
+    p = sub.add_parser("prune", help="prune a model and write it to --out",
+                       description="Prune a model. Method options: --method-args key=value,... or a --recipe; "
+                                   "`llmprune methods NAME` lists them. Data folder for c4/ptb calibration: "
+                                   "environment variable LLMPRUNE_DATA_DIR.")
     p.add_argument("--model", default=None, help="smollm2-135m (default, embedded), a local HF directory or a hub id")
-    p.add_argument("--method", required=True, help="magnitude, wanda, sparsegpt, mrp (unstructured); wanda-sp, flap, shortgpt, sobp, disp, pg (structured); manual (--spec)")
+    p.add_argument("--method", default=None, help="a method name: `llmprune methods` lists them")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--ratio", type=str, help="fraction of block linear weights to remove, in [0, 0.99]")
+    group.add_argument("--ratio", type=str, help="fraction of block linear weights to remove (unstructured: [0, 0.99])")
     group.add_argument("--pattern", type=str, help="N:M sparsity, at most N non-zeros per M weights, e.g. 2:4")
-    p.add_argument("--calib-samples", type=int, default=128, help="calibration windows (default 128)")
-    p.add_argument("--calib-dataset", default="wikitext2", help="wikitext2 (default, embedded), c4, ptb")
-    p.add_argument("--seqlen", type=int, default=2048, help="tokens per calibration window (default 2048)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--damp", type=float, default=None, help="SparseGPT dampening (default 0.01)")
-    p.add_argument("--blocksize", type=int, default=None, help="SparseGPT column block (default 128)")
-    p.add_argument("--update", choices=("none", "sparsegpt", "mrp"), default=None,
-                   help="magnitude/wanda: compensate the mask with SparseGPT's or MRP's weight update")
-    p.add_argument("--no-refine", action="store_true", help="sobp: skip stage 2 (local greedy OBS refinement)")
-    p.add_argument("--no-reconstruct", action="store_true", help="sobp: skip stage 3 (module-wise reconstruction)")
-    p.add_argument("--uniform", action="store_true", help="sobp: same counts in every layer (no global allocation)")
-    p.add_argument("--checkpointing", action="store_true", help="sobp: activation checkpointing in stage 1")
-    p.add_argument("--refit-prior", choices=("current", "zero"), default=None,
-                   help="sobp stage 3: ridge the least-squares refit towards the stage-2 weights (current, "
-                        "default) or towards zero")
-    p.add_argument("--refit-damp", default=None, metavar="{heldout,FLOAT}",
-                   help="sobp stage 3: ridge dampening of the refit (default: --damp), or 'heldout' to choose it per "
-                        "module by two-fold cross-validation on the calibration samples (may keep stage-2 weights)")
-    p.add_argument("--refit-target", choices=("auto", "module", "stream"), default=None,
-                   help="sobp stage 3: reproduce the dense residual stream (stream: also cancels the error the pruned "
-                        "stream brings into each block) or the dense module outputs (module); auto (default): stream "
-                        "unless a block normalises its module outputs (Gemma 2/3), module there")
-    p.add_argument("--allow-empty", action="store_true", help="structured: a layer may lose all heads or channels")
-    p.add_argument("--steps", type=int, default=None, help="disp: hypernetwork training steps (default 200); "
-                   "pg: policy-gradient steps (default 200)")
-    p.add_argument("--lr", type=float, default=None, help="disp: hypernetwork AdamW learning rate (default 1e-2); "
-                   "pg: learning rate of the keep probabilities, cosine decay (default 0.01)")
-    p.add_argument("--batch-size", type=int, default=None, help="pg: calibration windows per forward (default 1)")
-    p.add_argument("--samples-per-step", type=int, default=None, help="pg: masks sampled per batch, K >= 2 (default 2)")
-    p.add_argument("--budget", choices=("family", "params"), default=None,
-                   help="pg: keep ratio per unit family (default, official code) or one parameter budget across "
-                        "KV groups, channels and whole blocks")
-    p.add_argument("--pg-init", choices=("wanda-sp", "constant", "random"), default=None,
-                   help="pg: initial keep probabilities (default wanda-sp)")
-    p.add_argument("--pg-units", default=None,
-                   help="pg: comma list of groups, channels, blocks (default groups,channels; all three with --budget params)")
-    p.add_argument("--pg-keep-best", type=int, default=None, metavar="N",
-                   help="pg: every N steps score the top-k mask on --pg-select-samples calibration windows and "
-                        "ship the best one seen, the initialisation included (our option; default 10; 0 = off, the paper)")
-    p.add_argument("--pg-select-samples", type=int, default=None,
-                   help="pg: calibration windows that score the top-k mask for --pg-keep-best (default 4)")
-    p.add_argument("--offload", action="store_true",
-                   help="pg, disp: only the running block on --device during each forward (and DISP's recomputation in "
-                        "the backward pass): models larger than device memory")
-    p.add_argument("--disp-lambda", type=float, default=None, help="disp: weight of the parameter loss (default 16)")
-    p.add_argument("--disp-target", default=None,
-                   help="disp: --ratio is a fraction of 'total' parameters (default, the paper's) or of 'block' "
-                        "linear weights")
-    p.add_argument("--disp-estimator", default=None, help="disp: hard-mask gradient 'st' (default) or 'reinmax'")
-    p.add_argument("--disp-batch", type=int, default=None, help="disp: calibration windows per step (default 1)")
-    p.add_argument("--disp-bf16", default="auto", choices=("auto", "on", "off"),
-                   help="disp: bf16 autocast of the frozen model (auto: on for CUDA with bf16, off on CPU)")
-    p.add_argument("--disp-no-checkpointing", action="store_true",
-                   help="disp: keep all activations instead of per-block gradient checkpointing")
-    p.add_argument("--spec", default=None, help="--method manual: YAML/JSON plan of what to remove per layer")
+    p.add_argument("--method-args", default=None, metavar="K=V,...",
+                   help="method options, e.g. damp=0.01,blocksize=64 (see `llmprune methods NAME`)")
+    p.add_argument("--recipe", default=None, metavar="FILE",
+                   help="YAML recipe: method, ratio/pattern, method_args, calibration (flags override it); "
+                        "every output holds the recipe.yaml of its run")
+    p.add_argument("--calib-dataset", default=None, help="wikitext2 (default, embedded), c4, ptb")
+    p.add_argument("--calib-samples", type=int, default=None, help="calibration windows (default 128)")
+    p.add_argument("--seqlen", type=int, default=None, help="tokens per calibration window (default 2048)")
+    p.add_argument("--seed", type=int, default=None, help="calibration sampling and method seed (default 0)")
+    p.add_argument("--device", default="cpu", help="compute device: cpu or cuda[:N] (default cpu)")
+    p.add_argument("--dtype", default="float32", help="model dtype: float32, bfloat16, float16")
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
-    _add_common(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--data-dir", default=None, help=argparse.SUPPRESS)
+    for flag, (_key, const) in DEPRECATED_FLAGS.items():
+        dest = "old_" + flag[2:].replace("-", "_")
+        if const is None:
+            p.add_argument(flag, dest=dest, default=None, help=argparse.SUPPRESS)
+        else:
+            p.add_argument(flag, dest=dest, action="store_true", help=argparse.SUPPRESS)
+
+    ms = sub.add_parser("methods", help="list the methods, or one method's options")
+    ms.add_argument("name", nargs="?", help="a method name: print its options, types, defaults and docs")
 
     e = sub.add_parser("eval", help="evaluate a model's perplexity and zero-shot accuracy")
     e.add_argument("model", help="a directory written by `llmprune prune`, any HF directory, or smollm2-135m")
@@ -155,14 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", help="run directories (report.json from prune, eval.json from eval --save)")
     r.add_argument("--out", default="report", help="output folder (default ./report)")
 
-    x = sub.add_parser("export", help="write a model (e.g. a pruned directory) in another format: gguf for llama.cpp")
+    x = sub.add_parser("export", help="write a saved model in another format: a checkpoint vLLM serves, or a "
+                                      "GGUF file for llama.cpp")
     x.add_argument("src", help="a directory written by `llmprune prune`, any HF directory, or smollm2-135m")
-    x.add_argument("--format", required=True, help="gguf")
-    x.add_argument("--out", required=True, help="output file (FILE.gguf), written atomically")
+    x.add_argument("--format", required=True,
+                   help="vllm: DeciLM block_configs (per-block MLP widths, removed attention/MLP/blocks); stock: "
+                        "the family's own config (uniform widths); layout: llmprune's per-block layout (anything); "
+                        "gguf: one GGUF file for llama.cpp")
+    x.add_argument("--out", required=True, help="output directory (FILE.gguf for gguf), written atomically")
+    x.add_argument("--force", action="store_true", help="replace an existing llmprune --out")
+    x.add_argument("--dtype", default="float32", help="checkpoint formats: model dtype (float32, bfloat16, float16)")
     x.add_argument("--outtype", default="f32", help="gguf: f32 (default), f16 or q8_0")
     x.add_argument("--quantize", default=None, help="gguf: re-quantize with llama.cpp to q4_1 or q4_k_m "
                    "(needs llama-cpp-python: make llamacpp-env)")
-    x.add_argument("--force", action="store_true", help="replace an existing --out")
 
     d = sub.add_parser("demo", help="prune the embedded model (SoBP 20 %%) and print before/after perplexity, "
                                     "parameters and decode speed")
@@ -178,101 +173,102 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="also save the pruned model here")
     d.add_argument("--force", action="store_true")
     _add_common(d)
+    from . import cli_streamed
+
+    cli_streamed.add_parser(sub)
     return parser
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from . import api
+    from .engine.distributed import is_main_process
     from .export import check_output_dir
-    from .solvers.sparsity import Sparsity
+    from .methods import build_method
+    from .recipe import Recipe, load_recipe, parse_method_args
 
-    if args.method.lower() == "manual":
-        from .surgery import load_plan
-
-        if args.ratio is not None or args.pattern is not None:
-            raise LlmpruneError("--method manual takes --spec FILE, not --ratio/--pattern")
-        if args.spec is None:
-            raise LlmpruneError("--method manual needs --spec FILE listing what to remove per layer")
-        load_plan(args.spec)  # validate before loading anything
-    elif args.method.lower() in _structured_names():
-        if args.pattern is not None or args.ratio is None:
-            raise LlmpruneError(f"{args.method} is structured: give --ratio R (fraction of block weights), not --pattern")
-        Sparsity.parse(ratio=args.ratio)
+    recipe = load_recipe(args.recipe) if args.recipe else Recipe()
+    method = args.method or recipe.method
+    if not method:
+        raise LlmpruneError("no method given: pass --method NAME (`llmprune methods` lists them) or --recipe FILE")
+    if args.ratio is not None or args.pattern is not None:
+        ratio, pattern = args.ratio, args.pattern  # the command line's target replaces the recipe's
     else:
-        Sparsity.parse(ratio=args.ratio, pattern=args.pattern)  # validate before loading anything
-    from .methods.update import check_update
-
-    check_update(args.method, args.update)
+        ratio, pattern = recipe.ratio, recipe.pattern
+    options: dict[str, object] = dict(recipe.method_args)
+    options.update(_deprecated_method_args(args))
+    options.update(parse_method_args(args.method_args))
+    m = build_method(method, ratio, pattern, options)  # every check, before the model is loaded
     check_output_dir(args.out, args.force)
     device = _device(args.device)
-    options = {k: v for k, v in (("damp", args.damp), ("blocksize", args.blocksize), ("spec", args.spec))
-               if v is not None}
-    if args.method.lower() == "sobp":
-        options.update(refine=not args.no_refine, reconstruct=not args.no_reconstruct,
-                       global_selection=not args.uniform, checkpointing=args.checkpointing)
-        if args.refit_prior is not None:
-            options["refit_prior"] = args.refit_prior
-        if args.refit_damp is not None:
-            options["refit_damp"] = _refit_damp(args.refit_damp)
-        if args.refit_target is not None:
-            options["refit_target"] = args.refit_target
-    elif args.no_refine or args.no_reconstruct or args.uniform or args.checkpointing or args.refit_prior or \
-            args.refit_damp or args.refit_target:
-        raise LlmpruneError("--no-refine/--no-reconstruct/--uniform/--checkpointing/--refit-prior/--refit-damp/"
-                            "--refit-target are SoBP options: use --method sobp")
-    disp_flags = (args.disp_lambda, args.disp_target, args.disp_estimator, args.disp_batch)
-    if args.method.lower() == "disp":
-        from .methods.disp import DISP
+    calib = recipe.calibration
 
-        options.update({k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("lam", args.disp_lambda),
-                                          ("target", args.disp_target), ("estimator", args.disp_estimator),
-                                          ("batch_size", args.disp_batch)) if v is not None})
-        options["checkpointing"] = not args.disp_no_checkpointing
-        if args.offload:
-            options["offload"] = True
-        if args.disp_bf16 != "auto":
-            options["autocast"] = args.disp_bf16 == "on"
-        DISP(float(args.ratio), **options)  # validate before loading anything
-    elif any(v is not None for v in disp_flags) or args.disp_no_checkpointing or args.disp_bf16 != "auto":
-        raise LlmpruneError("--disp-* options belong to --method disp")
-    pg_flags = {k: v for k, v in (("batch_size", args.batch_size), ("samples_per_step", args.samples_per_step),
-                                  ("budget", args.budget), ("init", args.pg_init), ("units", args.pg_units),
-                                  ("keep_best", args.pg_keep_best), ("select_samples", args.pg_select_samples),
-                                  ("offload", (args.offload or None) if args.method.lower() != "disp" else None))
-                if v is not None}
-    if args.method.lower() == "pg":
-        from .methods.pg import PG
+    def pick(flag: Any, key: str, default: Any) -> Any:
+        return flag if flag is not None else calib.get(key, default)
 
-        options.update(pg_flags)
-        options.update({k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None})
-        try:
-            PG(float(args.ratio), **options)  # validate before loading anything
-        except TypeError as exc:
-            raise LlmpruneError(f"bad option for method pg: {exc}") from None
-    elif pg_flags:
-        raise LlmpruneError("--batch-size/--samples-per-step/--budget/--pg-init/--pg-units/--pg-keep-best/--pg-select-samples/--offload "
-                            "belong to --method pg (--offload also to --method disp)")
-    if args.allow_empty:
-        options["allow_empty"] = True
-    model, tok = api.load(args.model, dtype=args.dtype)
-    report = api.prune(model, tok, args.method, ratio=args.ratio, pattern=args.pattern,
-                       calib_samples=args.calib_samples, seqlen=args.seqlen, seed=args.seed, device=device,
-                       calib_dataset=args.calib_dataset, data_dir=args.data_dir, progress=not args.quiet,
-                       update=args.update, **options)
-    report["model"] = args.model or "smollm2-135m"
-    from .methods.disp import is_main_process
-
+    model_name = args.model or recipe.model
+    model, tok = api.load(model_name, dtype=args.dtype)
+    check_output_dir(args.out, args.force, model=model)  # free space for this model, before pruning
+    report = api.prune(model, tok, m, calib_samples=int(pick(args.calib_samples, "samples", 128)),
+                       seqlen=int(pick(args.seqlen, "seqlen", 2048)), seed=int(pick(args.seed, "seed", 0)),
+                       device=device, calib_dataset=str(pick(args.calib_dataset, "dataset", "wikitext2")),
+                       data_dir=args.data_dir, progress=not args.quiet)
+    report.model = model_name or "smollm2-135m"
     if not is_main_process():  # torchrun: every rank holds the same pruned model; rank 0 saves it
         return 0
     api.save(model, tok, args.out, report, force=args.force)
-    if "block_sparsity" in report:
-        print(f"{report['method']} {report['pattern'] or report['ratio']}: block sparsity "
-              f"{report['block_sparsity']:.4f}, non-zero params {report['params_before']:,} -> "
-              f"{report['params_after']:,}, {report['seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MiB")
+    if report.unstructured is not None:
+        print(f"{report.method} {report.pattern or report.ratio}: block sparsity "
+              f"{report.unstructured.block_sparsity:.4f}, non-zero params {report.params_before:,} -> "
+              f"{report.params_after:,}, {report.seconds:.1f} s, peak RSS {report.peak_rss_mb:.0f} MiB")
     else:
-        print(f"{report['method']}: {report.get('achieved_ratio', report['ratio']):.1%} of block linear weights removed, parameters "
-              f"{report['params_before']:,} -> {report['params_after']:,}, {report['seconds']:.1f} s")
+        print(f"{report.method}: {report.achieved_ratio:.1%} of block linear weights removed, parameters "
+              f"{report.params_before:,} -> {report.params_after:,}, {report.seconds:.1f} s")
+    _print_export(report.export)
     print(f"saved to {args.out}")
+    return 0
+
+
+def _print_export(record: dict | None) -> None:
+    from .export.save import describe_export
+
+    if record is not None:
+        print(describe_export(record))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.format.lower() == "gguf":
+        from .export.gguf import describe, export_gguf
+
+        print(describe(export_gguf(args.src, args.out, args.outtype, args.quantize, force=args.force)))
+        return 0
+    if args.outtype != "f32" or args.quantize is not None:
+        raise LlmpruneError(f"--outtype and --quantize apply to --format gguf, not {args.format!r}: drop them")
+    from .export.convert import convert
+
+    _print_export(convert(args.src, args.out, args.format, force=args.force, dtype=args.dtype))
+    print(f"saved to {args.out}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import get_method, methods
+
+    if args.name is None:
+        for name, cls in methods().items():
+            print(f"{name:<12} {cls.kind:<12} {cls.summary}")
+        print("options of one method: llmprune methods NAME")
+        return 0
+    cls = get_method(args.name)
+    print(f"{cls.name} ({cls.kind}): {cls.summary}")
+    fields = cls.Config.model_fields
+    if not fields:
+        print("  no options")
+    for name, f in fields.items():
+        from .methods.base import _type_name
+
+        print(f"  {name:<18} {_type_name(f.annotation):<28} default {f.default!r:<10} {f.description or ''}")
+    print(f"usage: llmprune prune --method {cls.name} --method-args "
+          + ",".join(f"{n}=..." for n in list(fields)[:2]) + (" ..." if len(fields) > 2 else ""))
     return 0
 
 
@@ -395,14 +391,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     device = _device(args.device)
     t0 = time.perf_counter()
     model, tok = api.load(args.model, dtype=args.dtype)
+    if args.out:
+        check_output_dir(args.out, args.force, model=model)
     print(f"model: {args.model or 'SmolLM2-135M (embedded)'}, {sum(p.numel() for p in model.parameters()):,} parameters")
     kw = dict(ppl="wikitext2", seqlen=args.seqlen, max_windows=args.eval_windows, device=device,
               progress=not args.quiet)
     dense = api.evaluate(model, tok, **kw)
     print(f"dense   {_format_ppl(dense)}")
-    structured = args.method.lower() in _structured_names()
+    from .methods import get_method
+
+    structured = get_method(args.method).kind == "structured"
     dense_model = copy.deepcopy(model) if structured and args.speed_trials > 0 else None
-    options = {}
+    options: dict[str, Any] = {}
     if args.method.lower() == "sobp":
         from .methods.sobp import STAGE3_MIN_TOKENS
 
@@ -413,18 +413,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   f"{STAGE3_MIN_TOKENS:,} calibration tokens, and the demo uses {tokens:,}")
     report = api.prune(model, tok, args.method, ratio=args.ratio, calib_samples=args.calib_samples,
                        seqlen=args.calib_seqlen, device=device, progress=not args.quiet, **options)
-    print(f"pruned with {report['method']} ratio {report['ratio']} "
+    print(f"pruned with {report.method} ratio {report.ratio} "
           f"(calibration {args.calib_samples} x {args.calib_seqlen} WikiText-2 train tokens, demo-sized), "
-          f"{report['seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MiB")
+          f"{report.seconds:.1f} s, peak RSS {report.peak_rss_mb:.0f} MiB")
     pruned = api.evaluate(model, tok, **kw)
     print(f"pruned  {_format_ppl(pruned)}")
     if structured:
-        print(f"parameters: {report['params_before']:,} -> {report['params_after']:,} "
-              f"({1 - report['params_after'] / report['params_before']:.1%} fewer; "
-              f"block linears {report['achieved_ratio']:.1%} removed)")
+        print(f"parameters: {report.params_before:,} -> {report.params_after:,} "
+              f"({1 - report.params_after / report.params_before:.1%} fewer; "
+              f"block linears {report.achieved_ratio:.1%} removed)")
     else:
-        print(f"non-zero parameters: {report['params_before']:,} -> {report['params_after']:,} "
-              f"(block linears {report['block_sparsity']:.1%} sparse; same tensor shapes, so no speedup)")
+        print(f"non-zero parameters: {report.params_before:,} -> {report.params_after:,} "
+              f"(block linears {report.achieved_ratio:.1%} sparse; same tensor shapes, so no speedup)")
     if dense_model is not None:
         from .eval.speed import benchmark
 
@@ -435,28 +435,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"decode tokens/s (batch 1, median of {args.speed_trials}): dense {m['dense']['decode_tok_s_b1']['median']:.1f}"
               f" -> pruned {m['pruned']['decode_tok_s_b1']['median']:.1f} "
               f"({speed['speedup']['decode_tok_s_b1']:.2f}x); batch 8: {speed['speedup']['decode_tok_s_b8']:.2f}x")
-        report["speed"] = speed
+        report.speed = speed
     if args.out:
-        report["eval"] = {"dense": dense, "pruned": pruned}
+        report.eval = {"dense": dense, "pruned": pruned}
         api.save(model, tok, args.out, report, force=args.force)
+        _print_export(report.export)
         print(f"saved to {args.out}")
     print(f"total {time.perf_counter() - t0:.1f} s")
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    if args.format.lower() != "gguf":
-        raise LlmpruneError(f"unknown --format {args.format!r}: use gguf")
-    from .export.gguf import describe, export_gguf
-
-    print(describe(export_gguf(args.src, args.out, args.outtype, args.quantize, force=args.force)))
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from . import cli_streamed
+
     handler = {"prune": cmd_prune, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo,
-               "report": cmd_report, "export": cmd_export}[args.command]
+               "report": cmd_report, "methods": cmd_methods, "export": cmd_export, "prune-streamed": cli_streamed.cmd}[args.command]
     try:
         return handler(args)
     except LlmpruneError as exc:
@@ -465,6 +459,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        from .checks import OUT_OF_MEMORY
+
+        if not isinstance(exc, OUT_OF_MEMORY):
+            raise
+        print(f"error: out of memory ({type(exc).__name__}): lower --calib-samples/--seqlen/--batch-size, "
+              "use --offload or a larger machine", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

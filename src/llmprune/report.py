@@ -3,21 +3,22 @@ and PNG plots.
 
 Each run directory is read for:
 
-- ``report.json`` (written by ``llmprune prune``): method, ``ratio``/``pattern``,
-  ``params_before``/``params_after``, ``prune_seconds`` (or ``seconds``),
-  ``peak_rss_mb``, per-layer entries and, when present, ``speed``. A directory without
-  it (a dense model) is reported as method ``dense``, ratio 0.
+- ``report.json`` (written by ``llmprune prune``, read as a
+  :class:`~llmprune.prune_report.PruneReport`): method, ``ratio``/``pattern``,
+  ``params_before``/``params_after``, ``prune_seconds``, ``peak_rss_mb``, per-layer
+  entries and, when present, ``speed``. A directory without it (a dense model) is
+  reported as method ``dense``, ratio 0.
 - ``eval.json`` (written by ``llmprune eval RUN_DIR --save``): ``ppl``, ``zeroshot``,
   ``protocol``, merged over the ``eval.pruned`` section that ``llmprune demo --out``
   stores in ``report.json`` (eval.json wins where both have a dataset).
 - ``bench.json`` (optional, ``llmprune bench RUN_DIR --save RUN_DIR/bench.json``):
   median prefill / decode tokens/s of the run's model.
 
-Per-layer schema. Unstructured methods fill ``report["layers"] = [{"block": i,
+Per-layer schema. Unstructured runs fill ``report["unstructured"]["layers"] = [{"block": i,
 "linear": name, "shape": [out, in], "sparsity": s}, ...]``; the plot shows each
-linear's sparsity per block. Structured methods fill::
+linear's sparsity per block. Structured runs fill::
 
-    report["layers_structured"] = [
+    report["structured"]["layers_structured"] = [
         {"block": i,             # block index in the pruned model
          "heads": int,           # query heads kept (0: attention removed)
          "kv_heads": int,        # key/value heads kept
@@ -39,6 +40,7 @@ from typing import Any, Sequence
 
 from .errors import LlmpruneError
 from .eval.record import load_eval, merge_eval
+from .prune_report import PruneReport
 
 REPORT_FILE = "report.json"
 BENCH_FILE = "bench.json"
@@ -83,33 +85,34 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     if not path.is_dir():
         raise LlmpruneError(f"run directory {run_dir} does not exist: pass directories written by "
                             "`llmprune prune --out` or evaluated with `llmprune eval DIR --save`")
-    report = _read_json(path / REPORT_FILE)
+    report = PruneReport.from_json(path / REPORT_FILE) if (path / REPORT_FILE).is_file() else None
     evaluation = load_eval(path)
     if report is None and evaluation is None:
         raise LlmpruneError(f"{path} has neither {REPORT_FILE} nor eval.json: run `llmprune prune --out {path}` "
                             f"or `llmprune eval {path} --save` first")
-    report = report or {}
-    stored = report["eval"].get("pruned") if isinstance(report.get("eval"), dict) else None
+    stored = report.eval.get("pruned") if report is not None and isinstance(report.eval, dict) else None
     evaluation = merge_eval(stored if isinstance(stored, dict) else None, evaluation or {})
     zeroshot = evaluation.get("zeroshot") or {}
+    speed_source = {"speed": report.speed} if report is not None else {}
     return {
         "run": path.name,
         "path": str(path),
-        "method": report.get("method", "dense"),
-        "ratio": report.get("ratio", 0.0) if report else 0.0,
-        "pattern": report.get("pattern"),
-        "params_before": report.get("params_before"),
-        "params_after": report.get("params_after"),
-        "params_note": report.get("params_note"),
+        "method": report.method if report is not None else "dense",
+        "ratio": (report.ratio or 0.0) if report is not None else 0.0,
+        "pattern": report.pattern if report is not None else None,
+        "params_before": report.params_before if report is not None else None,
+        "params_after": report.params_after if report is not None else None,
+        "params_note": report.params_note if report is not None else None,
         "ppl": evaluation.get("ppl") or {},
         "zeroshot": zeroshot,
         "zeroshot_mean": _zeroshot_means(zeroshot),
-        "prune_seconds": report.get("prune_seconds", report.get("seconds")),
-        "peak_rss_mb": report.get("peak_rss_mb"),
-        "speed": _speed(report, _read_json(path / BENCH_FILE)),
+        "prune_seconds": report.prune_seconds if report is not None else None,
+        "peak_rss_mb": report.peak_rss_mb if report is not None else None,
+        "speed": _speed(speed_source, _read_json(path / BENCH_FILE)),
         "protocol": evaluation.get("protocol") or {},
-        "layers": report.get("layers") or [],
-        "layers_structured": report.get("layers_structured") or [],
+        "layers": report.unstructured.layers if report is not None and report.unstructured is not None else [],
+        "layers_structured": (report.structured.layers_structured
+                              if report is not None and report.structured is not None else []),
     }
 
 

@@ -34,8 +34,16 @@ _FILES = {
 }
 
 
+#: environment variable naming the data folder used when no ``data_dir`` is given
+DATA_DIR_ENV = "LLMPRUNE_DATA_DIR"
+
+
 def _locate(name: str, split: str, data_dir: str | os.PathLike | None) -> Path | None:
     rel = _FILES[(name, split)]
+    if data_dir is None and os.environ.get(DATA_DIR_ENV):
+        found = _locate(name, split, os.environ[DATA_DIR_ENV])
+        if found is not None or name != "wikitext2":
+            return found
     if data_dir is not None:
         root = Path(data_dir).expanduser()
         for candidate in (root / rel, root / Path(rel).name):
@@ -68,7 +76,8 @@ def _from_hub(name: str, split: str) -> str:
         import datasets
     except ImportError:
         raise LlmpruneError(
-            f"{name} is not shipped with llmprune: pass --data-dir DIR (a folder holding {_FILES[(name, split)]})"
+            f"{name} is not shipped with llmprune: pass --data-dir DIR or set {DATA_DIR_ENV}=DIR "
+            f"(a folder holding {_FILES[(name, split)]})"
         ) from None
     try:
         if name == "ptb":
@@ -102,7 +111,12 @@ def load_text(name: str, split: str = "test", data_dir: str | os.PathLike | None
         return _from_hub(key, split)
     if key == "c4":
         return _read_c4(path)
-    raw = path.read_text(encoding="utf-8")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LlmpruneError(f"{path} is not valid UTF-8 (byte {exc.start}): re-create it as UTF-8 text") from None
+    except OSError as exc:
+        raise LlmpruneError(f"cannot read {path} ({exc.strerror or type(exc).__name__}): check the file") from None
     if key == "ptb":
         return " ".join(raw.splitlines(keepends=True))
     if split == "train":

@@ -40,6 +40,12 @@ def calibration_windows(ids: torch.Tensor, n: int, seqlen: int, seed: int = 0) -
         raise LlmpruneError(
             f"calibration text has {ids.numel()} tokens, not more than --seqlen {seqlen}: lower --seqlen"
         )
+    starts_available = ids.numel() - seqlen
+    if n > starts_available:
+        raise LlmpruneError(
+            f"calibration text has {ids.numel()} tokens: only {starts_available} distinct windows of --seqlen {seqlen} "
+            f"for --calib-samples {n}; lower --calib-samples or --seqlen, or use a longer --calib-dataset"
+        )
     gen = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, ids.numel() - seqlen, (n,), generator=gen)
     return torch.stack([ids[s : s + seqlen] for s in starts.tolist()])

@@ -13,6 +13,7 @@ Only one block plus the calibration activations live on the compute device at a 
 
 from __future__ import annotations
 
+import copy
 import resource
 import sys
 import time
@@ -76,6 +77,10 @@ class BlockRunner:
         self.inputs = inputs
         self.kwargs = kwargs
         self.device = device
+        #: the dense copy of this block on the dense stream (``LayerwiseEngine.run(reference=True)``)
+        self.reference: BlockRunner | None = None
+        #: the outputs of the last :meth:`forward` that kept them
+        self.last_outputs: torch.Tensor | None = None
 
     def forward(self, keep_outputs: bool = True, stop_after: nn.Module | None = None) -> torch.Tensor | None:
         """Run every calibration sample through the block (batch 1, no grad).
@@ -88,7 +93,7 @@ class BlockRunner:
         outs = torch.empty_like(self.inputs) if keep_outputs else None
         handle = None
         if stop_after is not None:
-            def stop(module, args, output):
+            def stop(module: nn.Module, args: Any, output: Any) -> None:
                 raise _StopForward
 
             handle = stop_after.register_forward_hook(stop)
@@ -105,6 +110,8 @@ class BlockRunner:
         finally:
             if handle is not None:
                 handle.remove()
+        if outs is not None:
+            self.last_outputs = outs
         return outs
 
     def collect(self, groups: list[LinearGroup], hessian: bool,
@@ -154,9 +161,9 @@ class LayerwiseEngine:
         hidden: list[torch.Tensor] = []
         per_block: list[dict | None] = [None] * len(blocks)
 
-        def recorder(index: int):
+        def recorder(index: int) -> Callable[..., torch.Tensor]:
             def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
-                h = args[0] if args else kwargs.pop("hidden_states")
+                h: torch.Tensor = args[0] if args else kwargs.pop("hidden_states")
                 if len(args) > 1:
                     raise RuntimeError("decoder layers called with extra positional arguments; "
                                        "the adapter must name them")
@@ -187,22 +194,31 @@ class LayerwiseEngine:
         for kwargs in per_block:
             kwargs = dict(kwargs or {})
             kwargs["use_cache"] = False
+            kwargs.pop("cache", None)  # transformers >= 5.24
             kwargs.pop("past_key_values", None)
             kwargs.pop("past_key_value", None)
             kwargs_list.append(to_device(kwargs, self.device, memo))
         return torch.cat(hidden, 0), kwargs_list
 
     def run(self, input_ids: torch.Tensor, on_block: BlockFn, desc: str = "blocks",
-            on_output: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> EngineStats:
+            on_output: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+            reference: bool = False) -> EngineStats:
         """Calibrate and modify every block in order; return time and memory used.
 
         ``on_output(i, inputs, outputs)`` (optional) sees each block's calibration inputs
-        and outputs after it ran (e.g. ShortGPT's block influence)."""
+        and outputs after it ran (e.g. ShortGPT's block influence).
+
+        ``reference``: also carry the *dense* model's stream. Each block is copied before
+        ``on_block`` changes it and ``runner.reference`` runs that copy on the dense stream
+        (e.g. SoBP's reconstruction targets); its outputs (from the method's own
+        ``forward(keep_outputs=True)``, else one more pass) are the next block's dense
+        inputs. Costs one extra block on the device and one stream of activations."""
         stats = EngineStats()
         t0 = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         hidden, kwargs_list = self.capture(input_ids)
+        dense_hidden = hidden.clone() if reference else None
         blocks = self.adapter.blocks()
         bar = tqdm(range(len(blocks)), desc=desc, disable=not self.progress, file=sys.stderr)
         for i in bar:
@@ -211,8 +227,15 @@ class LayerwiseEngine:
             if self.offload:
                 block.to(self.device)
             runner = BlockRunner(block, hidden, kwargs_list[i], self.device)
+            if dense_hidden is not None:
+                runner.reference = BlockRunner(copy.deepcopy(block), dense_hidden, kwargs_list[i], self.device)
             on_block(i, block, runner)
             outputs = runner.forward(keep_outputs=True)
+            assert outputs is not None
+            if runner.reference is not None:
+                ref = runner.reference
+                dense_hidden = ref.last_outputs if ref.last_outputs is not None else ref.forward(keep_outputs=True)
+                runner.reference = None  # the dense copy of the block is dropped here
             if on_output is not None:
                 on_output(i, hidden, outputs)
             hidden = outputs

@@ -25,13 +25,13 @@ so they stream blocks on the fly instead:
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 
-def move_except_blocks(model: nn.Module, blocks: Sequence[nn.Module], device: torch.device) -> None:
+def move_except_blocks(model: nn.Module, blocks: Iterable[nn.Module], device: torch.device) -> None:
     """Every parameter and buffer outside the decoder blocks to ``device``."""
     inside = {id(m) for block in blocks for m in block.modules()}
     for module in model.modules():
@@ -67,7 +67,7 @@ class BlockStream:
 
 
 @contextmanager
-def placed(model: nn.Module, blocks: Sequence[nn.Module], device: torch.device, offload: bool) -> Iterator[None]:
+def placed(model: nn.Module, blocks: Iterable[nn.Module], device: torch.device, offload: bool) -> Iterator[None]:
     """Put the model on ``device`` for forward passes; with ``offload`` only the block
     being run is on the device (streamed in by a forward pre-hook, out by a forward hook).
     Everything is back on the CPU afterwards."""
@@ -104,7 +104,7 @@ def checkpointed_blocks(blocks: Sequence[nn.Module], stream_to: torch.device | N
         if stream_to is not None:
             stream = BlockStream(block, stream_to)
 
-            def run(*args, _original=original, _stream=stream, **kwargs):
+            def run(*args: Any, _original: Any = original, _stream: BlockStream = stream, **kwargs: Any) -> Any:
                 _stream.enter()
                 try:
                     return _original(*args, **kwargs)
@@ -113,7 +113,7 @@ def checkpointed_blocks(blocks: Sequence[nn.Module], stream_to: torch.device | N
         else:
             run = original
 
-        def forward(*args, _run=run, **kwargs):
+        def forward(*args: Any, _run: Any = run, **kwargs: Any) -> Any:
             return checkpoint(_run, *args, use_reentrant=False, **kwargs)
 
         block.forward = forward

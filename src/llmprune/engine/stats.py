@@ -10,7 +10,7 @@ squared input column norms ``‖X_j‖²/N`` that Wanda's metric ``|W_ij|·‖X_
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -77,13 +77,14 @@ def collect_inputs(groups: list[LinearGroup], hessian: bool,
     stats: dict[str, InputStats] = {}
     handles = []
 
-    def hook(acc: InputStats):
+    def hook(acc: InputStats) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
         def fn(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             acc.add(args[0])
 
         return fn
 
-    def tapped(acc: InputStats, select):
+    def tapped(acc: InputStats, select: Callable[[tuple, torch.Tensor], torch.Tensor]
+               ) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
         def fn(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             acc.add(select(args, output))
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..checks import check_seqlen
 from ..data import eval_windows, load_text, protocol, tokenize
 from ..errors import LlmpruneError
 
@@ -51,6 +52,7 @@ def evaluate_ppl(model: nn.Module, tokenizer, datasets: list[str], seqlen: int =
         if split is None:
             raise LlmpruneError(f"unknown perplexity dataset {name!r}: choose from {', '.join(EVAL_SPLIT)}")
         ids = tokenize(tokenizer, load_text(key, split, data_dir))
+        check_seqlen(model, seqlen)
         all_windows = ids.numel() // seqlen
         windows = eval_windows(ids, seqlen, max_windows)
         result["ppl"][key] = perplexity(model, windows, device=device, progress=progress, desc=key)

@@ -15,10 +15,11 @@ Keys ending in ``_b8`` hold the ``batch`` size of the run (8 by default; the pro
 
 from __future__ import annotations
 
+import inspect
 import statistics
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -71,7 +72,7 @@ class _Timer:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
 
-    def measure(self, fn: Callable[[], object]) -> tuple[float, object]:
+    def measure(self, fn: Callable[[], Any]) -> tuple[float, Any]:
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -94,34 +95,72 @@ def weight_mb(model: nn.Module) -> float:
     return total / 2**20
 
 
+CACHE_ARGS = ("cache", "past_key_values", "cache_params")
+
+
+def cache_arg(model: nn.Module) -> str:
+    """The name under which ``model.forward`` takes (and its output returns) the KV/state cache.
+
+    transformers 5.24 renamed ``past_key_values`` (attention models) and ``cache_params``
+    (Mamba) to ``cache``; the old names still work there but warn, and are removed in 5.40.
+    Older releases (>= 5.0, our floor) only know the old names, so the name is read from
+    the installed signature rather than assumed.
+    """
+    params = inspect.signature(model.forward).parameters
+    for name in CACHE_ARGS:
+        if name in params:
+            return name
+    raise TypeError(f"{type(model).__name__}.forward takes none of {CACHE_ARGS}: no KV cache to decode with")
+
+
 @torch.inference_mode()
-def _prefill(model: nn.Module, ids: torch.Tensor):
+def _prefill(model: nn.Module, ids: torch.Tensor, arg: str) -> tuple[Any, torch.Tensor]:
     out = model(input_ids=ids, use_cache=True)
-    return out.past_key_values, out.logits[:, -1:].argmax(-1)
+    return getattr(out, arg), out.logits[:, -1:].argmax(-1)
 
 
 @torch.inference_mode()
-def _decode(model: nn.Module, past, token: torch.Tensor, steps: int) -> torch.Tensor:
+def _decode(model: nn.Module, cache: Any, token: torch.Tensor, steps: int, arg: str,
+            tokens: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """``steps`` greedy decode steps, one forward per token on ``cache``; the chosen tokens
+    are appended to ``tokens`` if given."""
     for _ in range(steps):
-        out = model(input_ids=token, past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=token, use_cache=True, **{arg: cache})
+        cache = getattr(out, arg)
         token = out.logits[:, -1:].argmax(-1)
+        if tokens is not None:
+            tokens.append(token)
     return token
+
+
+def greedy_decode(model: nn.Module, ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """The ``new_tokens`` greedy tokens after ``ids`` ([batch, new_tokens]), produced by the
+    benchmark's own prefill + cached decode loop (so tests can check it against a full recompute)."""
+    arg = cache_arg(model)
+    cache, token = _prefill(model, ids, arg)
+    tokens = [token]
+    _decode(model, cache, token, new_tokens - 1, arg, tokens)
+    return torch.cat(tokens, dim=1)
 
 
 def _one_trial(model: nn.Module, ids1: torch.Tensor, ids8: torch.Tensor, new_tokens: int,
                timer: _Timer) -> dict[str, float]:
     res: dict[str, float] = {}
-    t, (past, tok) = timer.measure(lambda: _prefill(model, ids1))
+    arg = cache_arg(model)
+    t, (cache, tok) = timer.measure(lambda: _prefill(model, ids1, arg))
     res["ttft_s"] = t
     res["prefill_tok_s_b1"] = ids1.numel() / t
-    t, _ = timer.measure(lambda: _decode(model, past, tok, new_tokens))
+    t, _ = timer.measure(lambda: _decode(model, cache, tok, new_tokens, arg))
     res["decode_tok_s_b1"] = new_tokens / t
-    t, (past, tok) = timer.measure(lambda: _prefill(model, ids8))
+    t, (cache, tok) = timer.measure(lambda: _prefill(model, ids8, arg))
     res["prefill_tok_s_b8"] = ids8.numel() / t
-    t, _ = timer.measure(lambda: _decode(model, past, tok, new_tokens))
+    t, _ = timer.measure(lambda: _decode(model, cache, tok, new_tokens, arg))
     res["decode_tok_s_b8"] = ids8.shape[0] * new_tokens / t
     return res
+
+
+def _config(model: nn.Module) -> Any:
+    return model.config
 
 
 def benchmark(models: dict[str, nn.Module], device: str = "cpu", prompt_len: int = 128, new_tokens: int = 64,
@@ -129,7 +168,7 @@ def benchmark(models: dict[str, nn.Module], device: str = "cpu", prompt_len: int
     """Measure every model in ``models`` (name -> model, already on ``device``)."""
     dev = torch.device(device)
     timer = _Timer(dev)
-    vocab = min(m.config.vocab_size for m in models.values())
+    vocab = min(int(_config(m).vocab_size) for m in models.values())
     g = torch.Generator().manual_seed(seed)
     ids8 = torch.randint(0, vocab, (batch, prompt_len), generator=g).to(dev)
     ids1 = ids8[:1]
@@ -139,8 +178,9 @@ def benchmark(models: dict[str, nn.Module], device: str = "cpu", prompt_len: int
             _one_trial(model, ids1, ids8, min(new_tokens, 8), timer)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in models}
     peaks: dict[str, float | None] = {}
-    for trial in range(trials):
+    for _trial in range(trials):
         for name, model in models.items():
+            peak: float | None
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
                 base = torch.cuda.memory_allocated(dev)

@@ -25,8 +25,10 @@ import os
 import tempfile
 from typing import Iterator, Sequence
 
+import torch
 from torch import nn
 
+from ..checks import check_finite_logits, check_finite_model
 from ..errors import LlmpruneError
 from .zeroshot_tasks import TASKS, TaskFile, locate, parse_tasks, write_task_dir
 
@@ -69,6 +71,44 @@ def _quiet_lm_eval() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _no_git_probe() -> Iterator[None]:
+    """lm-eval's ``simple_evaluate`` records the git commit of the working directory by
+    running ``git describe`` with stderr inherited, so outside a git checkout every run
+    prints ``fatal: not a git repository``. That field of lm-eval's result is not used
+    here, so the probe is skipped (only while we evaluate; lm-eval's warnings and errors
+    still reach the user)."""
+    import lm_eval.evaluator
+
+    probe = getattr(lm_eval.evaluator, "get_git_commit_hash", None)
+    if probe is None:  # a later lm-eval without the probe
+        yield
+        return
+    lm_eval.evaluator.get_git_commit_hash = lambda: None
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.get_git_commit_hash = probe
+
+
+@contextlib.contextmanager
+def _finite_logits(model: nn.Module) -> Iterator[None]:
+    """Refuse NaN/inf logits: an argmax over NaN log-likelihoods silently picks choice 0."""
+
+    def hook(module: nn.Module, args: object, output: object) -> None:
+        logits = getattr(output, "logits", None)
+        if logits is None and isinstance(output, tuple) and output:
+            logits = output[0]
+        if isinstance(logits, torch.Tensor):
+            check_finite_logits(logits, "zero-shot evaluation")
+
+    handle = model.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def lm_eval_version() -> str:
@@ -198,7 +238,9 @@ def evaluate_zeroshot(model: nn.Module, tokenizer, tasks: str | Sequence[str],
     rng = parse_items(items)
     ranges = {f.task.name: _item_range(f, rng) for f in files} if rng is not None else {}
     samples = {f.task.lm_eval_name: list(range(*ranges[f.task.name])) for f in files} if ranges else None
-    with offline(), _quiet_lm_eval(), tempfile.TemporaryDirectory(prefix="llmprune-tasks-") as tmp:
+    check_finite_model(model, "evaluate zero-shot accuracy")
+    with offline(), _quiet_lm_eval(), _no_git_probe(), _finite_logits(model), \
+            tempfile.TemporaryDirectory(prefix="llmprune-tasks-") as tmp:
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager

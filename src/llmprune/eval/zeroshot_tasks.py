@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -126,12 +126,13 @@ def parse_tasks(tasks: str | list[str] | tuple[str, ...]) -> list[str]:
 
 @dataclass(frozen=True)
 class TaskFile:
-    """A checked data file: absolute path, row count and sha256."""
+    """A checked data file: absolute path, row count, sha256 and the bytes that were checked."""
 
     task: ZeroShotTask
     path: Path
     rows: int
     sha256: str
+    data: bytes = field(default=b"", repr=False, compare=False)
 
 
 def locate(task: ZeroShotTask, data_dir: str | os.PathLike | None) -> TaskFile:
@@ -143,7 +144,12 @@ def locate(task: ZeroShotTask, data_dir: str | os.PathLike | None) -> TaskFile:
         raise LlmpruneError(f"zero-shot data file {path} not found: {DATA_HINT}")
     raw = path.read_bytes()
     rows = 0
-    for lineno, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+    for lineno, data in enumerate(raw.splitlines(), start=1):
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LlmpruneError(f"zero-shot data file {path} line {lineno} is not valid UTF-8 (byte {exc.start}): "
+                                f"re-create it as UTF-8, one {task.fields} object per line") from None
         if not line.strip():
             continue
         try:
@@ -158,7 +164,7 @@ def locate(task: ZeroShotTask, data_dir: str | os.PathLike | None) -> TaskFile:
         rows += 1
     if rows == 0:
         raise LlmpruneError(f"zero-shot data file {path} is empty: re-create it as one {task.fields} object per line")
-    return TaskFile(task, path, rows, hashlib.sha256(raw).hexdigest())
+    return TaskFile(task, path, rows, hashlib.sha256(raw).hexdigest(), raw)
 
 
 def template(task: ZeroShotTask) -> str:
@@ -166,11 +172,37 @@ def template(task: ZeroShotTask) -> str:
     return resources.files("llmprune.eval.tasks").joinpath(f"{task.name}.yaml").read_text()
 
 
+def snapshot(f: TaskFile) -> Path:
+    """A content-addressed copy of the checked bytes: ``<cache>/zeroshot/<sha256>/<task file>``.
+
+    lm-eval reads the data through ``datasets``, whose cache is keyed by a file's path,
+    size and modification time: a file edited in place with the same three would be
+    scored from the stale cache. The copy's path names the sha256 of the bytes checked
+    (and printed), so the data scored is always that data."""
+    from ..models.loading import cache_dir
+
+    if not f.data:
+        return f.path
+    folder = cache_dir() / "zeroshot" / f.sha256
+    target = folder / f.task.filename
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == f.sha256:
+        return target
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{f.task.filename}.{os.getpid()}.tmp"
+        tmp.write_bytes(f.data)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise LlmpruneError(f"cannot write the zero-shot data snapshot {target} ({exc.strerror}): "
+                            "set LLMPRUNE_CACHE to a writable folder") from None
+    return target
+
+
 def write_task_dir(files: list[TaskFile], out: str | os.PathLike) -> Path:
-    """Write one lm-eval yaml per task into ``out``, each reading its local file."""
+    """Write one lm-eval yaml per task into ``out``, each reading the snapshot of its local file."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for f in files:
-        data_files = f"dataset_kwargs:\n  data_files:\n    {f.task.split}: {json.dumps(str(f.path))}\n"
+        data_files = f"dataset_kwargs:\n  data_files:\n    {f.task.split}: {json.dumps(str(snapshot(f)))}\n"
         (out / f"{f.task.lm_eval_name}.yaml").write_text(template(f.task).rstrip() + "\n" + data_files)
     return out

@@ -1,46 +1,261 @@
 """Atomic output directories: written under a temporary name, renamed when complete.
 
-A crash or an error mid-way never leaves a half-written directory under the final
-name; an existing directory is refused unless ``force`` is given.
+What an output directory promises:
+
+- no partial output: everything is written into ``.<name>.llmprune-tmp-<pid>-*`` next to
+  ``out`` and renamed to ``out`` only when complete; an error, Ctrl-C or SIGTERM removes
+  the temporary folder, and one left by ``kill -9`` or a power cut is removed (and named
+  in a warning) by the next run writing into the same folder;
+- no silent overwrite: an existing ``out`` is refused unless ``force`` is given, and
+  ``force`` replaces only an earlier llmprune output (a directory with our
+  ``report.json``) or an empty directory; the final check and rename happen under an
+  exclusive lock on the parent directory, so of two concurrent runs writing the same
+  ``out`` without ``force`` one fails instead of replacing the other's output;
+- early failure: a path containing the current directory, an unwritable parent or too
+  little free space is refused before any work.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import re
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from torch import nn
+
 from ..errors import LlmpruneError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: commits are not serialised across processes
+    fcntl = None  # type: ignore[assignment]
 
-def check_output_dir(out: str | Path, force: bool) -> Path:
-    """Fail early (before any work) if ``out`` exists and ``force`` is not set."""
+REPORT_FILE = "report.json"
+_TMP_TAG = "llmprune-tmp"
+_OLD_TAG = "llmprune-old"
+_MARGIN_BYTES = 8 << 20  # tokenizer files, configs and report next to the weights
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of the model's parameters and buffers (tied tensors counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        key = tensor.data_ptr() if tensor.device.type != "meta" else id(tensor)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def is_llmprune_output(path: Path) -> bool:
+    """A directory written by llmprune: its ``report.json`` is a JSON object naming a method."""
+    try:
+        data = json.loads((path / REPORT_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "method" in data
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def _check_writable(parent: Path, out: Path) -> None:
+    """Create and remove a probe folder: catches permissions, read-only mounts and root alike."""
+    try:
+        probe = tempfile.mkdtemp(prefix=".llmprune-probe-", dir=parent)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise LlmpruneError(f"cannot write --out {out}: {parent} is not writable ({exc.strerror}); "
+                            "choose another --out") from None
+
+
+def _check_free_space(parent: Path, out: Path, need: int) -> None:
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError:
+        return
+    if free < need:
+        raise LlmpruneError(f"not enough free space for --out {out}: about {need / 2**20:.1f} MiB needed, "
+                            f"{free / 2**20:.1f} MiB free on {parent}; free space or choose another --out")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(path: Path) -> list[Path]:
+    """Remove temporary folders next to ``path`` whose writing process is gone; warn naming each."""
+    parent = path.parent
+    if not parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:{_TMP_TAG}|{_OLD_TAG})-(\d+)-")
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        if not entry.exists():
+            removed.append(entry)
+            print(f"warning: removed {entry}, a temporary folder left by an interrupted llmprune run "
+                  f"(pid {m.group(1)})", file=sys.stderr)
+    return removed
+
+
+def check_output_dir(out: str | Path, force: bool, model: nn.Module | None = None) -> Path:
+    """Fail early (before any work) if ``out`` cannot or must not be written.
+
+    ``model`` (optional) sizes the free-space check: its weights plus a margin.
+    """
+    if not isinstance(out, (str, os.PathLike)) or not str(out).strip():
+        raise LlmpruneError(f"output directory {out!r} must be a path")
     path = Path(out).expanduser()
-    if path.exists() and not force:
-        raise LlmpruneError(f"output directory {path} already exists: choose another --out or pass --force")
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if cwd == resolved or resolved in cwd.parents:
+        raise LlmpruneError(f"--out {out} is (or contains) the current directory: choose a new folder such as "
+                            "--out pruned-model")
     if path.exists() and not path.is_dir():
         raise LlmpruneError(f"output path {path} exists and is not a directory: choose another --out")
+    if path.exists() and not force:
+        raise LlmpruneError(f"output directory {path} already exists: choose another --out or pass --force")
+    if path.exists() and any(path.iterdir()) and not is_llmprune_output(path):
+        raise LlmpruneError(f"--force replaces only an llmprune output (with its {REPORT_FILE}) or an empty "
+                            f"directory, and {path} is neither: choose another --out")
+    sweep_stale(path)
+    parent = _existing_ancestor(resolved.parent)
+    _check_writable(parent, path)
+    if model is not None:
+        _check_free_space(parent, path, model_bytes(model) + _MARGIN_BYTES)
     return path
 
 
 @contextmanager
-def atomic_directory(out: str | Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory next to ``out``; on success it becomes ``out``."""
-    path = check_output_dir(out, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    tmp.chmod(0o755)
+def _parent_lock(parent: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the parent directory: one commit at a time per folder."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(parent, os.O_RDONLY)
     try:
-        yield tmp
-        if path.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            path.rename(trash / path.name)
-            tmp.rename(path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(path)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)  # closing releases the lock
+
+
+@contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into ``SystemExit`` while writing, so that ``finally`` removes the
+    temporary folder (only where the default handler would have killed the process)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {}
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            saved[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+@contextmanager
+def atomic_directory(out: str | Path, force: bool = False, need_bytes: int | None = None) -> Iterator[Path]:
+    """Yield a temporary directory next to ``out``; on success it becomes ``out``.
+
+    Errors while writing (a full disk, a read-only folder ...) become one-line
+    :class:`LlmpruneError` and leave nothing behind.
+    """
+    path = check_output_dir(out, force)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LlmpruneError(f"cannot create {path.parent} ({exc.strerror}): choose another --out") from None
+    if need_bytes is not None:
+        _check_free_space(path.parent, path, need_bytes)
+    with _terminate_cleanly():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_TMP_TAG}-{os.getpid()}-", dir=path.parent))
+        try:
+            tmp.chmod(0o755)
+            try:
+                yield tmp
+            except LlmpruneError:
+                raise
+            except Exception as exc:
+                raise LlmpruneError(f"writing {path} failed ({_first_line(exc)}); nothing was written: check "
+                                    "free space and permissions, or choose another --out") from None
+            _commit(tmp, path, force)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _commit(tmp: Path, path: Path, force: bool) -> None:
+    """Rename ``tmp`` to ``path`` under the parent's lock, re-checking what is there now."""
+    with _parent_lock(path.parent):
+        if path.exists() and not force:
+            raise LlmpruneError(f"output directory {path} appeared while this run was working (another run "
+                                "writing the same --out?): nothing was replaced; choose another --out or pass --force")
+        if path.exists():
+            if not path.is_dir() or (any(path.iterdir()) and not is_llmprune_output(path)):
+                raise LlmpruneError(f"--force replaces only an llmprune output or an empty directory, and {path} "
+                                    "is neither now: choose another --out")
+            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_OLD_TAG}-{os.getpid()}-", dir=path.parent))
+            old = trash / path.name
+            try:
+                path.rename(old)
+            except OSError as exc:
+                shutil.rmtree(trash, ignore_errors=True)
+                raise LlmpruneError(f"cannot replace {path} ({exc.strerror}): choose another --out") from None
+            try:
+                tmp.rename(path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    old.rename(path)
+                if not old.exists():  # restored: the previous output is back in place
+                    shutil.rmtree(trash, ignore_errors=True)
+                raise LlmpruneError(f"cannot rename the finished output to {path} ({exc.strerror})") from None
+            shutil.rmtree(trash, ignore_errors=True)
+            return
+        try:
+            tmp.rename(path)
+        except OSError as exc:
+            raise LlmpruneError(f"cannot rename the finished output to {path} ({exc.strerror}): "
+                                "choose another --out") from None

@@ -17,7 +17,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -88,8 +88,16 @@ def _file_type(outtype: str) -> int:
             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
 
 
-def _add_hparams(w, model: nn.Module, plan: GgufPlan, outtype: str) -> None:
-    cfg = model.config
+def _weight(module: nn.Module | None) -> torch.Tensor:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise LlmpruneError("GGUF export: the model has no final norm weight; llama.cpp's architectures need one")
+    return weight.data
+
+
+def _add_hparams(w: Any, model: nn.Module, plan: GgufPlan, outtype: str) -> None:
+    hf: Any = model
+    cfg = hf.config
     heads = [layer.heads for layer in plan.layers]
     kv = [layer.kv_heads for layer in plan.layers]
     ff = [layer.ff for layer in plan.layers]
@@ -104,7 +112,7 @@ def _add_hparams(w, model: nn.Module, plan: GgufPlan, outtype: str) -> None:
     w.add_rope_dimension_count(plan.head_dim)
     w.add_rope_freq_base(rope_theta(cfg))
     w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
-    w.add_vocab_size(int(model.get_input_embeddings().weight.shape[0]))
+    w.add_vocab_size(int(hf.get_input_embeddings().weight.shape[0]))
     w.add_file_type(_file_type(outtype))
 
 
@@ -173,7 +181,7 @@ def write_gguf(model: nn.Module, tokenizer, out: str | os.PathLike, outtype: str
             add_hf_vocab(w, tokenizer, n_vocab)
         t = _Tensors(w, outtype)
         t.add("token_embd.weight", embed.data)
-        t.add("output_norm.weight", adapter.final_norm().weight)
+        t.add("output_norm.weight", _weight(adapter.final_norm()))
         if not adapter.tied_embeddings():
             t.add("output.weight", adapter.lm_head().weight.data)
         for n, layer in enumerate(plan.layers):
@@ -195,7 +203,7 @@ def source_gguf_for(src: str | os.PathLike | None, tokenizer) -> Path | None:
     from ..models.loading import DEFAULT_MODEL, _gguf_path
 
     default = src is None or str(src).lower() in (DEFAULT_MODEL, "default")
-    if not default:
+    if not default and src is not None:
         report = Path(src).expanduser() / "report.json"
         if not report.is_file():
             return None

@@ -27,13 +27,14 @@ while Hugging Face rotates the two halves of a head, so their q/k rows are permu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import LlmpruneError
 from ..models.base import ModelAdapter
-from .modeling_llmprune import IndexedLinear, NoAttention
+from ..modeling.modeling_llmprune import IndexedLinear, NoAttention
 
 #: Hugging Face ``model_type`` -> llama.cpp architecture for dense / uniform models.
 UNIFORM_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
@@ -115,13 +116,15 @@ def plan_gguf(model: nn.Module, adapter: ModelAdapter) -> GgufPlan:
     """The architecture and per-layer widths to write, or a one-line error."""
     model_type = check_family(model)
     _refuse_residual_subsets(model)
+    config: Any = model.config
     head_dim = None
     raw = []
     for i, block in enumerate(adapter.blocks()):
         att, mlp = adapter.attention(block), adapter.mlp(block)
         if att is None or att.num_heads == 0:
-            bias = block.self_attn.bias if isinstance(block.self_attn, NoAttention) else att.o.bias
-            if bias is not None and bool(torch.any(bias != 0)):
+            gone = getattr(block, "self_attn", None)
+            bias = getattr(gone, "bias", None) if isinstance(gone, NoAttention) or att is None else att.o.bias
+            if isinstance(bias, torch.Tensor) and bool(torch.any(bias != 0)):
                 raise LlmpruneError(f"GGUF export: block {i} lost its attention but keeps an output bias; "
                                     "llama.cpp's attention-free layer adds none: keep the safetensors export")
             raw.append((i, 0, 0, mlp.channels))
@@ -133,7 +136,7 @@ def plan_gguf(model: nn.Module, adapter: ModelAdapter) -> GgufPlan:
                                 f"block {i}); llama.cpp has one head size per model")
         raw.append((i, att.num_heads, att.num_kv_heads, mlp.channels))
     if head_dim is None:
-        head_dim = int(getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads)
+        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
     if head_dim % 2:
         raise LlmpruneError(f"GGUF export: head size {head_dim} is odd; RoPE needs an even head size")
     notes: list[str] = []
@@ -147,7 +150,7 @@ def plan_gguf(model: nn.Module, adapter: ModelAdapter) -> GgufPlan:
     if uniform:
         layers = [LayerPlan(i, h, kv, ff) for i, h, kv, ff in kept]
         arch = UNIFORM_ARCH[model_type]
-        if arch == "qwen2" and layers[0].heads * head_dim != model.config.hidden_size:
+        if arch == "qwen2" and layers[0].heads * head_dim != config.hidden_size:
             arch = "llama"  # llama.cpp's qwen2 loader assumes q width == hidden size; llama takes q/k/v biases too
             notes.append("qwen2 with pruned query heads written as llama (q/k rows permuted to paired RoPE)")
         return GgufPlan(arch, head_dim, layers, notes)

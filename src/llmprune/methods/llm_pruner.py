@@ -36,17 +36,33 @@ import time
 import torch
 from torch import nn
 
+from typing import Literal
+
+from pydantic import Field
+
 from ..engine.layerwise import peak_rss_mb
 from ..errors import LlmpruneError
 from ..models.base import ModelAdapter
+from .base import MethodConfig, PruneContext, PruneResult
 from .gradients import backward_windows
-from .structured import BlockInfo, StructuredMethod, Unit, _costs, apply_selection, select_uniform
+from .registry import register
+from .units import StructuredMethod, Unit, apply_selection, block_infos, removed_counts, select_uniform
 
 TAYLOR = ("param_first", "vectorize")
 
 
+class LLMPrunerConfig(MethodConfig):
+    taylor: Literal["param_first", "vectorize"] = Field(
+        "param_first", description="element-wise (param_first) or group-level (vectorize) first-order importance")
+    layer_start: int | None = Field(None, description="first pruned block (default: 4/32 of the depth)")
+    layer_end: int | None = Field(None, description="end of the pruned blocks, exclusive (default: depth - 2/32 of it)")
+    checkpointing: bool = Field(False, description="activation checkpointing in the backward passes")
+    allow_empty: bool = Field(False, description="a layer may lose all its KV groups or channels")
+
+
 def _salience(lin: nn.Linear, taylor: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``w·∂L/∂w`` (element-wise; absolute for param_first) of a weight and its bias."""
+    assert lin.weight.grad is not None
     w = lin.weight.detach().float() * lin.weight.grad.float()
     b = None
     if lin.bias is not None and lin.bias.grad is not None:
@@ -94,70 +110,59 @@ def _layer_range(n: int, start: int | None, end: int | None) -> tuple[int, int]:
     return lo, hi
 
 
+@register
 class LLMPruner(StructuredMethod):
     name = "llm-pruner"
-    allocation = "uniform"
+    summary = "first-order Taylor importance of coupled structures, no recovery (Ma et al. 2023)"
+    Config = LLMPrunerConfig
+    config: LLMPrunerConfig
 
-    def __init__(self, ratio: float, taylor: str = "param_first", layer_start: int | None = None,
-                 layer_end: int | None = None, checkpointing: bool = False, allow_empty: bool = False) -> None:
-        super().__init__(ratio, allow_empty=allow_empty)
-        if taylor not in TAYLOR:
-            raise LlmpruneError(f"unknown llm-pruner taylor variant {taylor!r}: use one of {', '.join(TAYLOR)}")
-        self.taylor = taylor
-        self.layer_start, self.layer_end = layer_start, layer_end
-        self.checkpointing = checkpointing
+    def __init__(self, ratio: float, /, **options: object) -> None:
+        super().__init__(ratio, **options)
         self.layers: tuple[int, int] | None = None
 
     def options(self) -> dict:
-        return {"taylor": self.taylor, "layers": self.layers, "allocation": "uniform over the pruned layers",
-                "checkpointing": self.checkpointing, "allow_empty": self.allow_empty, "recovery": None}
+        c = self.config
+        return {"taylor": c.taylor, "layers": self.layers, "allocation": "uniform over the pruned layers",
+                "checkpointing": c.checkpointing, "allow_empty": c.allow_empty, "recovery": None}
 
-    def _linear_params(self, adapter: ModelAdapter) -> list[nn.Parameter]:
-        params = []
+    def _linear_params(self, adapter: ModelAdapter) -> list[torch.Tensor]:
+        params: list[torch.Tensor] = []
         for block in adapter.blocks():
             for lin in adapter.prunable_linears(block).values():
                 params += [lin.weight] + ([lin.bias] if lin.bias is not None else [])
         return params
 
-    def run(self, model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str = "cpu",
-            progress: bool = True) -> dict:
+    def run(self, ctx: PruneContext) -> PruneResult:
+        model, adapter, device, c = ctx.model, ctx.adapter, ctx.device, self.config
         t0 = time.perf_counter()
         blocks = list(adapter.blocks())
-        lo, hi = _layer_range(len(blocks), self.layer_start, self.layer_end)
+        lo, hi = _layer_range(len(blocks), c.layer_start, c.layer_end)
         self.layers = (lo, hi)
-        info = []
-        for block in blocks:
-            groups, channels, gcost, ccost = _costs(adapter.attention(block), adapter.mlp(block))
-            info.append(BlockInfo(groups, channels, gcost, ccost))
-        cost = [bi.groups * bi.group_cost + bi.channels * bi.channel_cost for bi in info]
+        info = block_infos(adapter)
+        cost = [bi.cost for bi in info]
         total, in_range = sum(cost), sum(cost[lo:hi])
         local = self.ratio * total / in_range if in_range else 1.0
         if local > 0.95:
             raise LlmpruneError(f"llm-pruner would need to remove {local:.0%} of each of blocks {lo}..{hi - 1} to "
                                 f"reach {self.ratio:.0%} overall: use a smaller --ratio or widen the layer range")
         params = self._linear_params(adapter)
-        backward_windows(model, calib, device, params, self.checkpointing, progress, desc="llm-pruner: gradients")
+        backward_windows(model, ctx.require_calib(self.name), device, params, c.checkpointing, ctx.progress,
+                         desc="llm-pruner: gradients")
         grad_rss = peak_rss_mb()
         units: list[Unit] = []
         try:
             for b in range(lo, hi):
                 bi = info[b]
-                gs, cs = group_scores(adapter, blocks[b], self.taylor)
+                gs, cs = group_scores(adapter, blocks[b], c.taylor)
                 units += [Unit(b, "group", g, bi.group_cost, s) for g, s in enumerate(gs)]
-                units += [Unit(b, "channel", c, bi.channel_cost, s) for c, s in enumerate(cs)]
+                units += [Unit(b, "channel", ch, bi.channel_cost, s) for ch, s in enumerate(cs)]
         finally:
             for p in params:
                 p.grad = None
-        model.to("cpu") if device != "cpu" else None
+        if device != "cpu":
+            model.to("cpu")
         chosen = select_uniform(units, info, local, self.ratio * total, self.allow_empty)
         apply_selection(adapter, chosen, info, compensate=False)
-        return {
-            "seconds": time.perf_counter() - t0,
-            "stage1_peak_rss_mb": grad_rss,
-            "peak_rss_mb": peak_rss_mb(),
-            "peak_device_mb": None,
-            "achieved_ratio": sum(u.cost for u in chosen) / total if total else 0.0,
-            "removed": {"groups": sum(u.kind == "group" for u in chosen),
-                        "channels": sum(u.kind == "channel" for u in chosen), "blocks": []},
-            "block_influence": None,
-        }
+        return PruneResult(seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), removed=removed_counts(chosen),
+                           stages={"stage1_peak_rss_mb": grad_rss})

@@ -8,13 +8,16 @@ import torch
 
 from ..engine.stats import InputStats
 from ..solvers.masks import layer_mask, nm_mask
+from .registry import register
 from .update import MaskMethod
 
 
+@register
 class Magnitude(MaskMethod):
     name = "magnitude"
+    summary = "smallest |W| per layer, no calibration (Han et al. 2015)"
     mask_needs_calibration = False
 
     def select_mask(self, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
         s = self.sparsity
-        return nm_mask(weight.abs(), s.n, s.m) if s.is_nm else layer_mask(weight.abs(), s.ratio)
+        return nm_mask(weight.abs(), *s.nm) if s.is_nm else layer_mask(weight.abs(), s.fraction)

@@ -4,54 +4,65 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, field_validator
 
 from ..engine.stats import InputStats
-from ..errors import LlmpruneError
 from ..solvers.mrp import mrp_prune
-from ..solvers.sparsity import Sparsity
-from .base import UnstructuredMethod
+from .base import MethodConfig
+from .registry import register
+from .unstructured import LayerwiseMethod
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 
 
-def solve_dtype(precision: str) -> torch.dtype:
-    """The factorisation precision named by ``precision`` (float64 or float32)."""
-    try:
-        return PRECISIONS[precision]
-    except KeyError:
-        raise LlmpruneError(f"precision {precision!r} is not float64 or float32: pass precision='float64'") from None
+class MRPConfig(MethodConfig):
+    blocksize: int = Field(128, description="rows solved together")
+    damp: float = Field(0.01, description="Hessian dampening, relative to mean(diag H)")
+    precision: Literal["float32", "float64"] = Field(
+        "float32", description="precision of the solver's heavy arithmetic (float32: refined in float64)")
+
+    @field_validator("blocksize")
+    @classmethod
+    def _blocksize(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"blocksize {value} must be at least 1")
+        return value
+
+    @field_validator("damp")
+    @classmethod
+    def _damp(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"damp {value} must be non-negative, e.g. damp=0.01")
+        return value
 
 
-class MRP(UnstructuredMethod):
+@register
+class MRP(LayerwiseMethod):
     """Optimal multi-weight removal per output row.
 
-    ``precision`` is the batched Cholesky's: ``float32`` (default) factorises in float32
-    and refines the solutions with float64 residuals (on SmolLM2 layers and random ones
-    the weights match the float64 solve to ~1e-12 relative, in about two thirds of the
-    time on a CPU); ``float64`` factorises in float64. The exact solution fits the
-    calibration tokens closely: give it many more tokens than a layer has inputs (the
-    default 128 × 2048 does), or raise ``damp``.
+    ``precision`` is that of the solver's heavy arithmetic: the final joint update runs
+    as batched preconditioned conjugate gradients (:mod:`llmprune.solvers.pcg`) whose
+    matrix products are float32 (default; stops at ~1e-6 relative excess layer error,
+    iterate and residual refreshes in float64) or float64; the unstructured sweep's
+    batched Cholesky runs in the same precision, refined with float64 residuals. The
+    exact solution fits the calibration tokens closely: give it many more tokens than a
+    layer has inputs (the default 128 × 2048 does), or raise ``damp``.
     """
 
     name = "mrp"
+    summary = "adaptive mask + exact joint row update (Zhao et al. 2024)"
+    Config = MRPConfig
+    config: MRPConfig
     needs_hessian = True
 
-    def __init__(self, sparsity: Sparsity, blocksize: int = 128, damp: float = 0.01,
-                 precision: str = "float32") -> None:
-        super().__init__(sparsity)
-        if blocksize < 1:
-            raise LlmpruneError(f"--blocksize {blocksize} must be at least 1")
-        if damp < 0:
-            raise LlmpruneError(f"--damp {damp} must be non-negative, e.g. --damp 0.01")
-        self.blocksize = blocksize
-        self.damp = damp
-        self.precision = precision
-        self.dtype = solve_dtype(precision)
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISIONS[self.config.precision]
 
     def prune_weight(self, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
         assert stats is not None and stats.hessian is not None
-        return mrp_prune(weight, stats.hessian, self.sparsity, self.blocksize, self.damp, dtype=self.dtype)
-
-    def options(self) -> dict:
-        return {"blocksize": self.blocksize, "damp": self.damp, "precision": self.precision}
+        c = self.config
+        return mrp_prune(weight, stats.hessian, self.sparsity, c.blocksize, c.damp, dtype=self.dtype)

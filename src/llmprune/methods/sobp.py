@@ -1,112 +1,75 @@
-"""SoBP: Structured Optimal Brain Pruning (Wei et al., EMNLP 2024), our reconstruction.
+"""SoBP: Structured Optimal Brain Pruning (Wei et al., EMNLP 2024), our reconstruction
+(no official code exists; the abstract names the three stages).
 
-No official code exists; only the abstract is verified: (1) global first-order
-information selects the structures, (2) a local greedy approach refines them, (3)
-module-wise reconstruction reduces the loss. Units are KV groups (a KV head with its
-query heads; one head without GQA) and MLP channels. Our choices (options, documented):
+Units are KV groups (a KV head with its query heads) and MLP channels.
 
-1. **Global selection** (``global_selection``): scalar masks ``m_g = 1`` multiply each
-   KV group's head outputs (the ``o_proj`` input) and each MLP channel (the
-   ``down_proj`` input). ``I_g = |Σ_x ∂L/∂m_g|`` (first-order Taylor of the LM loss)
-   over the calibration windows, one window per backward, gradients with respect to
-   the masks only: every model parameter has ``requires_grad=False``, so no weight
-   gradient is ever held (``checkpointing=True`` adds activation checkpointing for
-   large models). Units of all layers are ranked by ``I_g`` and removed lowest-first
-   until the budget is met, giving non-uniform per-layer counts (each block keeps at
-   least one KV group and one channel unless ``allow_empty``).
-   ``normalize="params"`` ranks by ``I_g`` per parameter removed instead (the greedy
-   knapsack ratio). It is not the default because first-order scores underestimate
-   what a whole KV group is worth: on SmolLM2-135M at 20 % it removed 43 of the 90 KV
-   groups (two of three in most blocks) and the selection alone (no stages 2-3) gave
-   WikiText-2 perplexity 341 at seqlen 512 (16 windows, dense 36.6) against 98.6 for
-   the unnormalised score, which there removes MLP channels only.
-   Off: the same counts in every layer (uniform), chosen by the same scores.
-2. **Local greedy refinement** (``refine``): inside each layer, with the Hessian of the
-   output projection's input computed on the pruned model's own activations
-   (sequential, layer by layer), the layer's count of groups/channels is removed one
-   at a time by the structured OBS cost, each removal followed by the optimal update of
-   the remaining columns and a downdate of ``H⁻¹`` (:mod:`llmprune.solvers.group_obs`).
-   Off: remove the stage-1 units of that layer, no update.
-3. **Module-wise reconstruction** (``reconstruct``): refit each module's output
-   projection (``o_proj``, then ``down_proj``) by least squares so that the pruned
-   module, fed the pruned model's activations, reproduces the dense module fed the
-   dense model's activations: ``W' = (Y Zᵀ + λW₀)(Z Zᵀ + λI)⁻¹``, ridge towards the
-   stage-2 weights ``W₀`` (``refit_prior="current"``; ``"zero"`` is plain ridge,
-   ``W' = Y Zᵀ (Z Zᵀ + λI)⁻¹``), bias refit too when present. A dense copy of only
-   the current block is kept alongside; one pass of it per block stores the dense
-   targets of both projections (6 block passes per block in stages 2-3, not 8).
-   Ridge towards zero shrinks weakly excited input directions to zero; towards the
-   stage-2 weights measured better on SmolLM2-135M, hence the prior's default.
-   ``refit_damp`` sets the refit's dampening apart from stage 2's ``damp``;
-   ``refit_damp="heldout"`` chooses it per module by two-fold cross-validation over the
-   calibration samples (even / odd), from ``HELDOUT_DAMPS`` or "keep the stage-2 weights",
-   by the held-out reconstruction error (:func:`~llmprune.solvers.group_obs.heldout_refit`);
-   the choices are returned as ``report["sobp"]["refits"]``.
-   ``refit_target="stream"`` (our choice, not in the paper) changes what is
-   reproduced: the dense *residual stream* instead of the dense module output, so the
-   refit also cancels the error the pruned stream carries into the block. ``o_proj``
-   is fit to ``y_dense + (h_dense_in − h_pruned_in)``; ``down_proj``, after it, to
-   ``h_dense_out − h_pruned_out + y_current`` (the block's output is linear in the
-   module's output when that output is added straight to the residual stream, as in
-   LLaMA, Qwen2, Mistral and Phi; blocks with post-norms, e.g. Gemma 2, are refused).
-   ``refit_target="auto"`` (default): ``stream`` for blocks that allow it, ``module``
-   for blocks with post-norms; each refit records its target. Measured on SmolLM2-135M
-   at 30 % (``benchmarks/sobp_stage3.py``, README): the module target never beat no
-   stage 3; the stream target beats it from about 64k calibration tokens (128 × 512,
-   32 × 2048) and loses with less, so a run with fewer calibration tokens than
-   :data:`STAGE3_MIN_TOKENS` prints a note on stderr.
-   ``refit_weight="rms"`` weights each token's squared error by ``1 / rms(h_t)²`` of the
-   stream it is added to (measured: no effect there).
+1. **Global selection** (``global_selection``): scalar masks ``m_g = 1`` on each KV
+   group's head outputs (``o_proj`` input) and each channel (``down_proj`` input);
+   importance ``I_g = |Σ_x ∂L/∂m_g|`` (first-order Taylor of the LM loss, gradients with
+   respect to the masks only), units of all layers ranked and removed lowest-first until
+   the budget is met (``normalize="params"``: ``I_g`` per parameter). Off: the same
+   counts in every layer.
+2. **Local greedy refinement** (``refine``): per layer, the layer's count of units is
+   removed one at a time by the structured OBS cost with the optimal update of the
+   remaining columns (:func:`~llmprune.solvers.group_obs.greedy_group_obs`), on the
+   Hessian of the pruned model's own activations.
+3. **Module-wise reconstruction** (``reconstruct``): ``o_proj`` then ``down_proj`` are
+   refit by ridge least squares, ``W' = (Y Zᵀ + λW₀)(Z Zᵀ + λI)⁻¹`` (``refit_prior``:
+   towards the stage-2 weights or zero), to the dense module's outputs on the dense
+   stream (``refit_target="module"``) or to the dense residual stream
+   (``"stream"``: ``o_proj`` to ``y + h_dense_in − h_pruned_in``, ``down_proj`` to
+   ``h_dense_out − h_pruned_out + y_current``; refused under post-norms; ``"auto"`` picks
+   it where allowed). ``refit_damp="heldout"`` chooses the dampening per module by
+   two-fold cross-validation; ``refit_weight="rms"`` weights tokens by ``1/rms(h_t)²``.
+
+Stage 1 can be handed in (``PruneContext.reuse["first_order_scores"]``, the output of
+:func:`first_order_scores`) to share it between runs. Measurements and the choice of
+defaults: docs/methods/sobp.md.
 """
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator, Literal
 
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
 from ..engine.layerwise import BlockRunner, LayerwiseEngine, peak_rss_mb
+from ..engine.masks import MaskFn, MaskHooks
 from ..errors import LlmpruneError
 from ..models.base import LinearGroup, ModelAdapter
 from ..solvers.group_obs import greedy_group_obs, heldout_refit, least_squares_refit
 from ..surgery import structural
+from .base import MethodConfig, PruneContext, PruneResult
 from .gradients import backward_windows
-from .structured import BlockInfo, StructuredMethod, Unit, _costs, select_global, select_uniform
+from .registry import register
+from .units import BlockInfo, StructuredMethod, Unit, select_global, select_uniform, unit_costs
+
+
+def _constant(t: torch.Tensor) -> MaskFn:
+    return lambda: t
 
 
 @contextmanager
 def _masks(adapter: ModelAdapter) -> Iterator[list[tuple[torch.Tensor | None, torch.Tensor]]]:
     """Ones-masks on every block's o_proj input (per KV group) and down_proj input (per
-    channel), as forward pre-hooks; yields ``[(group_mask | None, channel_mask)]``."""
-    masks, handles = [], []
-    for block in adapter.blocks():
-        att, mlp = adapter.attention(block), adapter.mlp(block)
-        gm = None
-        if att is not None:
-            gm = torch.ones(att.num_kv_heads, device=att.o.weight.device, requires_grad=True)
-            width = att.group_size * att.head_dim
-
-            def pre_o(module, args, gm=gm, width=width):
-                return (args[0] * gm.repeat_interleave(width).to(args[0].dtype),) + args[1:]
-
-            handles.append(att.o.register_forward_pre_hook(pre_o))
-        cm = torch.ones(mlp.channels, device=mlp.down.weight.device, requires_grad=True)
-
-        def pre_d(module, args, cm=cm):
-            return (args[0] * cm.to(args[0].dtype),) + args[1:]
-
-        handles.append(mlp.down.register_forward_pre_hook(pre_d))
-        masks.append((gm, cm))
-    try:
+    channel); yields ``[(group_mask | None, channel_mask)]``."""
+    masks = []
+    with MaskHooks() as hooks:
+        for block in adapter.blocks():
+            att, mlp = adapter.attention(block), adapter.mlp(block)
+            gm = None
+            if att is not None:
+                gm = torch.ones(att.num_kv_heads, device=att.o.weight.device, requires_grad=True)
+                hooks.input_mask(att.o, _constant(gm), repeat=att.group_size * att.head_dim)
+            cm = torch.ones(mlp.channels, device=mlp.down.weight.device, requires_grad=True)
+            hooks.input_mask(mlp.down, _constant(cm))
+            masks.append((gm, cm))
         yield masks
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def first_order_scores(model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str = "cpu",
@@ -115,7 +78,12 @@ def first_order_scores(model: nn.Module, adapter: ModelAdapter, calib: torch.Ten
     with _masks(adapter) as masks:
         backward_windows(model, calib, device, checkpointing=checkpointing, progress=progress,
                          desc="sobp: first-order scores")
-        return [([] if gm is None else gm.grad.abs().tolist(), cm.grad.abs().tolist()) for gm, cm in masks]
+        return [([] if gm is None else _grad(gm).abs().tolist(), _grad(cm).abs().tolist()) for gm, cm in masks]
+
+
+def _grad(t: torch.Tensor) -> torch.Tensor:
+    assert t.grad is not None
+    return t.grad
 
 
 def _dense_targets(dense: BlockRunner, lins: list[nn.Linear]) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
@@ -133,6 +101,7 @@ def _dense_targets(dense: BlockRunner, lins: list[nn.Linear]) -> tuple[list[list
     finally:
         for h in handles:
             h.remove()
+    assert outs is not None
     return ys, outs
 
 
@@ -155,6 +124,7 @@ def _stream_targets(runner: BlockRunner, lin: nn.Linear, module_targets: list[to
         outs = runner.forward(keep_outputs=True)
     finally:
         handle.remove()
+    assert outs is not None
     return [dense_out[i : i + 1] - outs[i : i + 1] + y for i, y in enumerate(current)]
 
 
@@ -199,7 +169,7 @@ def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], dam
     weight per token) weight each token's squared error (:func:`_rms_weights`). Returns what
     was chosen."""
     bias = lin.bias is not None
-    folds = [{"YZ": None, "ZZ": None, "YY": 0.0, "n": 0} for _ in range(2)]
+    folds: list[dict[str, Any]] = [{"YZ": None, "ZZ": None, "YY": 0.0, "n": 0} for _ in range(2)]
     state = {"i": 0}
 
     def pre(module, args):
@@ -242,7 +212,7 @@ def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], dam
     n = sum(f["n"] for f in used)
     YZ = sum(f["YZ"] for f in used) / n
     ZZ = sum(f["ZZ"] for f in used) / n
-    W = least_squares_refit(YZ, ZZ, damp, prior=W0)
+    W = least_squares_refit(YZ, ZZ, float(damp), prior=W0)
     with torch.no_grad():
         if bias:
             lin.weight.copy_(W[:, :-1].to(lin.weight.dtype))
@@ -252,155 +222,169 @@ def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], dam
     return chosen
 
 
+class SoBPConfig(MethodConfig):
+    refine: bool = Field(True, description="stage 2: local greedy OBS refinement")
+    reconstruct: bool = Field(True, description="stage 3: module-wise least-squares reconstruction")
+    global_selection: bool = Field(True, description="stage 1 allocates globally (False: same counts per layer)")
+    damp: float = Field(0.01, description="dampening of stage 2 (and of stage 3 unless refit_damp)")
+    checkpointing: bool = Field(False, description="activation checkpointing in stage 1")
+    allow_empty: bool = Field(False, description="a layer may lose all its KV groups or channels")
+    normalize: Literal["none", "params"] = Field("none", description="rank stage-1 scores as is or per parameter")
+    refit_prior: Literal["current", "zero"] = Field("current", description="stage 3 ridge towards the stage-2 weights or zero")
+    refit_damp: float | Literal["heldout"] | None = Field(
+        None, description="stage 3 dampening (default: damp), or 'heldout' (two-fold cross-validation per module)")
+    refit_target: Literal["auto", "module", "stream"] = Field(
+        "auto", description="stage 3 reproduces the dense residual stream or the dense module outputs")
+    refit_weight: Literal["none", "rms"] = Field("none", description="stage 3 token weights 1/rms(h)^2 (rms)")
+
+    @field_validator("refit_damp", mode="before")
+    @classmethod
+    def _refit_damp(cls, value: object) -> object:
+        if value is None or value == "heldout":
+            return value
+        try:
+            damp = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            damp = -1.0
+        if not damp > 0:
+            raise ValueError(f"refit_damp {value!r}: use 'heldout' or a positive number such as 0.01")
+        return damp
+
+
+@register
 class SoBP(StructuredMethod):
     name = "sobp"
-
-    def __init__(self, ratio: float, refine: bool = True, reconstruct: bool = True, global_selection: bool = True,
-                 damp: float = 0.01, checkpointing: bool = False, allow_empty: bool = False,
-                 normalize: str = "none", refit_prior: str = "current",
-                 refit_damp: float | str | None = None, refit_target: str = "auto",
-                 refit_weight: str = "none") -> None:
-        super().__init__(ratio, allow_empty=allow_empty)
-        if refit_weight not in ("none", "rms"):
-            raise LlmpruneError(f"unknown sobp refit_weight {refit_weight!r}: use 'none' or 'rms'")
-        self.refit_weight = refit_weight
-        if refit_target not in ("auto", "module", "stream"):
-            raise LlmpruneError(f"unknown sobp refit_target {refit_target!r}: use 'auto', 'module' or 'stream'")
-        self.refit_target = refit_target
-        if normalize not in ("none", "params"):
-            raise LlmpruneError(f"unknown sobp score normalisation {normalize!r}: use 'none' or 'params'")
-        self.normalize = normalize
-        if refit_prior not in ("current", "zero"):
-            raise LlmpruneError(f"unknown sobp refit_prior {refit_prior!r}: use 'current' or 'zero'")
-        self.refit_prior = refit_prior
-        if refit_damp is not None and refit_damp != "heldout" and not (
-                isinstance(refit_damp, (int, float)) and refit_damp > 0):
-            raise LlmpruneError(f"sobp refit_damp {refit_damp!r}: use a positive number or 'heldout'")
-        self.refit_damp = refit_damp
-        self.refine = refine
-        self.reconstruct = reconstruct
-        self.global_selection = global_selection
-        self.damp = damp
-        self.checkpointing = checkpointing
+    summary = "global first-order selection, OBS refinement, least-squares reconstruction (Wei et al. 2024)"
+    Config = SoBPConfig
+    config: SoBPConfig
 
     def options(self) -> dict:
-        return {"refine": self.refine, "reconstruct": self.reconstruct, "global_selection": self.global_selection,
-                "damp": self.damp, "checkpointing": self.checkpointing, "allow_empty": self.allow_empty,
-                "normalize": self.normalize, "refit_prior": self.refit_prior,
-                "refit_damp": self._refit_damp(), "refit_target": self.refit_target,
-                "refit_weight": self.refit_weight,
-                "score": "|sum_x dL/dm_g|" + (" per parameter removed" if self.normalize == "params" else "")}
+        return {"refine": self.config.refine, "reconstruct": self.config.reconstruct, "global_selection": self.config.global_selection,
+                "damp": self.config.damp, "checkpointing": self.config.checkpointing, "allow_empty": self.allow_empty,
+                "normalize": self.config.normalize, "refit_prior": self.config.refit_prior,
+                "refit_damp": self._refit_damp(), "refit_target": self.config.refit_target,
+                "refit_weight": self.config.refit_weight,
+                "score": "|sum_x dL/dm_g|" + (" per parameter removed" if self.config.normalize == "params" else "")}
 
     def _block_target(self, block: nn.Module, b: int) -> str:
         """Stage 3's target in block ``b``: ``auto`` is ``module`` under post-norms, else
         ``stream``; ``stream`` asked for explicitly is refused under post-norms."""
         post = _post_norms(block)
-        if self.refit_target == "auto":
+        if self.config.refit_target == "auto":
             return "module" if post else "stream"
-        if self.refit_target == "stream" and post:
+        if self.config.refit_target == "stream" and post:
             raise LlmpruneError(f"sobp refit_target='stream': block {b} normalises module outputs before the "
                                 f"residual add ({', '.join(post)}); use refit_target='module'")
-        return self.refit_target
+        return self.config.refit_target
 
     def _refit_damp(self) -> float | str:
         """Stage 3's dampening: ``refit_damp`` when given, else stage 2's ``damp``."""
-        return self.damp if self.refit_damp is None else self.refit_damp
+        return self.config.damp if self.config.refit_damp is None else self.config.refit_damp
 
-    def run(self, model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str = "cpu",
-            progress: bool = True) -> dict:
-        if self.reconstruct and self.refit_damp == "heldout":
+    def _refine(self, adapter: ModelAdapter, block: nn.Module, runner: BlockRunner, b: int,
+                groups_out: set[int], chans_out: set[int]) -> None:
+        """Stage 2 in block ``b``: remove the stage-1 counts of KV groups and channels one at
+        a time by the structured OBS cost, updating the rest (or the stage-1 units as is)."""
+        att = adapter.attention(block)
+        if att is not None and groups_out:
+            if self.config.refine:
+                H = runner.collect([LinearGroup(("o",), (att.o,))], hessian=True, stop_after=att.o)["o"].hessian
+                assert H is not None
+                width = att.group_size * att.head_dim
+                cols = [list(range(g * width, (g + 1) * width)) for g in range(att.num_kv_heads)]
+                removed, W = greedy_group_obs(att.o.weight, H, cols, len(groups_out), self.config.damp)
+                with torch.no_grad():
+                    att.o.weight.copy_(W.to(att.o.weight.dtype))
+                groups_out = set(removed)
+            keep = [g for g in range(att.num_kv_heads) if g not in groups_out]
+            structural.prune_heads(adapter, block, keep, layer=b)
+        mlp = adapter.mlp(block)
+        if chans_out:
+            if self.config.refine:
+                H = runner.collect([LinearGroup(("down",), (mlp.down,))], hessian=True)["down"].hessian
+                assert H is not None
+                removed, W = greedy_group_obs(mlp.down.weight, H, [[c] for c in range(mlp.channels)],
+                                              len(chans_out), self.config.damp)
+                with torch.no_grad():
+                    mlp.down.weight.copy_(W.to(mlp.down.weight.dtype))
+                chans_out = set(removed)
+            structural.prune_channels(adapter, block, [c for c in range(mlp.channels) if c not in chans_out], layer=b)
+
+    def _reconstruct(self, adapter: ModelAdapter, block: nn.Module, runner: BlockRunner, dense: BlockRunner,
+                     b: int) -> list[dict]:
+        """Stage 3 in block ``b``: refit ``o_proj`` then ``down_proj`` against the dense
+        block (``dense``: the engine's reference runner, the dense copy on the dense stream)."""
+        d_att, d_mlp = adapter.attention(dense.block), adapter.mlp(dense.block)
+        att, mlp = adapter.attention(block), adapter.mlp(block)
+        pairs = ([("o", d_att.o, att.o)] if att is not None and d_att is not None else []) + \
+            ([("down", d_mlp.down, mlp.down)] if mlp.channels else [])
+        dense_in = dense.inputs
+        targets, dense_out = _dense_targets(dense, [d for _, d, _ in pairs])
+        target = self._block_target(block, b)
+        refits = []
+        for (name, _, lin), ys in zip(pairs, targets):  # o_proj first: the MLP refit sees it
+            if target == "stream":
+                ys = _stream_targets(runner, lin, ys, dense_in, dense_out, first=name == "o")
+            # o_proj's error meets the MLP's norm on about the block's input stream, down_proj's on its output
+            weights = None if self.config.refit_weight == "none" else \
+                _rms_weights(dense_in if name == "o" else dense_out)
+            refits.append({"block": b, "module": name, "target": target,
+                           **_refit(runner, lin, ys, self._refit_damp(), self.config.refit_prior, weights)})
+        return refits
+
+    def run(self, ctx: PruneContext) -> PruneResult:
+        model, adapter, device, progress = ctx.model, ctx.adapter, ctx.device, ctx.progress
+        calib = ctx.require_calib(self.name)
+        if self.config.reconstruct and self.config.refit_damp == "heldout":
             _require_two_folds(calib.shape[0])  # before any work
-        if self.reconstruct and calib.numel() < STAGE3_MIN_TOKENS:
+        if self.config.reconstruct and calib.numel() < STAGE3_MIN_TOKENS:
             print(f"sobp: stage 3 (reconstruction) with {calib.numel():,} calibration tokens; on SmolLM2-135M it "
-                  f"helped only from about {STAGE3_MIN_TOKENS:,} and hurt with fewer: consider --no-reconstruct "
+                  f"helped only from about {STAGE3_MIN_TOKENS:,} and hurt with fewer: consider --method-args reconstruct=false "
                   "or more --calib-samples", file=sys.stderr)
         t0 = time.perf_counter()
         blocks = list(adapter.blocks())
         info, units = [], []
-        scores = first_order_scores(model, adapter, calib, device, self.checkpointing, progress)
-        model.to("cpu") if device != "cpu" else None
+        scores = ctx.reuse.get("first_order_scores")
+        if scores is None:
+            scores = first_order_scores(model, adapter, calib, device, self.config.checkpointing, progress)
+        if device != "cpu":
+            model.to("cpu")
         stage1_rss = peak_rss_mb()
         t1 = time.perf_counter()
         for b, block in enumerate(blocks):
             att, mlp = adapter.attention(block), adapter.mlp(block)
-            groups, channels, gcost, ccost = _costs(att, mlp)
+            groups, channels, gcost, ccost = unit_costs(att, mlp)
             info.append(BlockInfo(groups, channels, gcost, ccost))
             gs, cs = scores[b]
-            gn, cn = (gcost, ccost) if self.normalize == "params" else (1, 1)
+            gn, cn = (gcost, ccost) if self.config.normalize == "params" else (1, 1)
             units += [Unit(b, "group", g, gcost, s / gn) for g, s in enumerate(gs)]
             units += [Unit(b, "channel", c, ccost, s / cn) for c, s in enumerate(cs)]
         total = sum(bi.groups * bi.group_cost + bi.channels * bi.channel_cost for bi in info)
-        select = select_global if self.global_selection else select_uniform
+        select = select_global if self.config.global_selection else select_uniform
         chosen = select(units, info, self.ratio, self.ratio * total, self.allow_empty)
         plan = [({u.index for u in chosen if u.block == b and u.kind == "group"},
                  {u.index for u in chosen if u.block == b and u.kind == "channel"}) for b in range(len(blocks))]
 
         refits: list[dict] = []
-        engine = LayerwiseEngine(model, adapter, device=device, progress=False)
-        hidden, kwargs_list = engine.capture(calib)
-        dense_hidden = hidden.clone() if self.reconstruct else None
-        from tqdm.auto import tqdm
+        t_sel = time.perf_counter()
+        spent = {"refine": 0.0, "reconstruct": 0.0}
 
-        for b in tqdm(range(len(blocks)), desc="sobp: refine + reconstruct", disable=not progress, file=sys.stderr):
-            block = adapter.blocks()[b]
-            dev = torch.device(device)
-            if engine.offload:
-                block.to(dev)
-            runner = BlockRunner(block, hidden, kwargs_list[b], dev)
-            dense_block = copy.deepcopy(block) if self.reconstruct else None
-            groups_out, chans_out = plan[b]
-            att = adapter.attention(block)
-            if att is not None and groups_out:
-                if self.refine:
-                    H = runner.collect([LinearGroup(("o",), (att.o,))], hessian=True, stop_after=att.o)["o"].hessian
-                    width = att.group_size * att.head_dim
-                    cols = [list(range(g * width, (g + 1) * width)) for g in range(att.num_kv_heads)]
-                    removed, W = greedy_group_obs(att.o.weight, H, cols, len(groups_out), self.damp)
-                    with torch.no_grad():
-                        att.o.weight.copy_(W.to(att.o.weight.dtype))
-                    groups_out = set(removed)
-                keep = [g for g in range(att.num_kv_heads) if g not in groups_out]
-                structural.prune_heads(adapter, block, keep, layer=b)
-            mlp = adapter.mlp(block)
-            if chans_out:
-                if self.refine:
-                    H = runner.collect([LinearGroup(("down",), (mlp.down,))], hessian=True)["down"].hessian
-                    removed, W = greedy_group_obs(mlp.down.weight, H, [[c] for c in range(mlp.channels)],
-                                                  len(chans_out), self.damp)
-                    with torch.no_grad():
-                        mlp.down.weight.copy_(W.to(mlp.down.weight.dtype))
-                    chans_out = set(removed)
-                structural.prune_channels(adapter, block, [c for c in range(mlp.channels) if c not in chans_out],
-                                          layer=b)
-            if self.reconstruct:
-                dense_runner = BlockRunner(dense_block, dense_hidden, kwargs_list[b], dev)
-                d_att, d_mlp = adapter.attention(dense_block), adapter.mlp(dense_block)
-                att, mlp = adapter.attention(block), adapter.mlp(block)
-                pairs = ([("o", d_att.o, att.o)] if att is not None else []) + \
-                    ([("down", d_mlp.down, mlp.down)] if mlp.channels else [])
-                dense_in = dense_hidden
-                targets, dense_hidden = _dense_targets(dense_runner, [d for _, d, _ in pairs])
-                target = self._block_target(block, b)
-                for (name, _, lin), ys in zip(pairs, targets):  # o_proj first: the MLP refit sees it
-                    if target == "stream":
-                        ys = _stream_targets(runner, lin, ys, dense_in, dense_hidden, first=name == "o")
-                    # o_proj's error meets the MLP's norm on about the block's input stream, down_proj's on its output
-                    weights = None if self.refit_weight == "none" else \
-                        _rms_weights(dense_in if name == "o" else dense_hidden)
-                    refits.append({"block": b, "module": name, "target": target,
-                                   **_refit(runner, lin, ys, self._refit_damp(), self.refit_prior, weights)})
-                del dense_block, targets
-            hidden = runner.forward(keep_outputs=True)
-            if engine.offload:
-                block.to("cpu")
-        return {
-            "seconds": time.perf_counter() - t0,
-            "stage1_seconds": t1 - t0,
-            "stage1_peak_rss_mb": stage1_rss,
-            "peak_rss_mb": peak_rss_mb(),
-            "peak_device_mb": None,
-            "removed": {"groups": sum(len(p[0]) for p in plan), "channels": sum(len(p[1]) for p in plan),
-                        "blocks": []},
-            "block_influence": None,
-            "sobp": {"refits": refits} if self.reconstruct else {},
-        }
+        def on_block(b: int, block: nn.Module, runner: BlockRunner) -> None:
+            t_b = time.perf_counter()
+            self._refine(adapter, block, runner, b, *plan[b])
+            t_r = time.perf_counter()
+            spent["refine"] += t_r - t_b
+            if runner.reference is not None:
+                refits.extend(self._reconstruct(adapter, block, runner, runner.reference, b))
+            spent["reconstruct"] += time.perf_counter() - t_r
+
+        engine = LayerwiseEngine(model, adapter, device=device, progress=progress)
+        engine.run(calib, on_block, desc="sobp: refine + reconstruct", reference=self.config.reconstruct)
+        removed = {"groups": sum(len(p[0]) for p in plan), "channels": sum(len(p[1]) for p in plan), "blocks": []}
+        stage_seconds = {"1_scores": t1 - t0, "1_selection": t_sel - t1, "2_refine": spent["refine"],
+                         "3_reconstruct": spent["reconstruct"],
+                         "other": time.perf_counter() - t_sel - spent["refine"] - spent["reconstruct"]}
+        return PruneResult(seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), removed=removed,
+                           stages={"stage1_seconds": t1 - t0, "stage1_peak_rss_mb": stage1_rss},
+                           details={**({"refits": refits} if self.config.reconstruct else {}),
+                                    "stage_seconds": stage_seconds})

@@ -1,15 +1,47 @@
-"""Run an unstructured / N:M method over a whole model on the layer-wise engine."""
+"""Unstructured / N:M methods: each block linear's weight is pruned in place, given the
+statistics of its inputs, on the layer-wise engine (:mod:`llmprune.engine.layerwise`)."""
 
 from __future__ import annotations
 
+import sys
 import time
+from abc import abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..engine.layerwise import BlockRunner, LayerwiseEngine, peak_rss_mb
+from ..engine.stats import InputStats
 from ..models.base import ModelAdapter
-from .base import UnstructuredMethod
+from ..solvers.sparsity import Sparsity
+from .base import Method, PruneContext, PruneResult
+
+
+class LayerwiseMethod(Method):
+    """Prunes one linear's weight matrix given its input statistics.
+
+    ``needs_calibration``: whether the engine must run calibration data (magnitude
+    does not). ``needs_hessian``: whether ``stats.hessian`` must be accumulated.
+    """
+
+    kind = "unstructured"
+    needs_hessian: ClassVar[bool] = False
+
+    def __init__(self, sparsity: Sparsity, /, **options: object) -> None:
+        self.sparsity = sparsity
+        super().__init__(sparsity, **options)
+
+    @abstractmethod
+    def prune_weight(self, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
+        """Return the pruned (and possibly updated) weight, same shape, float32."""
+
+    def options(self) -> dict:
+        return self.config.model_dump()
+
+    def run(self, ctx: PruneContext) -> PruneResult:
+        calib = ctx.require_calib(self.name) if self.needs_calibration else None
+        return prune_unstructured(ctx.model, ctx.adapter, self, calib, device=ctx.device, progress=ctx.progress)
 
 
 def _set_weight(linear: nn.Linear, new: torch.Tensor) -> None:
@@ -17,10 +49,9 @@ def _set_weight(linear: nn.Linear, new: torch.Tensor) -> None:
         linear.weight.copy_(new.to(linear.weight.dtype))
 
 
-def prune_unstructured(model: nn.Module, adapter: ModelAdapter, method: UnstructuredMethod,
-                       calib_ids: torch.Tensor | None, device: str = "cpu",
-                       progress: bool = True) -> dict:
-    """Prune every block linear of ``model`` in place; return per-layer results.
+def prune_unstructured(model: nn.Module, adapter: ModelAdapter, method: LayerwiseMethod,
+                       calib_ids: torch.Tensor | None, device: str = "cpu", progress: bool = True) -> PruneResult:
+    """Prune every block linear of ``model`` in place; per-layer results in ``layers``.
 
     Calibration-free methods visit the blocks directly; the others run on the
     :class:`LayerwiseEngine`, each block calibrated on the outputs of the already
@@ -42,23 +73,23 @@ def prune_unstructured(model: nn.Module, adapter: ModelAdapter, method: Unstruct
                            "sparsity": zeros / lin.weight.numel()})
 
     t0 = time.perf_counter()
-    result: dict = {}
+    peak_device = None
     if method.needs_calibration:
         if calib_ids is None:
             raise ValueError(f"{method.name} needs calibration data")
         engine = LayerwiseEngine(model, adapter, device=device, progress=progress)
-        stats = engine.run(calib_ids, on_block, desc=method.name)
-        result["peak_device_mb"] = stats.peak_device_mb
+        peak_device = engine.run(calib_ids, on_block, desc=method.name).peak_device_mb
     else:
         from tqdm.auto import tqdm
-        import sys
 
         for i, block in enumerate(tqdm(adapter.blocks(), desc=method.name, disable=not progress, file=sys.stderr)):
             on_block(i, block, None)
-    result["seconds"] = time.perf_counter() - t0
-    result["peak_rss_mb"] = peak_rss_mb()
-    result["layers"] = layers
-    pruned = sum(l["sparsity"] * l["shape"][0] * l["shape"][1] for l in layers)
-    total = sum(l["shape"][0] * l["shape"][1] for l in layers)
-    result["block_sparsity"] = pruned / total if total else 0.0
-    return result
+    return PruneResult(seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), peak_device_mb=peak_device,
+                       layers=layers)
+
+
+def block_sparsity(layers: list[dict]) -> float:
+    """Fraction of zero weights over all pruned linears of ``layers``."""
+    pruned = sum(entry["sparsity"] * entry["shape"][0] * entry["shape"][1] for entry in layers)
+    total = sum(entry["shape"][0] * entry["shape"][1] for entry in layers)
+    return pruned / total if total else 0.0

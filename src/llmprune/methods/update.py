@@ -1,4 +1,4 @@
-"""``--update {none,sparsegpt,mrp}``: keep a cheap method's mask (magnitude, Wanda) and
+"""``update=sparsegpt|mrp``: keep a cheap method's mask (magnitude, Wanda) and
 compensate the remaining weights with the calibration Hessian.
 
 ``sparsegpt`` runs SparseGPT's sequential OBS updates with the mask fixed (Frantar &
@@ -10,71 +10,74 @@ engine for Hessians and calibration data.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, field_validator, model_validator
 
 from ..engine.stats import InputStats
-from ..errors import LlmpruneError
 from ..solvers.mrp import mrp_prune
 from ..solvers.sparsegpt import sparsegpt_prune
-from ..solvers.sparsity import Sparsity
-from .base import UnstructuredMethod
+from .base import MethodConfig
+from .unstructured import LayerwiseMethod
 
 UPDATES = ("none", "sparsegpt", "mrp")
-
-
-def parse_update(update: str | None) -> str | None:
-    """``None``/``"none"`` → None; ``"sparsegpt"``/``"mrp"`` as is; else a clear error."""
-    if update is None:
-        return None
-    value = str(update).strip().lower()
-    if value not in UPDATES:
-        raise LlmpruneError(f"unknown update {update!r}: choose one of {', '.join(UPDATES)}")
-    return None if value == "none" else value
-
-
-def check_update(method: str, update: str | None) -> str | None:
-    """``parse_update(update)``, refusing an update for a method that is not a mask method."""
-    from .registry import UNSTRUCTURED
-
-    update = parse_update(update)
-    if update is not None and not issubclass(UNSTRUCTURED.get(method.lower(), object), MaskMethod):
-        raise LlmpruneError(f"--update {update} compensates a magnitude or wanda mask, not {method}: "
-                            "drop --update or use --method wanda/magnitude")
-    return update
 
 
 def compensate(weight: torch.Tensor, mask: torch.Tensor, stats: InputStats | None, update: str,
                damp: float, blocksize: int) -> torch.Tensor:
     """``weight`` with ``mask`` (True = prune) removed and the rest updated by ``update``."""
     if stats is None or stats.hessian is None:
-        raise ValueError(f"--update {update} needs the calibration Hessian")
+        raise ValueError(f"update={update} needs the calibration Hessian")
     if update == "mrp":
         return mrp_prune(weight, stats.hessian, None, blocksize=blocksize, damp=damp, mask=mask, dtype=torch.float32)
     return sparsegpt_prune(weight, stats.hessian, None, blocksize=blocksize, damp=damp, mask=mask)
 
 
-class MaskMethod(UnstructuredMethod):
+class MaskConfig(MethodConfig):
+    update: Literal["none", "sparsegpt", "mrp"] | None = Field(
+        None, description="compensate the mask with SparseGPT's or MRP's weight update (needs calibration)")
+    damp: float | None = Field(None, description="dampening of the update (default 0.01; needs update)")
+    blocksize: int | None = Field(None, description="column block of the update (default 128; needs update)")
+
+    @field_validator("update", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> "MaskConfig":
+        if self.update in (None, "none") and (self.damp is not None or self.blocksize is not None):
+            raise ValueError("damp/blocksize tune the weight update: add update=sparsegpt or update=mrp, or drop them")
+        if self.blocksize is not None and self.blocksize < 1:
+            raise ValueError(f"blocksize {self.blocksize} must be at least 1")
+        return self
+
+
+class MaskMethod(LayerwiseMethod):
     """A method that only chooses a mask; ``update`` optionally compensates it.
 
     ``needs_calibration`` and ``needs_hessian`` become True with an update.
     """
 
+    Config = MaskConfig
+    config: MaskConfig
     mask_needs_calibration: bool = True
 
-    def __init__(self, sparsity: Sparsity, update: str | None = None, damp: float | None = None,
-                 blocksize: int | None = None) -> None:
-        super().__init__(sparsity)
-        self.update = parse_update(update)
-        if self.update is None and (damp is not None or blocksize is not None):
-            raise LlmpruneError(f"--damp/--blocksize tune the weight update: add --update sparsegpt or "
-                                f"--update mrp to {self.name}, or drop them")
-        self.damp = 0.01 if damp is None else damp
-        self.blocksize = 128 if blocksize is None else blocksize
-        if self.blocksize < 1:
-            raise LlmpruneError(f"--blocksize {self.blocksize} must be at least 1")
+    @property
+    def update(self) -> str | None:
+        return None if self.config.update in (None, "none") else self.config.update
 
     @property
-    def needs_calibration(self) -> bool:  # type: ignore[override]
+    def damp(self) -> float:
+        return 0.01 if self.config.damp is None else self.config.damp
+
+    @property
+    def blocksize(self) -> int:
+        return 128 if self.config.blocksize is None else self.config.blocksize
+
+    @property
+    def needs_calibration(self) -> bool:
         return self.mask_needs_calibration or self.update is not None
 
     @property

@@ -8,14 +8,17 @@ import torch
 
 from ..engine.stats import InputStats
 from ..solvers.masks import nm_mask, row_mask
+from .registry import register
 from .update import MaskMethod
 
 
+@register
 class Wanda(MaskMethod):
     name = "wanda"
+    summary = "|W|·‖X‖ per output row, no weight update (Sun et al. 2024)"
 
     def select_mask(self, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
         assert stats is not None
         score = weight.abs() * stats.column_norms().to(weight.device).unsqueeze(0)
         s = self.sparsity
-        return nm_mask(score, s.n, s.m) if s.is_nm else row_mask(score, s.ratio)
+        return nm_mask(score, *s.nm) if s.is_nm else row_mask(score, s.fraction)

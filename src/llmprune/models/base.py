@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -68,8 +68,9 @@ class ModelAdapter(ABC):
     family: ClassVar[str] = ""
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.config = model.config
+        #: the transformers causal LM and its config (attributes are the family's, untyped)
+        self.model: Any = model
+        self.config: Any = self.model.config
 
     # -- whole-model structure -------------------------------------------------
     @abstractmethod
@@ -193,3 +194,11 @@ def count_nonzero_parameters(model: nn.Module) -> int:
             seen.add(id(p))
             total += int(torch.count_nonzero(p).item())
     return total
+
+
+def stock_architecture(model: nn.Module) -> str:
+    """The transformers class ``model`` is (or extends, after a layout reload)."""
+    for cls in type(model).__mro__:
+        if cls.__module__.startswith("transformers."):
+            return cls.__name__
+    return type(model).__name__

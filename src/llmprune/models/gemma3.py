@@ -11,9 +11,11 @@ soft-capped (``final_logit_softcapping``).
 from __future__ import annotations
 
 import torch
+from typing import Any
+
 from torch import nn
 
-from ..export.modeling_llmprune import NoAttention
+from ..modeling.modeling_llmprune import NoAttention
 from .base import AttentionSpec, MLPSpec, ModelAdapter
 
 
@@ -40,17 +42,17 @@ class Gemma3Adapter(ModelAdapter):
             logits = torch.tanh(logits / cap) * cap
         return logits
 
-    def attention(self, block: nn.Module) -> AttentionSpec | None:
+    def attention(self, block: Any) -> AttentionSpec | None:
         att = block.self_attn
         if isinstance(att, NoAttention):
             return None
         heads, kv = self.head_geometry(att.q_proj, att.k_proj, att.head_dim)
         return AttentionSpec(att, att.q_proj, att.k_proj, att.v_proj, att.o_proj, heads, kv, att.head_dim)
 
-    def mlp(self, block: nn.Module) -> MLPSpec:
+    def mlp(self, block: Any) -> MLPSpec:
         m = block.mlp
         return MLPSpec(m, up=m.up_proj, down=m.down_proj, gate=m.gate_proj)
 
-    def norms(self, block: nn.Module) -> list[nn.Module]:
+    def norms(self, block: Any) -> list[nn.Module]:
         return [block.input_layernorm, block.post_attention_layernorm,
                 block.pre_feedforward_layernorm, block.post_feedforward_layernorm]

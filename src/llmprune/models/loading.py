@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,8 +74,9 @@ def default_model_dir() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"llmprune: converting {gguf.name} to safetensors (once) ...", file=sys.stderr)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                 trust_remote_code=False)
     strip_quantization(model)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
@@ -101,7 +103,8 @@ def strip_quantization(model: nn.Module) -> None:
             setattr(model, attr, None)
     if hasattr(model, "is_quantized"):
         try:
-            model.is_quantized = False
+            hf: Any = model
+            hf.is_quantized = False
         except AttributeError:
             pass
     if hasattr(model.config, "quantization_config"):
@@ -123,6 +126,21 @@ def resolve_model(spec: str | os.PathLike | None) -> str:
     return text  # a hub id; works when online
 
 
+def _from_pretrained(cls: Any, source: str, dtype: torch.dtype, config_kw: dict[str, Any]) -> nn.Module:
+    if not config_kw:
+        return cls.from_pretrained(source, dtype=dtype, trust_remote_code=False)
+    # the tensors a block_configs checkpoint leaves out (norms and empty linears of removed
+    # parts) are checked by validate_checkpoint and have no effect: no "newly initialized" noise
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(source, dtype=dtype, trust_remote_code=False, **config_kw)
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def load_model_and_tokenizer(
     spec: str | os.PathLike | None = None, dtype: str | torch.dtype = "float32", device: str = "cpu"
 ) -> tuple[nn.Module, object]:
@@ -132,22 +150,34 @@ def load_model_and_tokenizer(
     source = resolve_model(spec)
     torch_dtype = parse_dtype(dtype)
     local = Path(source).exists()
-    cls = AutoModelForCausalLM
+    cls: Any = AutoModelForCausalLM
+    config_kw: dict[str, Any] = {}
     if local:
-        from ..export.checkpoint import causal_lm_class, validate_checkpoint
+        from .checkpoint import checkpoint_loader, validate_checkpoint
 
-        custom = causal_lm_class(Path(source))
-        validate_checkpoint(Path(source), custom)
+        custom, config = checkpoint_loader(Path(source))
+        validate_checkpoint(Path(source), custom, config)
         cls = custom or cls
+        if config is not None:  # a DeciLM block_configs checkpoint, rebuilt as its family + layout
+            config_kw["config"] = config
     try:
-        model = cls.from_pretrained(source, dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = _from_pretrained(cls, source, torch_dtype, config_kw)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **config_kw)
     except LlmpruneError:
         raise
     except OSError as exc:
         where = "local directory" if local else "hub id (needs internet)"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LlmpruneError(f"cannot load model {spec!r} as a {where}: {first}") from None
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "trust_remote_code" in str(exc):
+            raise LlmpruneError(f"model {spec!r} needs its own Python code, and llmprune never runs checkpoint "
+                                "code: use a model of a family transformers supports") from None
+        raise LlmpruneError(
+            f"cannot load model {spec!r} (ValueError: {first}): the checkpoint is corrupt "
+            "or incomplete; re-create or re-download it"
+        ) from None
     except Exception as exc:  # corrupt files surface as many exception types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise LlmpruneError(

@@ -21,7 +21,7 @@ Mamba has no attention heads or MLP channels: structured pruning is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -62,16 +62,16 @@ class MambaAdapter(ModelAdapter):
     def final_norm(self) -> nn.Module | None:
         return self.model.backbone.norm_f
 
-    def attention(self, block: nn.Module) -> AttentionSpec | None:
+    def attention(self, block: Any) -> AttentionSpec | None:
         raise _no_structured()
 
-    def mlp(self, block: nn.Module) -> MLPSpec:
+    def mlp(self, block: Any) -> MLPSpec:
         raise _no_structured()
 
-    def norms(self, block: nn.Module) -> list[nn.Module]:
+    def norms(self, block: Any) -> list[nn.Module]:
         return [block.norm]
 
-    def linear_groups(self, block: nn.Module) -> list[LinearGroup]:
+    def linear_groups(self, block: Any) -> list[LinearGroup]:
         mixer = block.mixer
         rank = mixer.dt_proj.in_features
 

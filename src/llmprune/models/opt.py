@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import torch
+from typing import Any
+
 from torch import nn
 
-from ..export.modeling_llmprune import NoAttention
+from ..modeling.modeling_llmprune import NoAttention
 from .base import AttentionSpec, MLPSpec, ModelAdapter
 
 
@@ -16,7 +18,7 @@ class OPTAdapter(ModelAdapter):
     model_types = ("opt",)
     family = "opt"
 
-    def decoder(self) -> nn.Module:
+    def decoder(self) -> Any:
         return self.model.model.decoder
 
     def blocks(self) -> nn.ModuleList:
@@ -36,14 +38,14 @@ class OPTAdapter(ModelAdapter):
             hidden = proj(hidden)
         return self.lm_head()(hidden)
 
-    def attention(self, block: nn.Module) -> AttentionSpec | None:
+    def attention(self, block: Any) -> AttentionSpec | None:
         att = block.self_attn
         if isinstance(att, NoAttention):
             return None
         heads, kv = self.head_geometry(att.q_proj, att.k_proj, att.head_dim)
         return AttentionSpec(att, att.q_proj, att.k_proj, att.v_proj, att.out_proj, heads, kv, att.head_dim)
 
-    def mlp(self, block: nn.Module) -> MLPSpec:
+    def mlp(self, block: Any) -> MLPSpec:
         return MLPSpec(block, up=block.fc1, down=block.fc2, gate=None)
 
     def uniform_config(self, heads: int, kv_heads: int, head_dim: int, channels: int) -> dict | None:
@@ -53,5 +55,5 @@ class OPTAdapter(ModelAdapter):
             return None
         return {"ffn_dim": channels}
 
-    def norms(self, block: nn.Module) -> list[nn.Module]:
+    def norms(self, block: Any) -> list[nn.Module]:
         return [block.self_attn_layer_norm, block.final_layer_norm]

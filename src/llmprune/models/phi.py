@@ -5,9 +5,11 @@ optional q/k LayerNorms live inside the attention module."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
-from ..export.modeling_llmprune import NoAttention
+from ..modeling.modeling_llmprune import NoAttention
 from .base import AttentionSpec, LinearGroup, MLPSpec, ModelAdapter
 
 
@@ -27,20 +29,20 @@ class PhiAdapter(ModelAdapter):
     def final_norm(self) -> nn.Module | None:
         return self.model.model.final_layernorm
 
-    def attention(self, block: nn.Module) -> AttentionSpec | None:
+    def attention(self, block: Any) -> AttentionSpec | None:
         att = block.self_attn
         if isinstance(att, NoAttention):
             return None
         heads, kv = self.head_geometry(att.q_proj, att.k_proj, att.head_dim)
         return AttentionSpec(att, att.q_proj, att.k_proj, att.v_proj, att.dense, heads, kv, att.head_dim)
 
-    def mlp(self, block: nn.Module) -> MLPSpec:
+    def mlp(self, block: Any) -> MLPSpec:
         return MLPSpec(block.mlp, up=block.mlp.fc1, down=block.mlp.fc2, gate=None)
 
-    def norms(self, block: nn.Module) -> list[nn.Module]:
+    def norms(self, block: Any) -> list[nn.Module]:
         return [block.input_layernorm]
 
-    def linear_groups(self, block: nn.Module) -> list[LinearGroup]:
+    def linear_groups(self, block: Any) -> list[LinearGroup]:
         att, mlp = self.attention(block), self.mlp(block)
         if att is None:
             return [LinearGroup(("fc1",), (mlp.up,)), LinearGroup(("fc2",), (mlp.down,))]

@@ -25,7 +25,9 @@ def inverse_cholesky_upper(H: torch.Tensor) -> torch.Tensor:
     try:
         L = torch.linalg.cholesky(H.double())
         Hinv = torch.cholesky_inverse(L)
-        return torch.linalg.cholesky(Hinv, upper=True).to(H.dtype)
+        del L  # at most two float64 matrices alive (a 28672-wide Hessian: 6.6 GB each)
+        U: torch.Tensor = torch.linalg.cholesky(Hinv, upper=True)
+        return U.to(H.dtype)
     except torch.linalg.LinAlgError:
         raise LlmpruneError(
             "the calibration Hessian is not positive definite: raise the dampening (--damp 0.1) "

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Callable
-
 import torch
+
+from .budget import bisect_decreasing
 
 
 def expected_kept(s: torch.Tensor, cost: torch.Tensor, owner: torch.Tensor | None = None) -> torch.Tensor:
@@ -26,20 +26,6 @@ def expected_kept(s: torch.Tensor, cost: torch.Tensor, owner: torch.Tensor | Non
     if owner is not None:
         kept = kept * torch.where(owner >= 0, s[owner.clamp_min(0)], torch.ones_like(s))
     return kept.sum()
-
-
-def bisect_decreasing(f: Callable[[float], float], target: float, lo: float, hi: float, iters: int = 100) -> float:
-    """``x`` in ``[lo, hi]`` with ``f(x) == target`` for a continuous non-increasing ``f``
-    (``f(lo) >= target >= f(hi)``), by bisection."""
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        if f(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-15:
-            break
-    return 0.5 * (lo + hi)
 
 
 def project_budget(s: torch.Tensor, cost: torch.Tensor, budget: float, owner: torch.Tensor | None = None) -> torch.Tensor:

@@ -29,7 +29,7 @@ class Sparsity:
             if not (0.0 <= self.ratio <= MAX_RATIO):
                 raise LlmpruneError(f"ratio {self.ratio} is outside [0, {MAX_RATIO}]: pass e.g. --ratio 0.5")
         else:
-            if self.m is None or not (0 < self.n < self.m):
+            if self.n is None or self.m is None or not (0 < self.n < self.m):
                 raise LlmpruneError(f"pattern {self.n}:{self.m} is invalid: need 0 < N < M, e.g. --pattern 2:4")
 
     @classmethod
@@ -54,13 +54,24 @@ class Sparsity:
         return self.n is not None
 
     @property
+    def nm(self) -> tuple[int, int]:
+        """``(N, M)`` of an N:M pattern."""
+        if self.n is None or self.m is None:
+            raise ValueError(f"sparsity {self} is not an N:M pattern")
+        return self.n, self.m
+
+    @property
     def fraction(self) -> float:
         """Fraction of weights removed."""
-        return self.ratio if self.ratio is not None else 1.0 - self.n / self.m
+        if self.ratio is not None:
+            return self.ratio
+        n, m = self.nm
+        return 1.0 - n / m
 
     @property
     def pruned_per_group(self) -> int:
-        return self.m - self.n
+        n, m = self.nm
+        return m - n
 
     def __str__(self) -> str:
         return f"{self.n}:{self.m}" if self.is_nm else f"{self.ratio:g}"

@@ -27,6 +27,7 @@ def mask_heads(adapter: ModelAdapter, block: nn.Module, keep_kv: Sequence[int],
                keep_q: Sequence[int] | None = None) -> None:
     """Zero the output-projection columns of every query head not kept."""
     att = adapter.attention(block)
+    assert att is not None, "the block has no attention to mask"
     g, hd = att.group_size, att.head_dim
     if keep_q is None:
         keep_q = [kv * g + j for kv in keep_kv for j in range(g)]
@@ -44,7 +45,9 @@ def _zero_linear(lin: nn.Linear) -> None:
 
 def mask_attention(adapter: ModelAdapter, block: nn.Module) -> None:
     """Zero the whole attention output (weight and bias)."""
-    _zero_linear(adapter.attention(block).o)
+    att = adapter.attention(block)
+    assert att is not None, "the block has no attention to mask"
+    _zero_linear(att.o)
 
 
 def mask_channels(adapter: ModelAdapter, block: nn.Module, keep: Sequence[int]) -> None:

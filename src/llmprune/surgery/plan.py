@@ -33,6 +33,12 @@ from . import masking, structural
 _KEYS = {"remove_kv_heads", "remove_heads", "remove_channels", "remove_attention", "remove_mlp",
          "remove_block", "residual"}
 _RESIDUAL_KEYS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
+_BOOL_KEYS = ("remove_attention", "remove_mlp", "remove_block")
+_INDEX_KEYS = ("remove_kv_heads", "remove_heads", "remove_channels")
+
+
+def _is_index_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
 @dataclass
@@ -68,6 +74,18 @@ class StructuredPlan:
             residual = edits.get("residual")
             if residual is not None and (not isinstance(residual, dict) or set(residual) - set(_RESIDUAL_KEYS)):
                 raise LlmpruneError(f"{source}: layer {idx}: residual takes kept index lists {list(_RESIDUAL_KEYS)}")
+            for flag in _BOOL_KEYS:
+                if flag in edits and not isinstance(edits[flag], bool):
+                    raise LlmpruneError(f"{source}: layer {idx}: {flag} is {edits[flag]!r}, not a boolean: "
+                                        f"write {flag}: true or {flag}: false (unquoted)")
+            for key in _INDEX_KEYS:
+                value = edits.get(key)
+                if key == "remove_channels" and isinstance(value, dict):
+                    continue
+                if value is not None and not _is_index_list(value):
+                    raise LlmpruneError(f"{source}: layer {idx}: {key} must be a list of integer indices")
+            if residual is not None and not all(v is None or _is_index_list(v) for v in residual.values()):
+                raise LlmpruneError(f"{source}: layer {idx}: residual lists must hold integer indices")
             layers[idx] = LayerEdit(**edits)
         return cls(layers)
 

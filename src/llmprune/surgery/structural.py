@@ -11,13 +11,13 @@ two give the same logits (tested for every family).
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import LlmpruneError
-from ..export.modeling_llmprune import IndexedLinear, NoAttention, set_submodule
+from ..modeling.modeling_llmprune import IndexedLinear, NoAttention, set_submodule
 from ..models.base import ModelAdapter
 
 #: Attention attributes that hold head counts in the families we support.
@@ -79,8 +79,10 @@ def _indexed(lin: nn.Linear, in_index: torch.Tensor | None, out_index: torch.Ten
         if lin.bias is not None:
             new.bias.copy_(lin.bias)
         if in_index is not None:
+            assert new.in_index is not None
             new.in_index.copy_(in_index)
         if out_index is not None:
+            assert new.out_index is not None
             new.out_index.copy_(out_index)
     return new
 
@@ -159,7 +161,7 @@ def remove_attention(adapter: ModelAdapter, block: nn.Module, keep_bias: bool = 
     att = adapter.attention(block)
     if att is None:
         return
-    o = att.o
+    o: Any = att.o  # an nn.Linear or an IndexedLinear
     noop = NoAttention(o.out_features if getattr(o, "out_index", None) is None else o.full_out,
                        att.head_dim, getattr(att.module, "layer_idx", max(layer, 0)),
                        bias=keep_bias and o.bias is not None, device=o.weight.device, dtype=o.weight.dtype)
@@ -196,8 +198,9 @@ def remove_mlp(adapter: ModelAdapter, block: nn.Module, layer: int = -1) -> None
 
 def _renumber(block: nn.Module, new_idx: int) -> None:
     for module in block.modules():
-        if hasattr(module, "layer_idx") and isinstance(module.layer_idx, int):
-            module.layer_idx = new_idx
+        m: Any = module
+        if hasattr(m, "layer_idx") and isinstance(m.layer_idx, int):
+            m.layer_idx = new_idx
 
 
 def drop_blocks(adapter: ModelAdapter, indices: Sequence[int]) -> None:

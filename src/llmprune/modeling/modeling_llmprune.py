@@ -43,27 +43,31 @@ class IndexedLinear(nn.Linear):
     ``out_index`` of a zero vector of width ``full_out`` (so a residual add after it is
     ``x.index_add(-1, out_index, y)``). Indices are persistent buffers (saved)."""
 
+    in_index: torch.Tensor | None
+    out_index: torch.Tensor | None
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  in_index: int | None = None, out_index: int | None = None, full_out: int | None = None,
                  device: Any = None, dtype: Any = None) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         idx_device = None if device is None else device
+        self.full_out: int | None = None
         if in_index is not None:
             self.register_buffer("in_index", torch.zeros(in_index, dtype=torch.long, device=idx_device))
         else:
             self.in_index = None
         if out_index is not None:
             self.register_buffer("out_index", torch.zeros(out_index, dtype=torch.long, device=idx_device))
+            assert full_out is not None, "out_index needs full_out"
             self.full_out = int(full_out)
         else:
             self.out_index = None
-            self.full_out = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_index is not None:
             x = x.index_select(-1, self.in_index)
         y = F.linear(x, self.weight, self.bias)
-        if self.out_index is None:
+        if self.out_index is None or self.full_out is None:  # both are set together
             return y
         out = y.new_zeros(*y.shape[:-1], self.full_out)
         return out.index_copy_(-1, self.out_index, y)
@@ -82,7 +86,9 @@ class NoAttention(nn.Module):
 
     Returns zeros (or the output projection's bias, which is all that remains of an
     attention with no heads) and keeps the KV cache's sequence length right by
-    appending zero-head keys and values for this layer.
+    appending keys and values of one zero head of width 1 for this layer (transformers'
+    cache layers report an empty tensor as length 0, which would shift the positions of
+    every later token when this is the first block).
     """
 
     def __init__(self, hidden_size: int, head_dim: int, layer_idx: int, bias: bool = False,
@@ -91,17 +97,18 @@ class NoAttention(nn.Module):
         self.hidden_size = hidden_size
         self.head_dim = head_dim
         self.layer_idx = layer_idx
+        self.bias: nn.Parameter | None = None
         if bias:
             self.bias = nn.Parameter(torch.zeros(hidden_size, device=device, dtype=dtype))
-        else:
-            self.bias = None
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
-        cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+        # transformers >= 5.24 passes the cache as ``cache``; older releases as ``past_key_values``
+        cache = next((kwargs[k] for k in ("cache", "past_key_values", "past_key_value") if kwargs.get(k) is not None),
+                     None)
         if cache is not None and hasattr(cache, "update"):
             b, s = hidden_states.shape[0], hidden_states.shape[1]
-            empty = hidden_states.new_zeros(b, 0, s, self.head_dim)
-            cache.update(empty, empty, self.layer_idx)
+            placeholder = hidden_states.new_zeros(b, 1, s, 1)
+            cache.update(placeholder, placeholder, self.layer_idx)
         out = torch.zeros_like(hidden_states)
         if self.bias is not None:
             out = out + self.bias
@@ -138,7 +145,7 @@ def apply_layout(model: nn.Module, layout: dict) -> nn.Module:
     """Resize ``model`` (built from the global config) to the recorded per-block widths."""
     if layout.get("version") != LAYOUT_VERSION:
         raise ValueError(f"unsupported llmprune layout version {layout.get('version')!r}: upgrade llmprune")
-    blocks = get_submodule(model, layout["blocks_path"])
+    blocks: Any = get_submodule(model, layout["blocks_path"])
     if len(blocks) != len(layout["layers"]):
         raise ValueError(
             f"llmprune layout lists {len(layout['layers'])} blocks but the config builds {len(blocks)}: "
@@ -162,7 +169,7 @@ def apply_layout(model: nn.Module, layout: dict) -> nn.Module:
     return model
 
 
-def pruned_class(base: type) -> type:
+def pruned_class(base: Any) -> type:
     """A subclass of the stock ``base`` causal-LM class that applies the layout."""
 
     def __init__(self, config, *args, **kwargs):  # noqa: N807

@@ -24,8 +24,7 @@ Noise: as in the official code, ``n`` is a single Gumbel sample ``−log(−log 
 noise (the difference of two Gumbels, the binary Gumbel-softmax of Jang et al. 2017),
 and its own temperature τ = 1: the estimate is ``(2·π1(1−π1) − ½·π0(1−π0))·∂L/∂D``, and
 with the Gumbel-sigmoid's τ = 0.4 the first term vanishes for the saturated logits every
-dimension starts with, so the gradient changes sign (measured on SmolLM2-135M: the
-budget term moved away from the target). A consequence of the logistic noise: the
+dimension starts with, so the gradient changes sign. A consequence of the logistic noise: the
 initial hard samples drop about sigmoid(−3) ≈ 4.7 % of every vector, so
 ``ce_masks="hard"`` with ReinMax starts from a badly damaged model; keep the default
 soft masks for the cross-entropy with ReinMax.

@@ -1,0 +1,188 @@
+"""Structured units and their removal, shared by every structured method.
+
+Units: whole KV groups of attention (a KV head with its query heads; one head when
+there is no GQA), MLP intermediate channels and whole blocks. ``ratio`` is the fraction
+of decoder-block linear weights removed; the chosen units are removed physically
+(:mod:`llmprune.surgery`), so the model really gets smaller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import LlmpruneError
+from ..models.base import AttentionSpec, MLPSpec, ModelAdapter
+from ..surgery import structural
+from .base import Method
+
+
+@dataclass
+class Unit:
+    block: int
+    kind: str  # "group" | "channel" | "block"
+    index: int
+    cost: int
+    score: float
+
+
+@dataclass
+class BlockInfo:
+    groups: int
+    channels: int
+    group_cost: int
+    channel_cost: int
+    o_mean: torch.Tensor | None = None
+    down_mean: torch.Tensor | None = None
+
+    @property
+    def cost(self) -> int:
+        """Weights of the block's units (all KV groups and channels)."""
+        return self.groups * self.group_cost + self.channels * self.channel_cost
+
+
+def unit_costs(att: AttentionSpec | None, mlp: MLPSpec) -> tuple[int, int, int, int]:
+    """``(KV groups, channels, weights per group, weights per channel)`` of one block."""
+    groups = att.num_kv_heads if att is not None else 0
+    gcost = sum(lin.weight.numel() for lin in (att.q, att.k, att.v, att.o)) // groups if att is not None and groups else 0
+    lins = ([mlp.gate] if mlp.gate is not None else []) + [mlp.up, mlp.down]
+    ccost = sum(lin.weight.numel() for lin in lins) // mlp.channels if mlp.channels else 0
+    return groups, mlp.channels, gcost, ccost
+
+
+def block_infos(adapter: ModelAdapter) -> list[BlockInfo]:
+    return [BlockInfo(*unit_costs(adapter.attention(b), adapter.mlp(b))) for b in adapter.blocks()]
+
+
+def group_columns(att: AttentionSpec, score_cols: torch.Tensor, reduce: str) -> torch.Tensor:
+    """Per-KV-group sum (or mean) of per-column scores of ``o_proj``'s input."""
+    per_group = score_cols.reshape(att.num_kv_heads, att.group_size * att.head_dim)
+    return per_group.sum(1) if reduce == "sum" else per_group.mean(1)
+
+
+class Floors:
+    """KV groups and channels left per block during a greedy selection: every block keeps
+    at least one of each unless ``allow_empty``."""
+
+    def __init__(self, info: list[BlockInfo], allow_empty: bool) -> None:
+        self.allow_empty = allow_empty
+        self.left = {(b, k): (bi.groups if k == "group" else bi.channels) for b, bi in enumerate(info)
+                     for k in ("group", "channel")}
+
+    def allows(self, u: Unit) -> bool:
+        return self.allow_empty or self.left[(u.block, u.kind)] > 1
+
+    def take(self, u: Unit) -> None:
+        self.left[(u.block, u.kind)] -= 1
+
+
+def half_channel(info: list[BlockInfo]) -> float:
+    """The tolerance of a global selection: half the cheapest MLP channel."""
+    return min((bi.channel_cost for bi in info if bi.channel_cost), default=0) / 2
+
+
+def select_uniform(units: list[Unit], info: list[BlockInfo], ratio: float, target: float,
+                   allow_empty: bool) -> list[Unit]:
+    """Same fraction in every block: ``round(ratio·G)`` groups, then channels to reach
+    ``ratio`` of the block's weights."""
+    chosen: list[Unit] = []
+    keep = 0 if allow_empty else 1
+    for b, bi in enumerate(info):
+        mine = [u for u in units if u.block == b]
+        groups = sorted((u for u in mine if u.kind == "group"), key=lambda u: u.score)
+        chans = sorted((u for u in mine if u.kind == "channel"), key=lambda u: u.score)
+        k = min(round(ratio * bi.groups), bi.groups - keep)
+        chosen += groups[:k]
+        budget = ratio * bi.cost - k * bi.group_cost
+        c = round(budget / bi.channel_cost) if bi.channel_cost else 0
+        chosen += chans[: max(0, min(c, bi.channels - keep))]
+    return chosen
+
+
+def select_global(units: list[Unit], info: list[BlockInfo], ratio: float, target: float,
+                  allow_empty: bool) -> list[Unit]:
+    """Lowest scores first across all blocks until ``target`` weights are removed; a unit
+    that would overshoot by more than half a channel is skipped; floors keep one group
+    and one channel per block unless ``allow_empty``."""
+    floors = Floors(info, allow_empty)
+    slack = half_channel(info)
+    removed, chosen = 0, []
+    for u in sorted(units, key=lambda u: (u.score, u.block, u.index)):
+        if removed >= target - slack:
+            break
+        if removed + u.cost > target + slack:
+            continue
+        if u.kind in ("group", "channel"):
+            if not floors.allows(u):
+                continue
+            floors.take(u)
+        chosen.append(u)
+        removed += u.cost
+    return chosen
+
+
+def compensate_bias(lin: nn.Linear, cols: list[int], mean: torch.Tensor) -> None:
+    """Add the removed input columns' mean contribution to ``lin``'s bias (FLAP)."""
+    if not cols:
+        return
+    idx = torch.as_tensor(cols, dtype=torch.long, device=lin.weight.device)
+    delta = lin.weight.detach().float().index_select(1, idx) @ mean.to(lin.weight.device).float().index_select(0, idx)
+    if lin.bias is None:
+        lin.bias = nn.Parameter(torch.zeros(lin.out_features, dtype=lin.weight.dtype, device=lin.weight.device),
+                                requires_grad=False)
+    with torch.no_grad():
+        lin.bias.add_(delta.to(lin.bias.dtype))
+
+
+def apply_selection(adapter: ModelAdapter, chosen: list[Unit], info: list[BlockInfo], compensate: bool) -> None:
+    """Remove the ``chosen`` units physically (with FLAP's bias compensation if asked)."""
+    blocks = list(adapter.blocks())
+    drop_blocks = sorted({u.block for u in chosen if u.kind == "block"})
+    for b, block in enumerate(blocks):
+        groups = {u.index for u in chosen if u.block == b and u.kind == "group"}
+        chans = {u.index for u in chosen if u.block == b and u.kind == "channel"}
+        att, mlp = adapter.attention(block), adapter.mlp(block)
+        if compensate:
+            if att is not None and groups:
+                o_mean = info[b].o_mean
+                assert o_mean is not None
+                cols = [q * att.head_dim + d for g in sorted(groups)
+                        for q in range(g * att.group_size, (g + 1) * att.group_size) for d in range(att.head_dim)]
+                compensate_bias(att.o, cols, o_mean)
+            if chans:
+                down_mean = info[b].down_mean
+                assert down_mean is not None
+                compensate_bias(mlp.down, sorted(chans), down_mean)
+        if att is not None and groups:
+            keep = [g for g in range(att.num_kv_heads) if g not in groups]
+            structural.prune_heads(adapter, block, keep, layer=b)
+        if chans:
+            structural.prune_channels(adapter, block, [c for c in range(mlp.channels) if c not in chans], layer=b)
+    if drop_blocks:
+        structural.drop_blocks(adapter, drop_blocks)
+
+
+def removed_counts(chosen: list[Unit]) -> dict[str, Any]:
+    return {"groups": sum(u.kind == "group" for u in chosen),
+            "channels": sum(u.kind == "channel" for u in chosen),
+            "blocks": sorted(u.block for u in chosen if u.kind == "block")}
+
+
+class StructuredMethod(Method):
+    """Base of the structured methods: ``Method(ratio, **options)``, ratio in [0, 0.9]."""
+
+    kind = "structured"
+    max_ratio: float = 0.9
+
+    def __init__(self, ratio: float, /, **options: object) -> None:
+        if not 0.0 <= ratio <= self.max_ratio:
+            raise LlmpruneError(f"structured ratio {ratio} outside [0, {self.max_ratio}]: pass e.g. --ratio 0.2")
+        self.ratio = ratio
+        super().__init__(ratio, **options)
+
+    @property
+    def allow_empty(self) -> bool:
+        return bool(getattr(self.config, "allow_empty", False))

@@ -1,0 +1,72 @@
+"""Masked least squares by batched preconditioned conjugate gradients (MRP's fast path).
+
+For every row ``w`` of ``W`` with kept set ``K`` (the complement of its pruned set),
+MRP's joint optimum (Zhao et al. 2024, Eq. 8) is the least-squares solution
+``v = argmin (w − v) H (w − v)ᵀ`` with ``v`` zero outside ``K``, i.e. ``v_K H_KK = (w H)_K``.
+Instead of factorising one ``|K| × |K|`` system per row (``O(rows · n³)``), all rows run
+conjugate gradients together (Hestenes & Stiefel 1952): each iteration is one product
+``P H`` over the whole matrix, masked to ``K``; a row is done when its preconditioned
+residual (about its excess error over the optimum) is below ``TOL`` times its error. The preconditioner is ``H⁻¹`` masked to
+``K`` (a second product): for ``K`` = everything it is exact, and on SmolLM2 layers at
+50 % and 2:4 ten iterations from the SparseGPT-style start leave the layer error within
+1e-5 of the exact solution's (docs/faithfulness.md). The iterate and every tenth residual
+are float64; the products run in ``dtype``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: stop when every row's preconditioned residual ``rᵀ M⁻¹ r`` (about the row's excess error
+#: over the optimum) is below this fraction of the row's error ``(w − v) H (w − v)ᵀ``
+TOL = {torch.float32: 1e-6, torch.float64: 1e-20}
+#: iteration cap (CG on an ``n``-dimensional system converges in ``n`` steps in exact arithmetic)
+MAX_ITER = {torch.float32: 100, torch.float64: 500}
+#: recompute the residual in float64 every this many iterations
+REPLACE_EVERY = 10
+
+
+def masked_lstsq_pcg(W: torch.Tensor, H: torch.Tensor, Hinv: torch.Tensor, keep: torch.Tensor,
+                     start: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
+                     tol: float | None = None, max_iter: int | None = None) -> tuple[torch.Tensor, int]:
+    """Per row ``v = argmin (w − v) H (w − v)ᵀ`` over ``v`` zero where ``keep`` is False.
+
+    ``H`` is the (dampened, SPD) Hessian and ``Hinv`` its inverse; ``start`` a first guess
+    (default ``W`` masked). Returns the float64 solution (exact zeros off ``keep``) and
+    the number of iterations run.
+    """
+    tol = TOL[dtype] if tol is None else tol
+    max_iter = min(MAX_ITER[dtype] if max_iter is None else max_iter, W.shape[1])
+    Wd, Hd = W.double(), H.double()
+    Kd = keep.to(W.device, torch.float64)
+    K = Kd.to(dtype)
+    Hw, Hiw = Hd.to(dtype), Hinv.to(W.device, dtype)
+    x = (Wd if start is None else start.double()) * Kd
+
+    def residual() -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked residual and, as the stopping scale, each row's error, both float64."""
+        D = Wd - x
+        G = D @ Hd
+        return G * Kd, tol * (G * D).sum(1)
+
+    r, limit = residual()
+    z = (r.to(dtype) @ Hiw) * K
+    p = z.clone()
+    rz = (r.to(dtype) * z).sum(1)
+    it = 0
+    while it < max_iter and bool((rz > limit).any()):
+        it += 1
+        Ap = (p @ Hw) * K
+        pAp = (p * Ap).sum(1)
+        a = torch.where(pAp > 0, rz / pAp.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(rz))
+        x += (a.unsqueeze(1) * p).double()
+        if it % REPLACE_EVERY == 0:
+            r, limit = residual()
+        else:
+            r -= (a.unsqueeze(1) * Ap).double()
+        z = (r.to(dtype) @ Hiw) * K
+        rz_new = (r.to(dtype) * z).sum(1)
+        beta = torch.where(rz > 0, rz_new / rz.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(rz))
+        p = z + beta.unsqueeze(1) * p
+        rz = rz_new
+    return x * Kd, it

@@ -259,3 +259,30 @@ def _commit(tmp: Path, path: Path, force: bool) -> None:
         except OSError as exc:
             raise LlmpruneError(f"cannot rename the finished output to {path} ({exc.strerror}): "
                                 "choose another --out") from None
+
+
+def check_out_file(out: str | os.PathLike, force: bool = False) -> Path:
+    """A single-file output (``FILE.gguf``): refused when it is a directory or exists without ``force``."""
+    path = Path(out).expanduser()
+    if path.suffix != ".gguf":
+        raise LlmpruneError(f"--out {path} should name a .gguf file")
+    if path.is_dir():
+        raise LlmpruneError(f"--out {path} is a directory: name a .gguf file")
+    if path.exists() and not force:
+        raise LlmpruneError(f"{path} already exists: choose another --out or pass --force")
+    return path
+
+
+@contextmanager
+def atomic_file(out: Path) -> Iterator[Path]:
+    """A temporary path next to ``out`` that becomes ``out`` on success (else is removed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

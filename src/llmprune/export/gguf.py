@@ -15,15 +15,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import LlmpruneError
+from .atomic import atomic_file, check_out_file
 from .gguf_plan import PAIRED_ROPE, GgufPlan, plan_gguf, rope_pairs_permutation, rope_theta
 
 OUTTYPES = ("f32", "f16", "q8_0")
@@ -34,32 +34,6 @@ def check_outtype(outtype: str) -> str:
     if value not in OUTTYPES:
         raise LlmpruneError(f"unknown --outtype {outtype!r}: use one of {', '.join(OUTTYPES)}")
     return value
-
-
-def check_out_file(out: str | os.PathLike, force: bool = False) -> Path:
-    path = Path(out).expanduser()
-    if path.suffix != ".gguf":
-        raise LlmpruneError(f"--out {path} should name a .gguf file")
-    if path.is_dir():
-        raise LlmpruneError(f"--out {path} is a directory: name a .gguf file")
-    if path.exists() and not force:
-        raise LlmpruneError(f"{path} already exists: choose another --out or pass --force")
-    return path
-
-
-@contextmanager
-def atomic_file(out: Path) -> Iterator[Path]:
-    """A temporary path next to ``out`` that becomes ``out`` on success (else is removed)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class _Tensors:

@@ -34,7 +34,7 @@ def llama_cpp_module():
 def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, qtype: str, threads: int | None = None,
                   force: bool = False) -> dict:
     """Quantize ``src`` into ``out`` with llama.cpp (``qtype``: q4_1, q4_k_m, q8_0)."""
-    from .gguf import atomic_file, check_out_file
+    from .atomic import atomic_file, check_out_file
 
     qtype = check_quantize(qtype)
     llama_cpp = llama_cpp_module()

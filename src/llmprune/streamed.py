@@ -123,7 +123,7 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
     from .models import get_adapter
 
     t0 = time.perf_counter()
-    out_path = check_output_dir(out, force)
+    out_path = check_output_dir(Path(out), force)
     dev = _check_device(device)
     dtype_name, torch_dtype = _dtype(dtype if dtype is not None else default_dtype(device))
     if activations not in ACTIVATIONS:
@@ -184,7 +184,8 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
                             "the checkpoint does not match its config (re-save it with save_pretrained)")
     for name, value in reader.read(outer, "cpu", torch_dtype).items():
         set_tensor(model, name, value)
-    model.tie_weights()
+    hf: Any = model
+    hf.tie_weights()
     missing = [n for n, t in model.state_dict(keep_vars=True).items()
                if t.device.type == "meta" and not any(n.startswith(p) for p in prefixes)]
     if missing:
@@ -209,10 +210,14 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
                 hidden.copy_(first)
                 acts.flush(hidden_name)
             else:
+                assert hidden_name is not None, "a resumed run records its hidden-state file"
                 hidden = acts.tensor(hidden_name)
             del first
+        elif prog.done == 0:
+            hidden = first
         else:
-            hidden = first if prog.done == 0 else state.load_hidden(hidden_name)
+            assert hidden_name is not None, "a resumed run records its hidden-state file"
+            hidden = state.load_hidden(hidden_name)
 
     # -- the blocks -------------------------------------------------------------------
     total = n_blocks + 1
@@ -236,7 +241,9 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
         runner = None
         if calib is not None:
             outputs = None
+            assert hidden is not None and kwargs_list is not None
             if acts is not None and i + 1 < n_blocks:
+                assert hidden_name is not None
                 outputs = acts.tensor(acts.other(hidden_name), create=True)
             runner = StreamRunner(block, hidden, kwargs_list[i], dev, outputs=outputs)
         stats = runner.collect(adapter.linear_groups(block), hessian=method_obj.needs_hessian) if runner else None
@@ -262,6 +269,7 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
         to_meta(block, local)
         if next_hidden is not None:
             if acts is not None:
+                assert hidden_name is not None
                 hidden_name = acts.other(hidden_name)
                 acts.flush(hidden_name)
             else:

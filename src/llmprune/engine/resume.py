@@ -117,4 +117,5 @@ class RunState:
 
 def fingerprint(**settings: Any) -> dict:
     """Settings a resumed run must share with the run it continues (JSON-normalised)."""
-    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+    normalised: dict = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    return normalised

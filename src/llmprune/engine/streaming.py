@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -97,13 +97,13 @@ def parameters_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = register  # type: ignore[method-assign]
 
 
-def build_skeleton(config, dtype: torch.dtype) -> nn.Module:
+def build_skeleton(config: Any, dtype: torch.dtype) -> nn.Module:
     """The causal LM of ``config`` with every parameter on ``meta``, in eval mode."""
     from transformers import AutoModelForCausalLM
 
     try:
         with parameters_on_meta():
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
+            model: nn.Module = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LlmpruneError(f"config.json does not build a causal LM ({first}): check the model directory") from None
@@ -133,12 +133,12 @@ def to_meta(module: nn.Module, names: list[str]) -> None:
     for name in names:
         path, _, leaf = name.rpartition(".")
         sub = module.get_submodule(path) if path else module
-        if leaf in sub._parameters and sub._parameters[leaf] is not None:
-            p = sub._parameters[leaf]
+        p = sub._parameters.get(leaf)
+        b = sub._buffers.get(leaf)
+        if p is not None:
             sub._parameters[leaf] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device="meta"),
                                                  requires_grad=False)
-        elif leaf in sub._buffers and sub._buffers[leaf] is not None:
-            b = sub._buffers[leaf]
+        elif b is not None:
             sub._buffers[leaf] = torch.empty(b.shape, dtype=b.dtype, device="meta")
 
 

@@ -1,4 +1,7 @@
-"""Data parallelism under ``torchrun`` for the whole-model methods (PG, DISP).
+"""Data parallelism under ``torchrun``: the whole-model methods (PG, DISP) and the
+layer-wise ones (magnitude, Wanda, SparseGPT, MRP: each rank calibrates on its share of
+the samples, the input statistics are summed over the ranks, and each linear is solved
+on one rank and broadcast).
 
 One rule for every method: with ``WORLD_SIZE > 1`` (or a process group already
 initialised with more than one rank), the process group is joined (NCCL on CUDA, gloo
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 
@@ -39,6 +42,33 @@ class Dist:
             import torch.distributed as dist
 
             dist.broadcast(t, src=0)
+        return t
+
+    def merge_stats(self, stats: dict[str, Any]) -> None:
+        """Make every :class:`~llmprune.engine.stats.InputStats` of ``stats`` (running means
+        over this rank's tokens) the running mean over all ranks' tokens, in place: each mean
+        is weighted by its token count, summed over the ranks and divided by the total."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        for acc in {id(a): a for a in stats.values()}.values():
+            tokens = torch.tensor([float(acc.tokens)], dtype=torch.float64)
+            dist.all_reduce(tokens)
+            total = float(tokens)
+            parts = [acc.sq_norms, acc.mean] + ([acc.hessian] if acc.hessian is not None else [])
+            for t in parts:
+                t.mul_(acc.tokens)
+                dist.all_reduce(t)
+                t.div_(total)
+            acc.tokens = int(total)
+
+    def broadcast_from(self, t: torch.Tensor, src: int) -> torch.Tensor:
+        """Rank ``src``'s ``t`` on every rank (in place)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.broadcast(t, src=src)
         return t
 
     def max(self, value: float) -> float:

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..engine.layerwise import BlockRunner, LayerwiseEngine, peak_rss_mb
 from ..engine.stats import InputStats
+from ..errors import LlmpruneError
 from ..models.base import ModelAdapter
 from ..solvers.sparsity import Sparsity
 from .base import Method, PruneContext, PruneResult
@@ -55,19 +56,37 @@ def prune_unstructured(model: nn.Module, adapter: ModelAdapter, method: Layerwis
 
     Calibration-free methods visit the blocks directly; the others run on the
     :class:`LayerwiseEngine`, each block calibrated on the outputs of the already
-    pruned blocks before it.
+    pruned blocks before it. Under ``torchrun`` (:mod:`llmprune.engine.distributed`)
+    each rank runs its share of the calibration samples, the input statistics are
+    merged over the ranks, and linear ``j`` of a block is solved on rank ``j % world``
+    and broadcast, so every rank ends with the same model.
     """
+    from ..engine.distributed import Dist, setup
+
     layers: list[dict] = []
+    dist = Dist()
+    if method.needs_calibration:
+        dist, device = setup(device)
+        if calib_ids is not None and dist.world > 1:
+            if calib_ids.shape[0] < dist.world:
+                raise LlmpruneError(f"{calib_ids.shape[0]} calibration samples for {dist.world} processes: "
+                                    "use at least one sample per process (--calib-samples)")
+            calib_ids = calib_ids[dist.rank::dist.world]
 
     def on_block(i: int, block: nn.Module, runner: BlockRunner | None) -> None:
         linears = adapter.prunable_linears(block)
         stats = None
         if runner is not None:
             stats = runner.collect(adapter.linear_groups(block), hessian=method.needs_hessian)
-        for name, lin in linears.items():
-            new = method.prune_weight(lin.weight.data.to(runner.device if runner else lin.weight.device),
-                                      stats[name] if stats else None)
-            _set_weight(lin, new)
+            dist.merge_stats(stats)
+        for j, (name, lin) in enumerate(linears.items()):
+            owner = j % dist.world
+            if owner == dist.rank:
+                new = method.prune_weight(lin.weight.data.to(runner.device if runner else lin.weight.device),
+                                          stats[name] if stats else None)
+                _set_weight(lin, new)
+            with torch.no_grad():
+                dist.broadcast_from(lin.weight.data, owner)
             zeros = int((lin.weight == 0).sum())
             layers.append({"block": i, "linear": name, "shape": list(lin.weight.shape),
                            "sparsity": zeros / lin.weight.numel()})
@@ -85,7 +104,7 @@ def prune_unstructured(model: nn.Module, adapter: ModelAdapter, method: Layerwis
         for i, block in enumerate(tqdm(adapter.blocks(), desc=method.name, disable=not progress, file=sys.stderr)):
             on_block(i, block, None)
     return PruneResult(seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), peak_device_mb=peak_device,
-                       layers=layers)
+                       layers=layers, details={"world_size": dist.world} if dist.world > 1 else None)
 
 
 def block_sparsity(layers: list[dict]) -> float:

@@ -125,6 +125,9 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
     t0 = time.perf_counter()
     out_path = check_output_dir(Path(out), force)
     dev = _check_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise LlmpruneError("prune-streamed runs in one process; under torchrun use `llmprune prune` (data-parallel "
+                            "calibration), or run prune-streamed without torchrun")
     dtype_name, torch_dtype = _dtype(dtype if dtype is not None else default_dtype(device))
     if activations not in ACTIVATIONS:
         raise LlmpruneError(f"activations={activations!r}: use 'memory' or 'disk'")

@@ -9,7 +9,9 @@ the load of a shared machine hits every model alike. A trial times
 time (prefill included). Medians (and min/max) over ``--trials`` at batch 1 and
 ``--batch``. ``--profile`` adds a torch profiler table of one large-batch generation
 per model (where the time goes). Writes JSON (default
-``benchmarks/results/vllm_speed.json``).
+``benchmarks/results/vllm_speed.json``): the command (machine paths shortened), the
+protocol, the environment (load averages at start and end) and, per model keyed by its
+directory's basename, tokens/s, speedup and parameter ratio against the dense model.
 
     python benchmarks/vllm_speed.py --vs DENSE_DIR PRUNED_DIR [PRUNED_DIR ...] [--profile]
 """
@@ -129,6 +131,21 @@ def _summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
+def _command(argv: list[str] | None) -> str:
+    """The command line as run, without machine paths: an absolute path becomes relative to the
+    repository when inside it, else its basename (a model directory's is its key in the results)."""
+    words = ["python", "benchmarks/vllm_speed.py"]
+    for a in sys.argv[1:] if argv is None else argv:
+        path = Path(a).expanduser()
+        if path.is_absolute():
+            try:
+                a = str(path.relative_to(REPO))
+            except ValueError:
+                a = path.name + ("/" if path.is_dir() else "")
+        words.append(a)
+    return " ".join(words)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="*", help="pruned model directories")
@@ -168,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [[rng.randrange(vocab) for _ in range(args.prompt_len)] for _ in range(args.batch)]
     batches = {1: prompts[:1], args.batch: prompts}
     names = [args.vs, *args.models]
+    keys = {name: Path(name).resolve().name for name in names}  # results are keyed by the directory's basename
+    if len(set(keys.values())) < len(names):
+        print("error: the model directories need distinct names (the results are keyed by them)", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     workers, info = {}, {}
@@ -202,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             w.close()
     dense = results[args.vs]
     report = {
-        "protocol": {"engine": "vllm (CPU, float32, enforce_eager, in-process engine)", "batch_sizes": list(batches),
+        "command": _command(argv),  # top level: benchmarks/make_results.py shows it
+        "protocol": {"dense": keys[args.vs],
+                     "engine": "vllm (CPU, float32, enforce_eager, in-process engine)", "batch_sizes": list(batches),
                      "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "trials": args.trials,
                      "warmup": args.warmup, "interleaved": True, "metric": "output tokens/s of LLM.generate "
                      "(prefill included), median over trials", "seed": args.seed},
@@ -223,11 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             entry["block_linear_ratio"] = info[args.vs]["block_linear_weights"] / info[name]["block_linear_weights"]
         if name in profiles:
             entry["profile"] = profiles[name]
-        report["models"][name] = entry
+        report["models"][keys[name]] = entry
     out.write_text(json.dumps(report, indent=2) + "\n")
     for name in names:
-        m = report["models"][name]
-        line = f"{name}: {m['architecture']}, {m['parameters']:,} params, " + ", ".join(
+        m = report["models"][keys[name]]
+        line = f"{keys[name]}: {m['architecture']}, {m['parameters']:,} params, " + ", ".join(
             f"{k} {v['median']:.1f} tok/s" for k, v in m["tok_s"].items())
         if "speedup_vs_dense" in m:
             line += (" | speedup " + ", ".join(f"{k} {v:.3f}x" for k, v in m["speedup_vs_dense"].items())

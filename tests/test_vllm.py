@@ -31,9 +31,9 @@ CALIB = dict(calib_samples=4, seqlen=128, progress=False)
 #: name -> (family, how it is pruned, the export kind it must get)
 CASES = {
     "smollm2-dense": ("smollm2", "magnitude 30 % (unstructured)", "dense"),
-    "smollm2-uniform": ("smollm2", "sobp 20 % --uniform, stages 1-2", "stock"),
+    "smollm2-uniform": ("smollm2", "sobp 20 %, global_selection=false (same counts per block), stages 1-2", "stock"),
     "smollm2-shortgpt": ("smollm2", "shortgpt 20 % (whole blocks)", "dense"),
-    "smollm2-pg-channels": ("smollm2", "pg 20 %, budget params, units channels,blocks", "block_configs"),
+    "smollm2-pg-channels": ("smollm2", "pg 20 %, budget=params, units=channels,blocks", "block_configs"),
     "smollm2-manual": ("smollm2", "manual plan: MLP widths, removed attention/MLP/block", "block_configs"),
     "qwen2-dense": ("qwen2", "unpruned", "dense"),
     "qwen2-uniform": ("qwen2", "manual plan: 64 channels per block", "stock"),
@@ -56,7 +56,7 @@ def _smollm2(name: str):
     if name == "smollm2-dense":
         report = api.prune(model, tok, "magnitude", ratio="0.3", **CALIB)
     elif name == "smollm2-uniform":
-        report = api.prune(model, tok, "sobp", ratio="0.2", global_selection=False, refine=False, reconstruct=False,
+        report = api.prune(model, tok, "sobp", ratio="0.2", global_selection=False, refine=True, reconstruct=False,
                            **CALIB)
     elif name == "smollm2-shortgpt":
         report = api.prune(model, tok, "shortgpt", ratio="0.2", **CALIB)
@@ -119,7 +119,8 @@ def exports(request, tmp_path_factory) -> dict[str, dict]:
         model, tok, report = (_smollm2 if family == "smollm2" else _qwen2)(name)
         path = root / name
         llmprune.save(model, tok, path, report)
-        out[name] = {"dir": str(path), "kind": report["export"]["kind"], "prompts": _prompts(family),
+        kind = json.loads((path / "report.json").read_text())["export"]["kind"]  # the format llmprune wrote
+        out[name] = {"dir": str(path), "kind": kind, "prompts": _prompts(family),
                      "max_model_len": min(512, model.config.max_position_embeddings)}
     return out
 

@@ -19,9 +19,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmprune demo
 
-# Lint (ruff) and type check (mypy, configured in pyproject.toml); `make test` runs it first.
+# Lint and format check (ruff) and type check (mypy, configured in pyproject.toml); `make test` runs it first.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 test: lint

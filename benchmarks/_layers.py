@@ -23,8 +23,13 @@ class _Stop(Exception):
     pass
 
 
-def real_layers(blocks: list[int], linears: tuple[str, ...] = LINEARS, calib_samples: int = 8, seqlen: int = 2048,
-                cache: str | None = None) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+def real_layers(
+    blocks: list[int],
+    linears: tuple[str, ...] = LINEARS,
+    calib_samples: int = 8,
+    seqlen: int = 2048,
+    cache: str | None = None,
+) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """``[(name, W, H)]`` for every ``block.linear`` asked for (see the module docstring)."""
     key = {"blocks": blocks, "linears": list(linears), "calib_samples": calib_samples, "seqlen": seqlen}
     if cache and Path(cache).exists():

@@ -28,8 +28,12 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/NAME[_quick].json)")
     p.add_argument("--resume", action="store_true", help="keep runs already in --out")
     p.add_argument("--table", action="store_true", help="only print the markdown table of --out")
-    p.add_argument("--save-models", default=None, metavar="DIR",
-                   help="also save every pruned model as DIR/METHOD_SETTING (llmprune.save; e.g. for zero-shot)")
+    p.add_argument(
+        "--save-models",
+        default=None,
+        metavar="DIR",
+        help="also save every pruned model as DIR/METHOD_SETTING (llmprune.save; e.g. for zero-shot)",
+    )
 
 
 def finish_args(args: argparse.Namespace, name: str) -> argparse.Namespace:
@@ -47,11 +51,23 @@ def run_one(args: argparse.Namespace, method: str | None, label: str, **prune_kw
     model, tok = llmprune.load(args.model, device="cpu")
     row: dict = {"method": method or "dense", "setting": label}
     if method is not None:
-        report = llmprune.prune(model, tok, method, calib_samples=args.calib_samples, seqlen=args.seqlen,
-                                seed=0, device=args.device, **prune_kw)
-        row.update(prune_seconds=round(report.seconds, 2), peak_rss_mb=round(report.peak_rss_mb, 1),
-                   peak_device_mb=report.peak_device_mb, params_after=report.params_after,
-                   params_before=report.params_before)
+        report = llmprune.prune(
+            model,
+            tok,
+            method,
+            calib_samples=args.calib_samples,
+            seqlen=args.seqlen,
+            seed=0,
+            device=args.device,
+            **prune_kw,
+        )
+        row.update(
+            prune_seconds=round(report.seconds, 2),
+            peak_rss_mb=round(report.peak_rss_mb, 1),
+            peak_device_mb=report.peak_device_mb,
+            params_after=report.params_after,
+            params_before=report.params_before,
+        )
         if report.unstructured is not None:
             row["block_sparsity"] = report.unstructured.block_sparsity
         if report.structured is not None:
@@ -70,18 +86,27 @@ def run_one(args: argparse.Namespace, method: str | None, label: str, **prune_kw
     if args.device != "cpu":
         model.to(args.device)
     t0 = time.perf_counter()
-    ev = llmprune.evaluate(model, tok, ppl="wikitext2", seqlen=args.seqlen, max_windows=args.eval_windows,
-                           device=args.device)
-    row.update(ppl=ev["ppl"]["wikitext2"], eval_seconds=round(time.perf_counter() - t0, 2),
-               protocol=ev["protocol"]["wikitext2"])
+    ev = llmprune.evaluate(
+        model, tok, ppl="wikitext2", seqlen=args.seqlen, max_windows=args.eval_windows, device=args.device
+    )
+    row.update(
+        ppl=ev["ppl"]["wikitext2"],
+        eval_seconds=round(time.perf_counter() - t0, 2),
+        protocol=ev["protocol"]["wikitext2"],
+    )
     after = getattr(args, "after_eval", None)  # optional per-run extra measurement (e.g. decode speed)
     if after is not None:
         row.update(after(model, tok, row))
     return row
 
 
-def run_plan(args: argparse.Namespace, benchmark: str, protocol: dict,
-             plan: list[tuple[str | None, str, dict]], markdown: Callable[[list[dict]], str]) -> int:
+def run_plan(
+    args: argparse.Namespace,
+    benchmark: str,
+    protocol: dict,
+    plan: list[tuple[str | None, str, dict]],
+    markdown: Callable[[list[dict]], str],
+) -> int:
     """Run every (method, label, prune kwargs) of ``plan`` not yet in ``args.out``."""
     out = Path(args.out)
     if args.table:

@@ -48,19 +48,23 @@ def _fmt(v, spec: str) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| method | budget | total removed | block removed | WikiText-2 ppl | params after | train/prune s "
-             "| peak RSS MiB | decode tok/s b1 | decode tok/s b8 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | budget | total removed | block removed | WikiText-2 ppl | params after | train/prune s "
+        "| peak RSS MiB | decode tok/s b1 | decode tok/s b8 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         total = None
         if r.get("params_before") and r.get("params_after") is not None and r["method"] != "sparsegpt":
             total = 1 - r["params_after"] / r["params_before"]
         block = r.get("achieved_ratio", r.get("block_sparsity"))
         secs = r.get("train_seconds", r.get("prune_seconds"))
-        lines.append(f"| {r['method']} | {r['setting']} | {_fmt(total, '.3f')} | {_fmt(block, '.3f')} | "
-                     f"{r['ppl']:.2f} | {r.get('params_after', r.get('params_dense', '-'))} | {_fmt(secs, '.1f')} | "
-                     f"{_fmt(r.get('peak_rss_mb'), '.0f')} | {_fmt(r.get('decode_tok_s_b1'), '.1f')} | "
-                     f"{_fmt(r.get('decode_tok_s_b8'), '.1f')} |")
+        lines.append(
+            f"| {r['method']} | {r['setting']} | {_fmt(total, '.3f')} | {_fmt(block, '.3f')} | "
+            f"{r['ppl']:.2f} | {r.get('params_after', r.get('params_dense', '-'))} | {_fmt(secs, '.1f')} | "
+            f"{_fmt(r.get('peak_rss_mb'), '.0f')} | {_fmt(r.get('decode_tok_s_b1'), '.1f')} | "
+            f"{_fmt(r.get('decode_tok_s_b8'), '.1f')} |"
+        )
     return "\n".join(lines)
 
 
@@ -77,8 +81,15 @@ def speed_hook(args: argparse.Namespace):
         with tempfile.TemporaryDirectory() as tmp:
             llmprune.save(model.to("cpu"), tok, f"{tmp}/m", {"method": row["method"]}, force=True)
             exported, _ = llmprune.load(f"{tmp}/m", device=args.device)
-            res = benchmark({"m": exported}, device=args.device, prompt_len=128, new_tokens=args.new_tokens,
-                            batch=8, trials=args.speed_trials, warmup=1)
+            res = benchmark(
+                {"m": exported},
+                device=args.device,
+                prompt_len=128,
+                new_tokens=args.new_tokens,
+                batch=8,
+                trials=args.speed_trials,
+                warmup=1,
+            )
         metrics = res["models"]["m"]["metrics"]
         for key in ("decode_tok_s_b1", "decode_tok_s_b8", "prefill_tok_s_b1", "ttft_s"):
             if key in metrics:
@@ -106,8 +117,9 @@ def speed_saved(args: argparse.Namespace) -> int:
                 raise SystemExit(f"error: {path} is missing: rerun the benchmark with --save-models {args.speed_saved}")
             models[row["saved_to"]] = llmprune.load(str(path), device=args.device)[0]
     trials = max(args.speed_trials, 1)
-    res = benchmark(models, device=args.device, prompt_len=128, new_tokens=args.new_tokens, batch=8, trials=trials,
-                    warmup=1)
+    res = benchmark(
+        models, device=args.device, prompt_len=128, new_tokens=args.new_tokens, batch=8, trials=trials, warmup=1
+    )
     for row in data["runs"]:
         name = "dense" if row["method"] == "dense" else row.get("saved_to")
         if name not in res["models"]:
@@ -117,8 +129,12 @@ def speed_saved(args: argparse.Namespace) -> int:
             if key in metrics:
                 row[key] = round(metrics[key]["median"], 3)
         row["speed_protocol"] = {**res["protocol"], "measured": "afterwards, all models interleaved (--speed-saved)"}
-    data["protocol"]["speed"] = {**data["protocol"]["speed"], "trials": trials, "threads": torch.get_num_threads(),
-                                 "when": "after the run, --speed-saved, all models in one interleaved benchmark"}
+    data["protocol"]["speed"] = {
+        **data["protocol"]["speed"],
+        "trials": trials,
+        "threads": torch.get_num_threads(),
+        "when": "after the run, --speed-saved, all models in one interleaved benchmark",
+    }
     out.write_text(json.dumps(data, indent=2) + "\n")
     print(markdown(data["runs"]))
     return 0
@@ -138,8 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-2of4", action="store_true", help="skip SparseGPT 2:4")
     p.add_argument("--speed-trials", type=int, default=3, help="0 skips the speed measurement")
     p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--speed-saved", default=None, metavar="DIR",
-                   help="only measure the speed of the models of --out saved under DIR (see the docstring)")
+    p.add_argument(
+        "--speed-saved",
+        default=None,
+        metavar="DIR",
+        help="only measure the speed of the models of --out saved under DIR (see the docstring)",
+    )
     args = finish_args(p.parse_args(argv), "disp")
     if args.table:
         return run_plan(args, "disp", {}, [], markdown)
@@ -153,12 +173,28 @@ def main(argv: list[str] | None = None) -> int:
     baselines = [m for m in args.baselines.split(",") if m in registered]
     pg_kw = {} if args.pg_steps is None else {"steps": args.pg_steps}
     disp_kw = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("lam", args.lam)) if v is not None}
-    protocol = {"model": args.model or "smollm2-135m", "seqlen": args.seqlen, "calib_samples": args.calib_samples,
-                "calib_dataset": "wikitext2 train portion", "seed": 0, "eval_windows": args.eval_windows or "all",
-                "quick": args.quick, "device": args.device, "params_total": total, "params_block_linear": block,
-                "budget": "fraction of total parameters removed; baselines get f*total/block of block weights",
-                "disp": disp_kw, "pg": pg_kw, "speed": {"prompt_len": 128, "new_tokens": args.new_tokens, "batch": [1, 8],
-                                           "trials": args.speed_trials, "threads": torch.get_num_threads()}}
+    protocol = {
+        "model": args.model or "smollm2-135m",
+        "seqlen": args.seqlen,
+        "calib_samples": args.calib_samples,
+        "calib_dataset": "wikitext2 train portion",
+        "seed": 0,
+        "eval_windows": args.eval_windows or "all",
+        "quick": args.quick,
+        "device": args.device,
+        "params_total": total,
+        "params_block_linear": block,
+        "budget": "fraction of total parameters removed; baselines get f*total/block of block weights",
+        "disp": disp_kw,
+        "pg": pg_kw,
+        "speed": {
+            "prompt_len": 128,
+            "new_tokens": args.new_tokens,
+            "batch": [1, 8],
+            "trials": args.speed_trials,
+            "threads": torch.get_num_threads(),
+        },
+    }
     plan: list[tuple[str | None, str, dict]] = [(None, "-", {})]
     for f in (float(x) for x in args.fractions.split(",")):
         label = f"{f} total"

@@ -46,7 +46,9 @@ def build(args, work: Path) -> dict[str, dict]:
     if args.pruned:
         for d in args.pruned:
             report = json.loads((Path(d) / "report.json").read_text())
-            variants.append((f"{report['method']}{int(round(float(report['ratio']) * 100))}", float(report["ratio"]), d))
+            variants.append(
+                (f"{report['method']}{int(round(float(report['ratio']) * 100))}", float(report["ratio"]), d)
+            )
     else:
         variants += [(f"sobp{int(round(r * 100))}", r, None) for r in args.ratios]
     for name, ratio, directory in variants:
@@ -59,8 +61,16 @@ def build(args, work: Path) -> dict[str, dict]:
             m = copy.deepcopy(model)
             if ratio is not None:
                 t0 = time.perf_counter()
-                llmprune.prune(m, tok, "sobp", ratio=ratio, calib_samples=args.calib_samples,
-                               seqlen=args.calib_seqlen, reconstruct=False, progress=False)
+                llmprune.prune(
+                    m,
+                    tok,
+                    "sobp",
+                    ratio=ratio,
+                    calib_samples=args.calib_samples,
+                    seqlen=args.calib_seqlen,
+                    reconstruct=False,
+                    progress=False,
+                )
                 print(f"{name}: pruned in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             write_gguf(m, tok, f16, "f16", source_gguf=source, force=True)
             del m
@@ -68,23 +78,30 @@ def build(args, work: Path) -> dict[str, dict]:
         if not (args.reuse and q41.is_file()):
             quantize_gguf(f16, q41, "q4_1", threads=args.threads, force=True)
         for outtype, path in (("f16", f16), ("q4_1", q41)):
-            entries[f"{name}-{outtype}"] = {"variant": name, "ratio": ratio, "outtype": outtype, "path": str(path),
-                                           "bytes": path.stat().st_size}
+            entries[f"{name}-{outtype}"] = {
+                "variant": name,
+                "ratio": ratio,
+                "outtype": outtype,
+                "path": str(path),
+                "bytes": path.stat().st_size,
+            }
     entries["_shipped_q4_1_bytes"] = {"bytes": source.stat().st_size, "file": source.name}
     return entries
 
 
 def bench(entries: dict[str, dict], args, windows: np.ndarray | None) -> None:
     names = [n for n in entries if not n.startswith("_")]
-    llms = {n: lc.open_gguf(entries[n]["path"], n_ctx=max(args.pp, args.tg, args.ppl_seqlen) + 8,
-                            threads=args.threads) for n in names}
+    llms = {
+        n: lc.open_gguf(entries[n]["path"], n_ctx=max(args.pp, args.tg, args.ppl_seqlen) + 8, threads=args.threads)
+        for n in names
+    }
     rng = np.random.default_rng(0)
     vocab = llms[names[0]].n_vocab()
     pp_tokens = rng.integers(100, vocab, args.pp).tolist()
     tg_tokens = rng.integers(100, vocab, args.tg).tolist()
     times: dict[str, dict[str, list[float]]] = {n: {"pp": [], "tg": []} for n in names}
     for trial in range(args.warmup + args.trials):
-        order = names[trial % len(names):] + names[: trial % len(names)]
+        order = names[trial % len(names) :] + names[: trial % len(names)]
         for n in order:
             pp = lc.time_prompt(llms[n], pp_tokens)
             tg = lc.time_generation(llms[n], tg_tokens)
@@ -103,8 +120,12 @@ def bench(entries: dict[str, dict], args, windows: np.ndarray | None) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pruned", nargs="+", default=None,
-                    help="llmprune output directories of the default model to compare (instead of pruning here)")
+    ap.add_argument(
+        "--pruned",
+        nargs="+",
+        default=None,
+        help="llmprune output directories of the default model to compare (instead of pruning here)",
+    )
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.3], help="SoBP ratios pruned here")
     ap.add_argument("--calib-samples", type=int, default=8)
     ap.add_argument("--calib-seqlen", type=int, default=512)
@@ -132,36 +153,58 @@ def main() -> None:
         if n.startswith("_") or e["variant"] == "dense":
             continue
         d = entries[f"dense-{e['outtype']}"]
-        speedup[n] = {"vs": f"dense-{e['outtype']}",
-                      "pp": e["pp_tok_s"]["median"] / d["pp_tok_s"]["median"],
-                      "tg": e["tg_tok_s"]["median"] / d["tg_tok_s"]["median"],
-                      "file_bytes_ratio": e["bytes"] / d["bytes"],
-                      "param_ratio": None if not e["parameters"] or not d["parameters"] else e["parameters"] / d["parameters"]}
+        speedup[n] = {
+            "vs": f"dense-{e['outtype']}",
+            "pp": e["pp_tok_s"]["median"] / d["pp_tok_s"]["median"],
+            "tg": e["tg_tok_s"]["median"] / d["tg_tok_s"]["median"],
+            "file_bytes_ratio": e["bytes"] / d["bytes"],
+            "param_ratio": None if not e["parameters"] or not d["parameters"] else e["parameters"] / d["parameters"],
+        }
     import llama_cpp
 
     result = {
-        "models": {n: {k: v for k, v in e.items() if k != "path"} | {"file": Path(e["path"]).name}
-                   for n, e in entries.items() if not n.startswith("_")},
+        "models": {
+            n: {k: v for k, v in e.items() if k != "path"} | {"file": Path(e["path"]).name}
+            for n, e in entries.items()
+            if not n.startswith("_")
+        },
         "shipped_q4_1": entries["_shipped_q4_1_bytes"],
         "speedup": speedup,
-        "protocol": {"pp_tokens": args.pp, "tg_tokens": args.tg, "trials": args.trials, "warmup": args.warmup,
-                     "threads": args.threads, "interleaved": True, "statistic": "median tokens/s",
-                     "pruning": (f"from {', '.join(args.pruned)} (see their report.json)" if args.pruned else
-                                 f"sobp stages 1-2 (no reconstruction), {args.calib_samples} x {args.calib_seqlen} "
-                                 "WikiText-2 train calibration tokens, seed 0"),
-                     "q4_1": "llama.cpp llama_model_quantize of the f16 file",
-                     "ppl": None if windows is None else f"wikitext2 test, first {args.ppl_windows} windows of "
-                                                        f"{args.ppl_seqlen}, llama.cpp logits"},
-        "environment": {"llama_cpp_python": llama_cpp.__version__, "python": platform.python_version(),
-                        "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg()},
+        "protocol": {
+            "pp_tokens": args.pp,
+            "tg_tokens": args.tg,
+            "trials": args.trials,
+            "warmup": args.warmup,
+            "threads": args.threads,
+            "interleaved": True,
+            "statistic": "median tokens/s",
+            "pruning": (
+                f"from {', '.join(args.pruned)} (see their report.json)"
+                if args.pruned
+                else f"sobp stages 1-2 (no reconstruction), {args.calib_samples} x {args.calib_seqlen} "
+                "WikiText-2 train calibration tokens, seed 0"
+            ),
+            "q4_1": "llama.cpp llama_model_quantize of the f16 file",
+            "ppl": None
+            if windows is None
+            else f"wikitext2 test, first {args.ppl_windows} windows of {args.ppl_seqlen}, llama.cpp logits",
+        },
+        "environment": {
+            "llama_cpp_python": llama_cpp.__version__,
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "load_avg_at_end": os.getloadavg(),
+        },
         "command": "python benchmarks/llamacpp_speed.py " + " ".join(sys.argv[1:]),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for n, e in result["models"].items():
         ppl = e.get("wikitext2_ppl_llamacpp")
-        print(f"{n:14s} {e['bytes'] / 2**20:7.1f} MiB  pp {e['pp_tok_s']['median']:8.1f} tok/s  "
-              f"tg {e['tg_tok_s']['median']:7.1f} tok/s" + ("" if ppl is None else f"  ppl {ppl:.2f}"))
+        print(
+            f"{n:14s} {e['bytes'] / 2**20:7.1f} MiB  pp {e['pp_tok_s']['median']:8.1f} tok/s  "
+            f"tg {e['tg_tok_s']['median']:7.1f} tok/s" + ("" if ppl is None else f"  ppl {ppl:.2f}")
+        )
     for n, s in speedup.items():
         print(f"{n} vs {s['vs']}: pp {s['pp']:.3f}x, tg {s['tg']:.3f}x, file {s['file_bytes_ratio']:.3f}x")
     print(f"wrote {args.out}")

@@ -76,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         mrp.CHOL_BLOCK = args.chol_block
     dtype = getattr(torch, args.precision)
     rows = []
-    print(f"| shape | setting | SparseGPT s | MRP s | MRP/SparseGPT | err SparseGPT | err MRP |  "
-          f"[{args.device}, {torch.get_num_threads()} threads, {args.precision}, median of {args.repeats}]")
+    print(
+        f"| shape | setting | SparseGPT s | MRP s | MRP/SparseGPT | err SparseGPT | err MRP |  "
+        f"[{args.device}, {torch.get_num_threads()} threads, {args.precision}, median of {args.repeats}]"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     for shape in args.shapes.split(","):
         n_rows, n_cols = (int(v) for v in shape.lower().split("x"))
@@ -87,18 +89,41 @@ def main(argv: list[str] | None = None) -> int:
         for s in args.settings.split(","):
             sp = Sparsity.parse(pattern=s) if ":" in s else Sparsity.parse(ratio=s)
             (t_s, ts_all, out_s), (t_m, tm_all, out_m) = _interleaved(
-                [lambda W=W, H=H, sp=sp: sparsegpt_prune(W, H, sp), lambda W=W, H=H, sp=sp: mrp_prune(W, H, sp, dtype=dtype)],
-                args.repeats, args.device)
+                [
+                    lambda W=W, H=H, sp=sp: sparsegpt_prune(W, H, sp),
+                    lambda W=W, H=H, sp=sp: mrp_prune(W, H, sp, dtype=dtype),
+                ],
+                args.repeats,
+                args.device,
+            )
             err = [float(torch.einsum("ri,ij,rj->", d, Hd, d)) for d in ((W - out_s).double(), (W - out_m).double())]
-            row = {"shape": shape, "setting": s, "sparsegpt_s": t_s, "mrp_s": t_m, "ratio": t_m / t_s,
-                   "sparsegpt_times": ts_all, "mrp_times": tm_all, "err_sparsegpt": err[0], "err_mrp": err[1]}
+            row = {
+                "shape": shape,
+                "setting": s,
+                "sparsegpt_s": t_s,
+                "mrp_s": t_m,
+                "ratio": t_m / t_s,
+                "sparsegpt_times": ts_all,
+                "mrp_times": tm_all,
+                "err_sparsegpt": err[0],
+                "err_mrp": err[1],
+            }
             rows.append(row)
-            print(f"| {shape} | {s} | {t_s:.3f} | {t_m:.3f} | {t_m / t_s:.2f} | {err[0]:.4g} | {err[1]:.4g} |",
-                  flush=True)
+            print(
+                f"| {shape} | {s} | {t_s:.3f} | {t_m:.3f} | {t_m / t_s:.2f} | {err[0]:.4g} | {err[1]:.4g} |", flush=True
+            )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "threads": torch.get_num_threads(), "load_average_at_end": os.getloadavg(),
-                       "rows": rows}, f, indent=2)
+            json.dump(
+                {
+                    "args": vars(args),
+                    "threads": torch.get_num_threads(),
+                    "load_average_at_end": os.getloadavg(),
+                    "rows": rows,
+                },
+                f,
+                indent=2,
+            )
     return 0
 
 

@@ -33,8 +33,11 @@ def _cell(value, fmt: str) -> str:
 
 def markdown(rows: list[dict]) -> str:
     """One line per setting: both methods' perplexity, seconds and peak RSS, and the time ratio."""
-    lines = ["| sparsity | SparseGPT ppl | MRP ppl | SparseGPT prune s | MRP prune s | MRP / SparseGPT time | "
-             "SparseGPT peak RSS MiB | MRP peak RSS MiB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| sparsity | SparseGPT ppl | MRP ppl | SparseGPT prune s | MRP prune s | MRP / SparseGPT time | "
+        "SparseGPT peak RSS MiB | MRP peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     by_setting: dict[str, dict[str, dict]] = {}
     for r in rows:
         by_setting.setdefault(r["setting"], {})[r["method"]] = r
@@ -45,9 +48,11 @@ def markdown(rows: list[dict]) -> str:
         s, m = runs.get("sparsegpt", {}), runs.get("mrp", {})
         ts, tm = s.get("prune_seconds"), m.get("prune_seconds")
         ratio = tm / ts if ts and tm else None
-        lines.append(f"| {setting} | {_cell(s.get('ppl'), '.2f')} | {_cell(m.get('ppl'), '.2f')} | "
-                     f"{_cell(ts, '.1f')} | {_cell(tm, '.1f')} | {_cell(ratio, '.2f')} | "
-                     f"{_cell(s.get('peak_rss_mb'), '.0f')} | {_cell(m.get('peak_rss_mb'), '.0f')} |")
+        lines.append(
+            f"| {setting} | {_cell(s.get('ppl'), '.2f')} | {_cell(m.get('ppl'), '.2f')} | "
+            f"{_cell(ts, '.1f')} | {_cell(tm, '.1f')} | {_cell(ratio, '.2f')} | "
+            f"{_cell(s.get('peak_rss_mb'), '.0f')} | {_cell(m.get('peak_rss_mb'), '.0f')} |"
+        )
     return "\n".join(lines)
 
 
@@ -57,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="sparsegpt,mrp")
     p.add_argument("--settings", default="0.5,0.6,0.7,0.8,2:4,4:8", help="ratios and N:M patterns")
     p.add_argument("--data-dir", default=None, help="calibration data folder (default: the embedded WikiText-2)")
-    p.add_argument("--no-dense", action="store_true", help="skip the dense evaluation (it does not depend on calibration)")
-    p.add_argument("--note", default=None, help="a remark saved with the protocol (e.g. which older rows this run supersedes)")
+    p.add_argument(
+        "--no-dense", action="store_true", help="skip the dense evaluation (it does not depend on calibration)"
+    )
+    p.add_argument(
+        "--note", default=None, help="a remark saved with the protocol (e.g. which older rows this run supersedes)"
+    )
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # wiring check: seconds, not results
     args = p.parse_args(argv)
     if args.smoke:
@@ -66,9 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is None:
             args.out = str(Path(tempfile.mkdtemp(prefix="mrp-smoke-")) / "mrp_vs_sparsegpt_smoke.json")
     args = finish_args(args, "mrp_vs_sparsegpt")
-    protocol = {"model": args.model or "smollm2-135m", "seqlen": args.seqlen, "calib_samples": args.calib_samples,
-                "calib_dataset": "wikitext2 train portion", "seed": 0, "eval_windows": args.eval_windows or "all",
-                "quick": args.quick, "smoke": args.smoke, "device": args.device}
+    protocol = {
+        "model": args.model or "smollm2-135m",
+        "seqlen": args.seqlen,
+        "calib_samples": args.calib_samples,
+        "calib_dataset": "wikitext2 train portion",
+        "seed": 0,
+        "eval_windows": args.eval_windows or "all",
+        "quick": args.quick,
+        "smoke": args.smoke,
+        "device": args.device,
+    }
     if args.note:
         protocol["note"] = args.note
     extra = {} if args.data_dir is None else {"data_dir": args.data_dir}

@@ -54,16 +54,23 @@ def _fmt(v, spec: str) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| method | ratio | achieved | WikiText-2 ppl | params after | prune s | train s | peak RSS MiB "
-             "| peak CUDA MiB |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | ratio | achieved | WikiText-2 ppl | params after | prune s | train s | peak RSS MiB "
+        "| peak CUDA MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['setting']} | {_fmt(r.get('achieved_ratio'), '.3f')} | {r['ppl']:.2f} | "
-                     f"{r.get('params_after', '-')} | {_fmt(r.get('prune_seconds'), '.1f')} | "
-                     f"{_fmt(r.get('train_seconds'), '.1f')} | {_fmt(r.get('peak_rss_mb'), '.0f')} | "
-                     f"{_fmt(r.get('peak_device_mb'), '.0f')} |")
+        lines.append(
+            f"| {r['method']} | {r['setting']} | {_fmt(r.get('achieved_ratio'), '.3f')} | {r['ppl']:.2f} | "
+            f"{r.get('params_after', '-')} | {_fmt(r.get('prune_seconds'), '.1f')} | "
+            f"{_fmt(r.get('train_seconds'), '.1f')} | {_fmt(r.get('peak_rss_mb'), '.0f')} | "
+            f"{_fmt(r.get('peak_device_mb'), '.0f')} |"
+        )
         if "inference_peak_rss_mb" in r:
-            lines.append(f"| plain inference (batch {r['inference_batch']} x {r['inference_seqlen']}) | - | - | - | - | "
-                         f"- | - | {r['inference_peak_rss_mb']:.0f} | {_fmt(r.get('inference_peak_device_mb'), '.0f')} |")
+            lines.append(
+                f"| plain inference (batch {r['inference_batch']} x {r['inference_seqlen']}) | - | - | - | - | "
+                f"- | - | {r['inference_peak_rss_mb']:.0f} | {_fmt(r.get('inference_peak_device_mb'), '.0f')} |"
+            )
     return "\n".join(lines)
 
 
@@ -80,9 +87,12 @@ def inference_memory(args: argparse.Namespace):
         with torch.inference_mode():
             model(input_ids=ids.to(args.device), labels=ids.to(args.device), use_cache=False)
         cuda = args.device.startswith("cuda") and torch.cuda.is_available()
-        return {"inference_peak_rss_mb": round(peak_rss_mb(), 1), "inference_batch": args.batch_size,
-                "inference_seqlen": args.seqlen,
-                "inference_peak_device_mb": torch.cuda.max_memory_allocated(args.device) / 2**20 if cuda else None}
+        return {
+            "inference_peak_rss_mb": round(peak_rss_mb(), 1),
+            "inference_batch": args.batch_size,
+            "inference_seqlen": args.seqlen,
+            "inference_peak_device_mb": torch.cuda.max_memory_allocated(args.device) / 2**20 if cuda else None,
+        }
 
     return after
 
@@ -98,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples-per-step", type=int, default=None, help="PG masks per batch (default 2)")
     p.add_argument("--offload", action="store_true", help="PG: only the running block on the device")
     p.add_argument("--params-budget", action="store_true", help="also PG with --budget params (blocks included)")
-    p.add_argument("--keep-best", type=int, default=None, metavar="N",
-                   help="PG rows with --pg-keep-best N (score the top-k mask every N steps, ship the best seen)")
+    p.add_argument(
+        "--keep-best",
+        type=int,
+        default=None,
+        metavar="N",
+        help="PG rows with --pg-keep-best N (score the top-k mask every N steps, ship the best seen)",
+    )
     p.add_argument("--select-samples", type=int, default=None, help="PG --pg-select-samples (default 4)")
     p.add_argument("--no-init-ablation", action="store_true", help="skip the PG steps=0 rows")
     args = finish_args(p.parse_args(argv), "pg")
@@ -111,14 +126,32 @@ def main(argv: list[str] | None = None) -> int:
         return original(a, method, label, **kw)
 
     _runner.run_one = run_one
-    pg_kw = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("batch_size", args.batch_size),
-                               ("samples_per_step", args.samples_per_step), ("offload", args.offload or None),
-                               ("keep_best", args.keep_best), ("select_samples", args.select_samples))
-             if v is not None}
-    protocol = {"model": args.model or "smollm2-135m", "seqlen": args.seqlen, "calib_samples": args.calib_samples,
-                "calib_dataset": "wikitext2 train portion", "seed": 0, "eval_windows": args.eval_windows or "all",
-                "quick": args.quick, "device": args.device, "ratio": "fraction of decoder-block linear weights",
-                "pg": pg_kw, "threads": torch.get_num_threads()}
+    pg_kw = {
+        k: v
+        for k, v in (
+            ("steps", args.steps),
+            ("lr", args.lr),
+            ("batch_size", args.batch_size),
+            ("samples_per_step", args.samples_per_step),
+            ("offload", args.offload or None),
+            ("keep_best", args.keep_best),
+            ("select_samples", args.select_samples),
+        )
+        if v is not None
+    }
+    protocol = {
+        "model": args.model or "smollm2-135m",
+        "seqlen": args.seqlen,
+        "calib_samples": args.calib_samples,
+        "calib_dataset": "wikitext2 train portion",
+        "seed": 0,
+        "eval_windows": args.eval_windows or "all",
+        "quick": args.quick,
+        "device": args.device,
+        "ratio": "fraction of decoder-block linear weights",
+        "pg": pg_kw,
+        "threads": torch.get_num_threads(),
+    }
     plan: list[tuple[str | None, str, dict]] = [(None, "-", {})]
     for r in args.ratios.split(","):
         ratio = float(r)

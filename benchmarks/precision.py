@@ -38,8 +38,15 @@ def tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def mask_agreement(a: Path, b: Path, layers: list[dict]) -> float:
     ta, tb = tensors(a), tensors(b)
-    names = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
-             "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+    names = {
+        "q": "self_attn.q_proj",
+        "k": "self_attn.k_proj",
+        "v": "self_attn.v_proj",
+        "o": "self_attn.o_proj",
+        "gate": "mlp.gate_proj",
+        "up": "mlp.up_proj",
+        "down": "mlp.down_proj",
+    }
     same = total = 0
     for e in layers:
         key = f"model.layers.{e['block']}.{names[e['linear']]}.weight"
@@ -68,8 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         outs, row = {}, {"method": method, "ratio": args.ratio}
         for dtype in ("float32", "bfloat16"):
             outs[dtype] = work / f"{method}-{dtype}"
-            report = llmprune.prune_streamed(None, method, outs[dtype], ratio=args.ratio, calib_samples=n,
-                                             seqlen=seqlen, dtype=dtype, force=True, progress=False)
+            report = llmprune.prune_streamed(
+                None,
+                method,
+                outs[dtype],
+                ratio=args.ratio,
+                calib_samples=n,
+                seqlen=seqlen,
+                dtype=dtype,
+                force=True,
+                progress=False,
+            )
             m, t = llmprune.load(outs[dtype], dtype="float32")
             ppl = llmprune.evaluate(m, t, ppl="wikitext2", max_windows=args.eval_windows, progress=False)
             row[f"ppl_{dtype}"] = ppl["ppl"]["wikitext2"]
@@ -87,10 +103,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def save(args: argparse.Namespace, dense: dict, rows: list[dict]) -> None:
-    result = {"protocol": {"model": "smollm2-135m", "calib": args.calib, "calib_dataset": "wikitext2 train", "seed": 0,
-                           "eval": f"WikiText-2 test, first {args.eval_windows} windows of 2048 tokens, float32",
-                           "dense_ppl": dense["ppl"]["wikitext2"], "environment": environment()},
-              "rows": rows}
+    result = {
+        "protocol": {
+            "model": "smollm2-135m",
+            "calib": args.calib,
+            "calib_dataset": "wikitext2 train",
+            "seed": 0,
+            "eval": f"WikiText-2 test, first {args.eval_windows} windows of 2048 tokens, float32",
+            "dense_ppl": dense["ppl"]["wikitext2"],
+            "environment": environment(),
+        },
+        "rows": rows,
+    }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -39,8 +39,10 @@ SHAPES = {
     "h2048": dict(hidden_size=2048, intermediate_size=5632, num_attention_heads=32, num_key_value_heads=4),
     "h4096": dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32),
 }
-DEFAULT_PLAN = ("135m:30:wanda,135m:30:sparsegpt,h2048:8:wanda,h2048:16:wanda,h2048:32:wanda,h2048:8:sparsegpt,"
-                "h2048:16:sparsegpt,h4096:8:wanda,h4096:16:wanda,h4096:32:wanda,h4096:8:sparsegpt,h4096:16:sparsegpt")
+DEFAULT_PLAN = (
+    "135m:30:wanda,135m:30:sparsegpt,h2048:8:wanda,h2048:16:wanda,h2048:32:wanda,h2048:8:sparsegpt,"
+    "h2048:16:sparsegpt,h4096:8:wanda,h4096:16:wanda,h4096:32:wanda,h4096:8:sparsegpt,h4096:16:sparsegpt"
+)
 VOCAB = 49152
 
 
@@ -53,8 +55,14 @@ def write_synthetic(directory: Path, shape: str, layers: int, seed: int = 0) -> 
     from llmprune.export.shards import shard_name, write_index
     from llmprune.models.loading import default_model_dir
 
-    cfg = LlamaConfig(vocab_size=VOCAB, num_hidden_layers=layers, max_position_embeddings=2048,
-                      tie_word_embeddings=True, dtype="bfloat16", **SHAPES[shape])
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        num_hidden_layers=layers,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        dtype="bfloat16",
+        **SHAPES[shape],
+    )
     directory.mkdir(parents=True)
     gen = torch.Generator().manual_seed(seed)
     h, f = cfg.hidden_size, cfg.intermediate_size
@@ -66,14 +74,24 @@ def write_synthetic(directory: Path, shape: str, layers: int, seed: int = 0) -> 
 
     # one random block, each later block a different circular shift of it (cheap on a busy CPU;
     # the pipeline's memory and time do not depend on the values)
-    base = {"self_attn.q_proj.weight": rand(h, h), "self_attn.k_proj.weight": rand(kv, h),
-            "self_attn.v_proj.weight": rand(kv, h), "self_attn.o_proj.weight": rand(h, h),
-            "mlp.gate_proj.weight": rand(f, h), "mlp.up_proj.weight": rand(f, h), "mlp.down_proj.weight": rand(h, f)}
+    base = {
+        "self_attn.q_proj.weight": rand(h, h),
+        "self_attn.k_proj.weight": rand(kv, h),
+        "self_attn.v_proj.weight": rand(kv, h),
+        "self_attn.o_proj.weight": rand(h, h),
+        "mlp.gate_proj.weight": rand(f, h),
+        "mlp.up_proj.weight": rand(f, h),
+        "mlp.down_proj.weight": rand(h, f),
+    }
     for i in range(layers):
         p = f"model.layers.{i}."
         tensors = {p + k: torch.roll(v, shifts=(i * 7, i * 13), dims=(0, 1)) for k, v in base.items()}
-        tensors.update({p + "input_layernorm.weight": torch.ones(h, dtype=torch.bfloat16),
-                        p + "post_attention_layernorm.weight": torch.ones(h, dtype=torch.bfloat16)})
+        tensors.update(
+            {
+                p + "input_layernorm.weight": torch.ones(h, dtype=torch.bfloat16),
+                p + "post_attention_layernorm.weight": torch.ones(h, dtype=torch.bfloat16),
+            }
+        )
         name = shard_name(i + 1, layers + 1)
         save_file(tensors, str(directory / name), metadata={"format": "pt"})
         weight_map.update({k: name for k in tensors})
@@ -129,6 +147,7 @@ def child(args: argparse.Namespace) -> int:
 
     tok = AutoTokenizer.from_pretrained(args.model)
     tok_ids = llmprune.calibration_data(tok, args.calib_n, args.calib_len, seed=0)
+
     class Enough(Exception):
         pass
 
@@ -138,18 +157,35 @@ def child(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        report = llmprune.prune_streamed(args.model, args.method, args.out, ratio=0.5, calib_ids=tok_ids,
-                                         dtype=args.dtype, activations=args.activations, progress=False, force=True,
-                                         on_block_done=stop)
-        summary = {"seconds": report["seconds"], "block_seconds": report["streamed"]["block_seconds"],
-                   "block_sparsity": report["block_sparsity"], "shard_bytes": report["streamed"]["shard_bytes"],
-                   "blocks_run": report["streamed"]["blocks"]}
+        report = llmprune.prune_streamed(
+            args.model,
+            args.method,
+            args.out,
+            ratio=0.5,
+            calib_ids=tok_ids,
+            dtype=args.dtype,
+            activations=args.activations,
+            progress=False,
+            force=True,
+            on_block_done=stop,
+        )
+        summary = {
+            "seconds": report["seconds"],
+            "block_seconds": report["streamed"]["block_seconds"],
+            "block_sparsity": report["block_sparsity"],
+            "shard_bytes": report["streamed"]["shard_bytes"],
+            "blocks_run": report["streamed"]["blocks"],
+        }
     except Enough:  # stopped after --max-blocks blocks: the committed resume state has the timings
         out = Path(args.out)
         partial = out.parent / f".{out.name}.partial"
         progress = json.loads((partial / "state" / "progress.json").read_text())
-        summary = {"seconds": time.perf_counter() - t0, "block_seconds": progress["block_seconds"],
-                   "shard_bytes": progress["total_size"], "blocks_run": progress["done"]}
+        summary = {
+            "seconds": time.perf_counter() - t0,
+            "block_seconds": progress["block_seconds"],
+            "shard_bytes": progress["total_size"],
+            "blocks_run": progress["done"],
+        }
         shutil.rmtree(partial)
     from llmprune.engine.layerwise import peak_rss_mb
 
@@ -161,8 +197,25 @@ def child(args: argparse.Namespace) -> int:
 
 def run_child(model: Path, method: str, out: Path, args: argparse.Namespace, max_blocks: int | None) -> dict:
     result = out.with_suffix(".result.json")
-    cmd = [sys.executable, __file__, "--child", "--model", str(model), "--method", method, "--out", str(out),
-           "--result", str(result), "--calib", args.calib, "--dtype", args.dtype, "--activations", args.activations]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--model",
+        str(model),
+        "--method",
+        method,
+        "--out",
+        str(out),
+        "--result",
+        str(result),
+        "--calib",
+        args.calib,
+        "--dtype",
+        args.dtype,
+        "--activations",
+        args.activations,
+    ]
     if max_blocks:
         cmd += ["--max-blocks", str(max_blocks)]
     t0 = time.perf_counter()
@@ -182,13 +235,18 @@ def run_child(model: Path, method: str, out: Path, args: argparse.Namespace, max
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| shape | layers | model on disk GB | method | blocks run | peak RSS MiB | s/block (mean) | total s | "
-             "written GB |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| shape | layers | model on disk GB | method | blocks run | peak RSS MiB | s/block (mean) | total s | "
+        "written GB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         bs = r["block_seconds"]
-        lines.append(f"| {r['shape']} (d={r['hidden']}) | {r['layers']} | {r['model_bytes'] / 1e9:.2f} | "
-                     f"{r['method']} | {r.get('blocks_run', r['layers'])} | {r['peak_rss_mb']:.0f} | "
-                     f"{sum(bs) / len(bs):.1f} | {r['seconds']:.0f} | {r['wchar'] / 1e9:.2f} |")
+        lines.append(
+            f"| {r['shape']} (d={r['hidden']}) | {r['layers']} | {r['model_bytes'] / 1e9:.2f} | "
+            f"{r['method']} | {r.get('blocks_run', r['layers'])} | {r['peak_rss_mb']:.0f} | "
+            f"{sum(bs) / len(bs):.1f} | {r['seconds']:.0f} | {r['wchar'] / 1e9:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -226,8 +284,11 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--plan", default=DEFAULT_PLAN,
-                   help="comma-separated SHAPE:LAYERS:METHOD[:K] runs (K: stop after the first K blocks)")
+    p.add_argument(
+        "--plan",
+        default=DEFAULT_PLAN,
+        help="comma-separated SHAPE:LAYERS:METHOD[:K] runs (K: stop after the first K blocks)",
+    )
     p.add_argument("--workdir", default=None, help="where the synthetic models and outputs go (needs disk)")
     p.add_argument("--calib", default="4x128", help="calibration N x L tokens (default 4x128)")
     p.add_argument("--dtype", default="bfloat16")
@@ -261,10 +322,16 @@ def main(argv: list[str] | None = None) -> int:
     deepest = {}
     for shape, layers, _, _ in plan:
         deepest[shape] = max(deepest.get(shape, 0), int(layers))
-    data["protocol"] = {"calib": args.calib, "dtype": args.dtype, "ratio": 0.5, "activations": args.activations,
-                        "weights": "random N(0, 0.02) bf16 (block i = block 0 circularly shifted by (7i, 13i)), norms 1, "
-                                   "tied embeddings, vocabulary 49152", "torch_threads": "OMP_NUM_THREADS (see rows)",
-                        "environment": environment()}
+    data["protocol"] = {
+        "calib": args.calib,
+        "dtype": args.dtype,
+        "ratio": 0.5,
+        "activations": args.activations,
+        "weights": "random N(0, 0.02) bf16 (block i = block 0 circularly shifted by (7i, 13i)), norms 1, "
+        "tied embeddings, vocabulary 49152",
+        "torch_threads": "OMP_NUM_THREADS (see rows)",
+        "environment": environment(),
+    }
     try:
         for shape, layers, method, max_blocks in plan:
             layers, max_blocks = int(layers), int(max_blocks) if max_blocks else None
@@ -277,15 +344,27 @@ def main(argv: list[str] | None = None) -> int:
                 shallow_view(deep, model, layers)
             print(f"{shape} x {layers} blocks, {method} ...", flush=True)
             row = run_child(model, method, work / f"out-{shape}-{layers}-{method}", args, max_blocks)
-            row.update(shape=shape, hidden=SHAPES[shape]["hidden_size"], layers=layers, method=method,
-                       model_bytes=disk_size(model), dtype=args.dtype, calib=args.calib,
-                       threads=os.environ.get("OMP_NUM_THREADS", "default"))
-            data["rows"] = [r for r in data["rows"] if (r["shape"], r["layers"], r["method"]) != (shape, layers, method)]
+            row.update(
+                shape=shape,
+                hidden=SHAPES[shape]["hidden_size"],
+                layers=layers,
+                method=method,
+                model_bytes=disk_size(model),
+                dtype=args.dtype,
+                calib=args.calib,
+                threads=os.environ.get("OMP_NUM_THREADS", "default"),
+            )
+            data["rows"] = [
+                r for r in data["rows"] if (r["shape"], r["layers"], r["method"]) != (shape, layers, method)
+            ]
             data["rows"].append(row)
             out.write_text(json.dumps(data, indent=2) + "\n")
             bs = row["block_seconds"]
-            print(f"  peak RSS {row['peak_rss_mb']:.0f} MiB, {sum(bs) / len(bs):.2f} s/block, "
-                  f"wrote {row['wchar'] / 1e9:.2f} GB", flush=True)
+            print(
+                f"  peak RSS {row['peak_rss_mb']:.0f} MiB, {sum(bs) / len(bs):.2f} s/block, "
+                f"wrote {row['wchar'] / 1e9:.2f} GB",
+                flush=True,
+            )
     finally:
         if not args.keep_models:
             for shape in deepest:

@@ -42,13 +42,13 @@ OUT = Path(__file__).resolve().parent / "results" / "sobp_stage3.json"
 
 def variant_options(v: str) -> dict:
     if v.startswith("uniform+"):
-        return {**variant_options(v[len("uniform+"):]), "global_selection": False}
+        return {**variant_options(v[len("uniform+") :]), "global_selection": False}
     if v.startswith("norefine+"):
-        return {**variant_options(v[len("norefine+"):]), "refine": False}
+        return {**variant_options(v[len("norefine+") :]), "refine": False}
     if v.startswith("rms+"):
-        return {**variant_options(v[len("rms+"):]), "refit_weight": "rms"}
+        return {**variant_options(v[len("rms+") :]), "refit_weight": "rms"}
     if v.startswith("stream+"):
-        return {**variant_options(v[len("stream+"):]), "refit_target": "stream"}
+        return {**variant_options(v[len("stream+") :]), "refit_target": "stream"}
     if v == "off":
         return {"reconstruct": False}
     return {**_refit_options(v), "refit_target": "module"}  # without stream+: the dense module outputs
@@ -76,8 +76,12 @@ def stream_errors(dense: torch.nn.Module, pruned: torch.nn.Module, windows: torc
     for w in windows:
         d = dense(w[None], output_hidden_states=True)
         q = pruned(w[None], output_hidden_states=True)
-        errs = torch.stack([((hq - hd).norm(dim=-1) / hd.norm(dim=-1).clamp_min(1e-12)).sum()
-                            for hd, hq in zip(d.hidden_states[1:], q.hidden_states[1:])])
+        errs = torch.stack(
+            [
+                ((hq - hd).norm(dim=-1) / hd.norm(dim=-1).clamp_min(1e-12)).sum()
+                for hd, hq in zip(d.hidden_states[1:], q.hidden_states[1:])
+            ]
+        )
         rel = errs if rel is None else rel + errs
         logp, logq = d.logits.float().log_softmax(-1), q.logits.float().log_softmax(-1)
         kl += float((logp.exp() * (logp - logq)).sum())
@@ -94,9 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="off,zero:0.01,current:0.01")
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--diagnose", action="store_true",
-                   help="also record, on the test and calibration windows, each block output's relative distance "
-                        "to the dense model's and the KL to the dense next-token distribution")
+    p.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also record, on the test and calibration windows, each block output's relative distance "
+        "to the dense model's and the KL to the dense next-token distribution",
+    )
     args = p.parse_args(argv)
     variants = args.variants.split(",")
     for v in variants:
@@ -104,8 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     data = json.loads(out.read_text()) if args.resume and out.exists() else {"benchmark": "sobp_stage3", "runs": []}
     data["environment"] = environment()
-    protocol = {"ratio": args.ratio, "seqlen": args.seqlen, "calib_samples": args.calib_samples,
-                "eval_windows": args.eval_windows, "calib_dataset": "wikitext2 train portion", "seed": 0}
+    protocol = {
+        "ratio": args.ratio,
+        "seqlen": args.seqlen,
+        "calib_samples": args.calib_samples,
+        "eval_windows": args.eval_windows,
+        "calib_dataset": "wikitext2 train portion",
+        "seed": 0,
+    }
     model0, tok = llmprune.load(None)
     calib = llmprune.calibration_data(tok, args.calib_samples, args.seqlen, 0)
     if args.diagnose:  # tokenized once for every variant
@@ -115,22 +128,37 @@ def main(argv: list[str] | None = None) -> int:
     scores = None
     for v in variants:
         grid = list(sobp.HELDOUT_DAMPS) if "heldout" in v else None
-        if any(r["variant"] == v and r["protocol"] == protocol and r.get("heldout_damps") == grid
-               for r in data["runs"]):
+        if any(
+            r["variant"] == v and r["protocol"] == protocol and r.get("heldout_damps") == grid for r in data["runs"]
+        ):
             continue
         model = copy.deepcopy(model0)
         if scores is None:
             scores = sobp.first_order_scores(model, get_adapter(model), calib, progress=False)
         t0 = time.perf_counter()
-        report = llmprune.prune(model, tok, "sobp", ratio=args.ratio, calib_samples=args.calib_samples,
-                                seqlen=args.seqlen, progress=False, reuse={"first_order_scores": scores},
-                                **variant_options(v))  # stage 1 shared by every variant
+        report = llmprune.prune(
+            model,
+            tok,
+            "sobp",
+            ratio=args.ratio,
+            calib_samples=args.calib_samples,
+            seqlen=args.seqlen,
+            progress=False,
+            reuse={"first_order_scores": scores},
+            **variant_options(v),
+        )  # stage 1 shared by every variant
         seconds = time.perf_counter() - t0
-        test = llmprune.evaluate(model, tok, seqlen=args.seqlen, max_windows=args.eval_windows,
-                                 progress=False)["ppl"]["wikitext2"]
+        test = llmprune.evaluate(model, tok, seqlen=args.seqlen, max_windows=args.eval_windows, progress=False)["ppl"][
+            "wikitext2"
+        ]
         cal = perplexity(model, calib[: args.eval_windows], progress=False)
-        row = {"variant": v, "protocol": protocol, "test_ppl": test, "calib_ppl": cal,
-               "seconds_without_stage1": round(seconds, 1)}
+        row = {
+            "variant": v,
+            "protocol": protocol,
+            "test_ppl": test,
+            "calib_ppl": cal,
+            "seconds_without_stage1": round(seconds, 1),
+        }
         if args.diagnose:
             row["diagnosis_test"] = stream_errors(model0, model, test_windows)
             row["diagnosis_calib"] = stream_errors(model0, model, calib[: args.eval_windows])

@@ -28,8 +28,9 @@ from llmprune.solvers.masks import nm_mask
 from llmprune.solvers.obs import dampen, inverse_cholesky_upper
 
 
-def block_rule_sparsegpt(W: torch.Tensor, H: torch.Tensor, n: int, m: int, blocksize: int = 128,
-                         damp: float = 0.01) -> torch.Tensor:
+def block_rule_sparsegpt(
+    W: torch.Tensor, H: torch.Tensor, n: int, m: int, blocksize: int = 128, damp: float = 0.01
+) -> torch.Tensor:
     """The former N:M rule, kept here for the comparison only: every group of a block is
     chosen at the block's start (``w² / U_jj²`` on the weights before the block's own
     column updates), then SparseGPT's loop runs with that mask fixed."""
@@ -73,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="cache the Hessians in this .pt file")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "sparsegpt_nm_rule.json"))
     args = p.parse_args(argv)
-    layers = real_layers([int(b) for b in args.blocks.split(",")], tuple(args.linears.split(",")),
-                         args.calib_samples, args.seqlen, args.cache)
+    layers = real_layers(
+        [int(b) for b in args.blocks.split(",")],
+        tuple(args.linears.split(",")),
+        args.calib_samples,
+        args.seqlen,
+        args.cache,
+    )
     rows = []
     print("| layer | pattern | SparseGPT block rule | SparseGPT published | MRP | mask entries differing |")
     print("|---|---|---:|---:|---:|---:|")
@@ -85,16 +91,35 @@ def main(argv: list[str] | None = None) -> int:
             old = block_rule_sparsegpt(W, H, sp.n, sp.m)
             new = sparsegpt_prune(W, H, sp)
             mrp = mrp_prune(W, H, sp, dtype=torch.float32)
-            row = {"layer": name, "shape": list(W.shape), "pattern": pat, "err_block_rule": layer_error(W, old, Hd),
-                   "err_published": layer_error(W, new, Hd), "err_mrp": layer_error(W, mrp, Hd),
-                   "mask_diff": float(((old == 0) != (new == 0)).float().mean())}
+            row = {
+                "layer": name,
+                "shape": list(W.shape),
+                "pattern": pat,
+                "err_block_rule": layer_error(W, old, Hd),
+                "err_published": layer_error(W, new, Hd),
+                "err_mrp": layer_error(W, mrp, Hd),
+                "mask_diff": float(((old == 0) != (new == 0)).float().mean()),
+            }
             rows.append(row)
-            print(f"| {name} | {pat} | {row['err_block_rule']:.4g} | {row['err_published']:.4g} | {row['err_mrp']:.4g} | "
-                  f"{100 * row['mask_diff']:.1f} % |", flush=True)
-    protocol = {"model": "smollm2-135m", "calib": f"{args.calib_samples} x {args.seqlen} WikiText-2 train, seed 0, "
-                "dense-model inputs", "damp": 0.01, "blocksize": 128, "mrp_precision": "float32"}
-    Path(args.out).write_text(json.dumps({"benchmark": "sparsegpt_nm_rule", "protocol": protocol,
-                                          "environment": environment(), "rows": rows}, indent=2) + "\n")
+            print(
+                f"| {name} | {pat} | {row['err_block_rule']:.4g} | {row['err_published']:.4g} | {row['err_mrp']:.4g} | "
+                f"{100 * row['mask_diff']:.1f} % |",
+                flush=True,
+            )
+    protocol = {
+        "model": "smollm2-135m",
+        "calib": f"{args.calib_samples} x {args.seqlen} WikiText-2 train, seed 0, dense-model inputs",
+        "damp": 0.01,
+        "blocksize": 128,
+        "mrp_precision": "float32",
+    }
+    Path(args.out).write_text(
+        json.dumps(
+            {"benchmark": "sparsegpt_nm_rule", "protocol": protocol, "environment": environment(), "rows": rows},
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 

@@ -19,18 +19,25 @@ import sys
 
 from _runner import add_common_args, finish_args, run_plan
 
-ABLATION = {"sobp-no-global": {"global_selection": False}, "sobp-no-refine": {"refine": False},
-            "sobp-no-reconstruct": {"reconstruct": False},
-            "sobp-refit-zero": {"refit_prior": "zero"}}  # stage 3 as ridge towards zero (the default before)
+ABLATION = {
+    "sobp-no-global": {"global_selection": False},
+    "sobp-no-refine": {"refine": False},
+    "sobp-no-reconstruct": {"reconstruct": False},
+    "sobp-refit-zero": {"refit_prior": "zero"},
+}  # stage 3 as ridge towards zero (the default before)
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| method | ratio | achieved | WikiText-2 ppl | params after | prune s | peak RSS MiB |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | ratio | achieved | WikiText-2 ppl | params after | prune s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ach = r.get("achieved_ratio")
-        lines.append(f"| {r['method']} | {r['setting']} | {'-' if ach is None else f'{ach:.3f}'} | {r['ppl']:.2f} | "
-                     f"{r.get('params_after', '-')} | {r.get('prune_seconds', '-')} | {r.get('peak_rss_mb', '-')} |")
+        lines.append(
+            f"| {r['method']} | {r['setting']} | {'-' if ach is None else f'{ach:.3f}'} | {r['ppl']:.2f} | "
+            f"{r.get('params_after', '-')} | {r.get('prune_seconds', '-')} | {r.get('peak_rss_mb', '-')} |"
+        )
     return "\n".join(lines)
 
 
@@ -41,23 +48,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ratios", default="0.1,0.2,0.3,0.4")
     p.add_argument("--ablation-ratio", default="0.3", help="ratio of the SoBP ablation runs")
     p.add_argument("--no-ablation", action="store_true")
-    p.add_argument("--ablation-only", action="store_true",
-                   help="only the SoBP ablation runs (e.g. in a second process with its own --out)")
-    p.add_argument("--sobp-refit-target", choices=("auto", "module", "stream"), default="auto",
-                   help="SoBP stage 3's target (default auto: the package default; the rows in "
-                        "structured_quick.json ran with module, the default then)")
+    p.add_argument(
+        "--ablation-only",
+        action="store_true",
+        help="only the SoBP ablation runs (e.g. in a second process with its own --out)",
+    )
+    p.add_argument(
+        "--sobp-refit-target",
+        choices=("auto", "module", "stream"),
+        default="auto",
+        help="SoBP stage 3's target (default auto: the package default; the rows in "
+        "structured_quick.json ran with module, the default then)",
+    )
     args = finish_args(p.parse_args(argv), "structured")
-    protocol = {"model": args.model or "smollm2-135m", "seqlen": args.seqlen, "calib_samples": args.calib_samples,
-                "calib_dataset": "wikitext2 train portion", "seed": 0, "eval_windows": args.eval_windows or "all",
-                "quick": args.quick, "device": args.device, "ratio": "fraction of decoder-block linear weights"}
+    protocol = {
+        "model": args.model or "smollm2-135m",
+        "seqlen": args.seqlen,
+        "calib_samples": args.calib_samples,
+        "calib_dataset": "wikitext2 train portion",
+        "seed": 0,
+        "eval_windows": args.eval_windows or "all",
+        "quick": args.quick,
+        "device": args.device,
+        "ratio": "fraction of decoder-block linear weights",
+    }
     sobp = {"refit_target": args.sobp_refit_target}
     plan = [] if args.ablation_only else [(None, "-", {})]
-    for r in ([] if args.ablation_only else args.ratios.split(",")):
+    for r in [] if args.ablation_only else args.ratios.split(","):
         plan += [(m, r, {"ratio": float(r), **(sobp if m == "sobp" else {})}) for m in args.methods.split(",")]
     if not args.no_ablation:
         for name, opts in ABLATION.items():
-            plan.append(("sobp", f"{args.ablation_ratio} {name}",
-                         {"ratio": float(args.ablation_ratio), **sobp, **opts}))
+            plan.append(
+                ("sobp", f"{args.ablation_ratio} {name}", {"ratio": float(args.ablation_ratio), **sobp, **opts})
+            )
     return run_plan(args, "structured", protocol, plan, markdown)
 
 

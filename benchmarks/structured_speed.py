@@ -37,7 +37,10 @@ def make_plan(adapter, ratio: float, spread: float, align: int = 1) -> dict:
     per_layer = adapter.block_linear_params() / n
     attn_params = sum(lin.weight.numel() for lin in (att0.q, att0.k, att0.v, att0.o))
     group_params = attn_params // att0.num_kv_heads
-    channel_params = sum(lin.weight.numel() for lin in ([mlp0.gate] if mlp0.gate is not None else []) + [mlp0.up, mlp0.down]) // mlp0.channels
+    channel_params = (
+        sum(lin.weight.numel() for lin in ([mlp0.gate] if mlp0.gate is not None else []) + [mlp0.up, mlp0.down])
+        // mlp0.channels
+    )
     shares = [ratio - spread * math.cos(math.pi * (i + 0.5) / n) for i in range(n)]
     target_total = ratio * per_layer * n
     layers: dict[int, dict] = {}
@@ -90,10 +93,15 @@ def main() -> int:
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--align", type=int, default=1,
-                    help="every layer keeps a multiple of this many MLP channels (1 = no rounding)")
-    ap.add_argument("--attn", default=None, choices=("sdpa", "eager"),
-                    help="attention implementation for both models (default: transformers' choice, sdpa)")
+    ap.add_argument(
+        "--align", type=int, default=1, help="every layer keeps a multiple of this many MLP channels (1 = no rounding)"
+    )
+    ap.add_argument(
+        "--attn",
+        default=None,
+        choices=("sdpa", "eager"),
+        help="attention implementation for both models (default: transformers' choice, sdpa)",
+    )
     ap.add_argument("--out", default=str(HERE / "results" / "structured_speed.json"))
     args = ap.parse_args()
     if args.threads:
@@ -114,8 +122,10 @@ def main() -> int:
         llmprune.save(pruned, tok, out, report)
         dense_dir = Path(tmp) / "dense"
         llmprune.save(dense, tok, dense_dir, {"method": "none"})
-        size = {name: sum(f.stat().st_size for f in d.glob("*.safetensors")) for name, d in
-                (("dense", dense_dir), ("pruned", out))}
+        size = {
+            name: sum(f.stat().st_size for f in d.glob("*.safetensors"))
+            for name, d in (("dense", dense_dir), ("pruned", out))
+        }
         reloaded, _ = llmprune.load(out)
         with torch.no_grad():
             a, b = pruned(ids).logits, reloaded(ids).logits
@@ -125,33 +135,39 @@ def main() -> int:
     if args.attn:
         for model in (reloaded, dense):
             model.set_attn_implementation(args.attn)
-    result = benchmark({"pruned": reloaded, "dense": dense}, prompt_len=args.prompt_len,
-                       new_tokens=args.new_tokens, trials=args.trials)
-    result.update({
-        "benchmark": "structured_speed",
-        "command": "python benchmarks/structured_speed.py " + " ".join(sys.argv[1:]),
-        "model": "smollm2-135m",
-        "plan_rule": f"non-uniform: share_i = {args.ratio} - {args.spread}*cos(pi*(i+0.5)/L); one KV group "
-                     "removed where share_i > mean; smallest-norm MLP channels for the rest",
-        "align": args.align,
-        "attn_implementation": dense.config._attn_implementation,
-        "block_params_removed": report.ratio,
-        "params": {"dense": report.params_before, "pruned": report.params_after},
-        "safetensors_bytes": size,
-        "disk_reduction": 1 - size["pruned"] / size["dense"],
-        "export_kind": export_kind,
-        "reload_max_rel_logit_diff": reload_rel,
-        "layers_structured": report.structured.layers_structured,
-        "environment": environment(),
-    })
+    result = benchmark(
+        {"pruned": reloaded, "dense": dense}, prompt_len=args.prompt_len, new_tokens=args.new_tokens, trials=args.trials
+    )
+    result.update(
+        {
+            "benchmark": "structured_speed",
+            "command": "python benchmarks/structured_speed.py " + " ".join(sys.argv[1:]),
+            "model": "smollm2-135m",
+            "plan_rule": f"non-uniform: share_i = {args.ratio} - {args.spread}*cos(pi*(i+0.5)/L); one KV group "
+            "removed where share_i > mean; smallest-norm MLP channels for the rest",
+            "align": args.align,
+            "attn_implementation": dense.config._attn_implementation,
+            "block_params_removed": report.ratio,
+            "params": {"dense": report.params_before, "pruned": report.params_after},
+            "safetensors_bytes": size,
+            "disk_reduction": 1 - size["pruned"] / size["dense"],
+            "export_kind": export_kind,
+            "reload_max_rel_logit_diff": reload_rel,
+            "layers_structured": report.structured.layers_structured,
+            "environment": environment(),
+        }
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     sp = result["speedup"]
-    print(f"block params removed {report.ratio:.3f}; params {report.params_before:,} -> "
-          f"{report.params_after:,}; safetensors {size['dense'] / 2**20:.1f} -> {size['pruned'] / 2**20:.1f} MiB "
-          f"({result['disk_reduction']:.1%} smaller); export {export_kind}; reload rel diff {reload_rel:.1e}")
-    print("speedup (pruned/dense, medians): " + ", ".join(f"{k} {v:.3f}x" for k, v in sp.items()
-                                                         if k not in ("of", "vs")))
+    print(
+        f"block params removed {report.ratio:.3f}; params {report.params_before:,} -> "
+        f"{report.params_after:,}; safetensors {size['dense'] / 2**20:.1f} -> {size['pruned'] / 2**20:.1f} MiB "
+        f"({result['disk_reduction']:.1%} smaller); export {export_kind}; reload rel diff {reload_rel:.1e}"
+    )
+    print(
+        "speedup (pruned/dense, medians): " + ", ".join(f"{k} {v:.3f}x" for k, v in sp.items() if k not in ("of", "vs"))
+    )
     for name, m in result["models"].items():
         print(name, {k: round(v["median"], 4) for k, v in m["metrics"].items()})
     print(f"wrote {args.out}")

@@ -35,6 +35,7 @@ MARK = "@@vllm_speed@@ "
 
 # -- worker side (runs under .venv-vllm's python) ------------------------------------------------
 
+
 def _reply(obj: dict) -> None:
     sys.stdout.write(MARK + json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -64,11 +65,27 @@ def worker(model_dir: str, max_model_len: int) -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, trust_remote_code=True,
-              max_model_len=max_model_len, skip_tokenizer_init=True, seed=0, distributed_executor_backend="uni")
+    llm = LLM(
+        model=model_dir,
+        dtype="float32",
+        enforce_eager=True,
+        trust_remote_code=True,
+        max_model_len=max_model_len,
+        skip_tokenizer_init=True,
+        seed=0,
+        distributed_executor_backend="uni",
+    )
     config = llm.llm_engine.model_config.hf_config
-    _reply({"ready": True, "vllm": vllm.__version__, "torch": torch.__version__, "architecture":
-            config.architectures[0], "num_hidden_layers": config.num_hidden_layers, **_count(model_dir)})
+    _reply(
+        {
+            "ready": True,
+            "vllm": vllm.__version__,
+            "torch": torch.__version__,
+            "architecture": config.architectures[0],
+            "num_hidden_layers": config.num_hidden_layers,
+            **_count(model_dir),
+        }
+    )
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "quit":
@@ -83,7 +100,7 @@ def worker(model_dir: str, max_model_len: int) -> None:
                 llm.generate(prompts, params, use_tqdm=False)
                 seconds = time.perf_counter() - t0
             rows = []
-            for e in sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:cmd["top"]]:
+            for e in sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[: cmd["top"]]:
                 rows.append({"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3, "calls": e.count})
             _reply({"seconds": seconds, "top_ops": rows})
             continue
@@ -96,19 +113,25 @@ def worker(model_dir: str, max_model_len: int) -> None:
 
 # -- driver side ------------------------------------------------------------------------------------
 
+
 class Worker:
     def __init__(self, model_dir: str, max_model_len: int, log: Path) -> None:
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
         self.log = open(log, "w")
-        self.proc = subprocess.Popen([str(VLLM_PYTHON), __file__, "--worker", model_dir, "--max-model-len",
-                                      str(max_model_len)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.log, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [str(VLLM_PYTHON), __file__, "--worker", model_dir, "--max-model-len", str(max_model_len)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
+        )
 
     def read(self) -> dict:
         for line in self.proc.stdout:
             if line.startswith(MARK):
-                return json.loads(line[len(MARK):])
+                return json.loads(line[len(MARK) :])
         raise RuntimeError(f"vLLM worker exited (code {self.proc.wait()}); see {self.log.name}")
 
     def ask(self, **cmd) -> dict:
@@ -206,33 +229,49 @@ def main(argv: list[str] | None = None) -> int:
                     workers[name].ask(op="gen", prompts=ps, new_tokens=args.new_tokens)
         results: dict = {name: {b: [] for b in batches} for name in names}
         for trial in range(args.trials):
-            order = names[trial % len(names):] + names[:trial % len(names)]
+            order = names[trial % len(names) :] + names[: trial % len(names)]
             for name in order:
                 for b, ps in batches.items():
                     r = workers[name].ask(op="gen", prompts=ps, new_tokens=args.new_tokens)
                     results[name][b].append(r["output_tokens"] / r["seconds"])
-            print(f"trial {trial + 1}/{args.trials}: " + ", ".join(
-                f"{Path(n).name} b{b} {results[n][b][-1]:.1f} tok/s" for n in names for b in batches), flush=True)
+            print(
+                f"trial {trial + 1}/{args.trials}: "
+                + ", ".join(f"{Path(n).name} b{b} {results[n][b][-1]:.1f} tok/s" for n in names for b in batches),
+                flush=True,
+            )
         profiles = {}
         if args.profile:
             for name in names:
-                profiles[name] = workers[name].ask(op="profile", prompts=prompts, new_tokens=args.new_tokens,
-                                                   top=args.top)
+                profiles[name] = workers[name].ask(
+                    op="profile", prompts=prompts, new_tokens=args.new_tokens, top=args.top
+                )
     finally:
         for w in workers.values():
             w.close()
     dense = results[args.vs]
     report = {
         "command": _command(argv),  # top level: benchmarks/make_results.py shows it
-        "protocol": {"dense": keys[args.vs],
-                     "engine": "vllm (CPU, float32, enforce_eager, in-process engine)", "batch_sizes": list(batches),
-                     "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "trials": args.trials,
-                     "warmup": args.warmup, "interleaved": True, "metric": "output tokens/s of LLM.generate "
-                     "(prefill included), median over trials", "seed": args.seed},
-        "environment": {"vllm": info[args.vs]["vllm"], "torch": info[args.vs]["torch"],
-                        "python": platform.python_version(), "cpus": os.cpu_count(),
-                        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-                        "loadavg_start_end": [load_start, list(os.getloadavg())], "seconds": time.time() - t_start},
+        "protocol": {
+            "dense": keys[args.vs],
+            "engine": "vllm (CPU, float32, enforce_eager, in-process engine)",
+            "batch_sizes": list(batches),
+            "prompt_len": args.prompt_len,
+            "new_tokens": args.new_tokens,
+            "trials": args.trials,
+            "warmup": args.warmup,
+            "interleaved": True,
+            "metric": "output tokens/s of LLM.generate (prefill included), median over trials",
+            "seed": args.seed,
+        },
+        "environment": {
+            "vllm": info[args.vs]["vllm"],
+            "torch": info[args.vs]["torch"],
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+            "loadavg_start_end": [load_start, list(os.getloadavg())],
+            "seconds": time.time() - t_start,
+        },
         "models": {},
     }
     for name in names:
@@ -240,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         entry.pop("ready", None)
         entry["tok_s"] = {f"b{b}": _summary(v) for b, v in results[name].items()}
         if name != args.vs:
-            entry["speedup_vs_dense"] = {f"b{b}": statistics.median(results[name][b]) / statistics.median(dense[b])
-                                         for b in batches}
+            entry["speedup_vs_dense"] = {
+                f"b{b}": statistics.median(results[name][b]) / statistics.median(dense[b]) for b in batches
+            }
             entry["parameter_ratio"] = info[args.vs]["parameters"] / info[name]["parameters"]
             entry["block_linear_ratio"] = info[args.vs]["block_linear_weights"] / info[name]["block_linear_weights"]
         if name in profiles:
@@ -251,10 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         m = report["models"][keys[name]]
         line = f"{keys[name]}: {m['architecture']}, {m['parameters']:,} params, " + ", ".join(
-            f"{k} {v['median']:.1f} tok/s" for k, v in m["tok_s"].items())
+            f"{k} {v['median']:.1f} tok/s" for k, v in m["tok_s"].items()
+        )
         if "speedup_vs_dense" in m:
-            line += (" | speedup " + ", ".join(f"{k} {v:.3f}x" for k, v in m["speedup_vs_dense"].items())
-                     + f" | dense/pruned params {m['parameter_ratio']:.3f}x, block linears {m['block_linear_ratio']:.3f}x")
+            line += (
+                " | speedup "
+                + ", ".join(f"{k} {v:.3f}x" for k, v in m["speedup_vs_dense"].items())
+                + f" | dense/pruned params {m['parameter_ratio']:.3f}x, block linears {m['block_linear_ratio']:.3f}x"
+            )
         print(line)
     print(f"wrote {out}")
     return 0

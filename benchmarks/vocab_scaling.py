@@ -28,16 +28,49 @@ import llmprune
 from llmprune.api import environment
 
 SHAPES = {
-    "smollm2-135m": ("llama", dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                                   num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True,
-                                   rope_theta=100000.0, max_position_embeddings=8192)),
-    "gemma3-270m": ("gemma3", dict(vocab_size=262144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
-                                   num_attention_heads=4, num_key_value_heads=1, head_dim=256, sliding_window=512,
-                                   query_pre_attn_scalar=256, tie_word_embeddings=True,
-                                   max_position_embeddings=32768)),
-    "qwen2-0.5b": ("qwen2", dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                                 num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True,
-                                 max_position_embeddings=32768)),
+    "smollm2-135m": (
+        "llama",
+        dict(
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            tie_word_embeddings=True,
+            rope_theta=100000.0,
+            max_position_embeddings=8192,
+        ),
+    ),
+    "gemma3-270m": (
+        "gemma3",
+        dict(
+            vocab_size=262144,
+            hidden_size=640,
+            intermediate_size=2048,
+            num_hidden_layers=18,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=256,
+            sliding_window=512,
+            query_pre_attn_scalar=256,
+            tie_word_embeddings=True,
+            max_position_embeddings=32768,
+        ),
+    ),
+    "qwen2-0.5b": (
+        "qwen2",
+        dict(
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            max_position_embeddings=32768,
+        ),
+    ),
 }
 
 
@@ -56,10 +89,18 @@ def add_ratios(runs: list[dict]) -> None:
     """``vs_smollm2_per_block_param`` of every run: its time per block-parameter over the
     latest SmolLM2-shape run of the same method, calibration and label."""
     for row in runs:
-        base = [r for r in runs if r["shape"] == "smollm2-135m" and r["method"] == row["method"]
-                and r["calib"] == row["calib"] and r["label"] == row["label"]]
+        base = [
+            r
+            for r in runs
+            if r["shape"] == "smollm2-135m"
+            and r["method"] == row["method"]
+            and r["calib"] == row["calib"]
+            and r["label"] == row["label"]
+        ]
         if base and row["shape"] != "smollm2-135m":
-            row["vs_smollm2_per_block_param"] = row["seconds_per_m_block_params"] / base[-1]["seconds_per_m_block_params"]
+            row["vs_smollm2_per_block_param"] = (
+                row["seconds_per_m_block_params"] / base[-1]["seconds_per_m_block_params"]
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,15 +122,30 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods.split(","):
             model = build(name, int(blocks) if blocks else None)
             t0 = time.perf_counter()
-            report = llmprune.prune(model, tok, method, ratio=args.ratio, calib_samples=args.calib_samples,
-                                    seqlen=args.seqlen, progress=False)
+            report = llmprune.prune(
+                model,
+                tok,
+                method,
+                ratio=args.ratio,
+                calib_samples=args.calib_samples,
+                seqlen=args.seqlen,
+                progress=False,
+            )
             seconds = time.perf_counter() - t0
             params = report["block_linear_params_before"]
-            row = {"shape": name, "blocks": model.config.num_hidden_layers, "vocab": model.config.vocab_size,
-                   "method": method, "ratio": args.ratio, "calib": f"{args.calib_samples} x {args.seqlen}",
-                   "label": args.label, "seconds": round(seconds, 2), "block_linear_params": params,
-                   "seconds_per_m_block_params": seconds / params * 1e6,
-                   "stage_seconds": (report.get("sobp") or {}).get("stage_seconds")}
+            row = {
+                "shape": name,
+                "blocks": model.config.num_hidden_layers,
+                "vocab": model.config.vocab_size,
+                "method": method,
+                "ratio": args.ratio,
+                "calib": f"{args.calib_samples} x {args.seqlen}",
+                "label": args.label,
+                "seconds": round(seconds, 2),
+                "block_linear_params": params,
+                "seconds_per_m_block_params": seconds / params * 1e6,
+                "stage_seconds": (report.get("sobp") or {}).get("stage_seconds"),
+            }
             data["runs"].append(row)
             add_ratios(data["runs"])
             out.write_text(json.dumps(data, indent=2) + "\n")

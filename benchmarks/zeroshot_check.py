@@ -59,19 +59,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="first N items per task (default: all)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--data-dir", default=str(DEFAULT_DATA), help="folder holding zeroshot/")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for our run (default torch's); 1 is much faster on a CPU shared "
-                        "with another job")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for our run (default torch's); 1 is much faster on a CPU shared with another job",
+    )
     p.add_argument("--no-cli", action="store_true", help="only our numbers (no lm-eval CLI comparison)")
     p.add_argument("--out", default=None, help="default benchmarks/results/zeroshot_check.json")
     p.add_argument("--resume", action="store_true", help="keep tasks (and task parts) already in --out")
-    p.add_argument("--items", default=None, metavar="START:END",
-                   help="only items START..END-1 of each task, saved as a part of it (needs --no-cli)")
-    p.add_argument("--cli-against", default=None, metavar="JSON",
-                   help="run only lm-eval's CLI and compare it with our scores already saved in this file "
-                        "(its full-set entries, or with --items that part); writes the comparison to --out")
-    p.add_argument("--merge-parts", nargs="+", default=None, metavar="JSON",
-                   help="copy the task parts of these result files into --out and join complete tasks; no model run")
+    p.add_argument(
+        "--items",
+        default=None,
+        metavar="START:END",
+        help="only items START..END-1 of each task, saved as a part of it (needs --no-cli)",
+    )
+    p.add_argument(
+        "--cli-against",
+        default=None,
+        metavar="JSON",
+        help="run only lm-eval's CLI and compare it with our scores already saved in this file "
+        "(its full-set entries, or with --items that part); writes the comparison to --out",
+    )
+    p.add_argument(
+        "--merge-parts",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="copy the task parts of these result files into --out and join complete tasks; no model run",
+    )
     args = p.parse_args(argv)
     args.out = args.out or str(RESULTS / "zeroshot_check.json")
     if args.items is not None:
@@ -92,16 +108,33 @@ def model_dir(spec: str | None) -> Path:
     return default_model_dir()
 
 
-def run_cli(directory: Path, task_dir: Path, task: str, args: argparse.Namespace,
-            rows: int) -> tuple[dict, dict, list[str]]:
+def run_cli(
+    directory: Path, task_dir: Path, task: str, args: argparse.Namespace, rows: int
+) -> tuple[dict, dict, list[str]]:
     """lm-eval's CLI on one task (``rows`` items in its file); returns its results entry,
     sample counts and the command."""
     name = TASKS[task].lm_eval_name
     with tempfile.TemporaryDirectory(prefix="lm-eval-out-") as out:
-        cmd = [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
-               "--model_args", f"pretrained={directory},dtype=float32", "--tasks", name,
-               "--include_path", str(task_dir), "--batch_size", str(args.batch_size), "--device", "cpu",
-               "--output_path", out]
+        cmd = [
+            sys.executable,
+            "-m",
+            "lm_eval",
+            "run",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={directory},dtype=float32",
+            "--tasks",
+            name,
+            "--include_path",
+            str(task_dir),
+            "--batch_size",
+            str(args.batch_size),
+            "--device",
+            "cpu",
+            "--output_path",
+            out,
+        ]
         if args.limit is not None:
             cmd += ["--limit", str(args.limit)]
         if args.items is not None:  # the same items ours scores (lm-eval's samples option on both sides)
@@ -152,8 +185,12 @@ def join_parts(entry: dict) -> None:
     if sum(p["ours"]["n"] for p in parts) != total:
         return  # not complete yet (merge_item_ranges checks the tiling once the counts add up)
     entry["ours"] = merge_item_ranges([{**p["ours"], "items": p["protocol"]["items"]} for p in parts], total)
-    entry["protocol"] = {**parts[0]["protocol"], "items": None, "n": total,
-                         "assembled_from": sorted((p["protocol"]["items"] for p in parts), key=lambda r: r[0])}
+    entry["protocol"] = {
+        **parts[0]["protocol"],
+        "items": None,
+        "n": total,
+        "assembled_from": sorted((p["protocol"]["items"] for p in parts), key=lambda r: r[0]),
+    }
     entry["ours_seconds"] = round(sum(p["ours_seconds"] for p in parts), 1)
 
 
@@ -185,8 +222,11 @@ def merge_files(args: argparse.Namespace) -> int:
     summarize(result, True)
     out_path.write_text(json.dumps(result, indent=2) + "\n")
     for task, entry in result["tasks"].items():
-        state = f"acc {entry['ours']['acc']:.4f} n {entry['ours']['n']}" if complete(entry) else \
-            "parts " + ", ".join(entry.get("parts", {}))
+        state = (
+            f"acc {entry['ours']['acc']:.4f} n {entry['ours']['n']}"
+            if complete(entry)
+            else "parts " + ", ".join(entry.get("parts", {}))
+        )
         print(f"{task}: {state}")
     return 0
 
@@ -196,7 +236,9 @@ def cli_against(args: argparse.Namespace) -> int:
     ours already saved in FILE, compared to the last digit; no run of ours."""
     source = Path(args.cli_against)
     if not source.is_file():
-        raise SystemExit(f"error: --cli-against {source}: no such file: run the tasks with --no-cli --out {source} first")
+        raise SystemExit(
+            f"error: --cli-against {source}: no such file: run the tasks with --no-cli --out {source} first"
+        )
     saved = json.loads(source.read_text())
     names = parse_tasks(args.tasks)
     directory = model_dir(args.model)
@@ -204,12 +246,16 @@ def cli_against(args: argparse.Namespace) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": "zeroshot_cli_check",
-        "protocol": {"model": args.model or "smollm2-135m (cached safetensors copy)",
-                     "ours_from": f"{source.name} (protocol there; model there: {saved['protocol'].get('model')})",
-                     "lm_eval": lm_eval_version(), "batch_size": args.batch_size, "limit": args.limit,
-                     "lm_eval_cli": "python -m lm_eval run --model hf --model_args pretrained=DIR,dtype=float32 --tasks "
-                                    "llmprune_<task> --include_path TASKS --batch_size B --device cpu "
-                                    "[--samples '{\"llmprune_<task>\": [START..END-1]}']"},
+        "protocol": {
+            "model": args.model or "smollm2-135m (cached safetensors copy)",
+            "ours_from": f"{source.name} (protocol there; model there: {saved['protocol'].get('model')})",
+            "lm_eval": lm_eval_version(),
+            "batch_size": args.batch_size,
+            "limit": args.limit,
+            "lm_eval_cli": "python -m lm_eval run --model hf --model_args pretrained=DIR,dtype=float32 --tasks "
+            "llmprune_<task> --include_path TASKS --batch_size B --device cpu "
+            "[--samples '{\"llmprune_<task>\": [START..END-1]}']",
+        },
         "environment": environment(),
         "tasks": dict(load_previous(out_path, args.resume).get("tasks", {})),
     }
@@ -228,17 +274,24 @@ def cli_against(args: argparse.Namespace) -> int:
                 raise SystemExit(f"error: {source} has no {what}: run it with --no-cli first")
             t0 = time.perf_counter()
             cli, counts, _ = run_cli(directory, task_dir, task, args, files[task].rows)
-            row = {"ours": ours, "lm_eval_cli": {k: v for k, v in cli.items() if k != "alias"},
-                   "lm_eval_cli_n": counts, "cli_seconds": round(time.perf_counter() - t0, 1),
-                   "comparison": compare(ours, cli, task)}
-            row["equal"] = all(c["equal"] for c in row["comparison"].values()) and \
-                int(counts.get("effective", -1)) == ours["n"]
+            row = {
+                "ours": ours,
+                "lm_eval_cli": {k: v for k, v in cli.items() if k != "alias"},
+                "lm_eval_cli_n": counts,
+                "cli_seconds": round(time.perf_counter() - t0, 1),
+                "comparison": compare(ours, cli, task),
+            }
+            row["equal"] = (
+                all(c["equal"] for c in row["comparison"].values()) and int(counts.get("effective", -1)) == ours["n"]
+            )
             result["tasks"][key] = row
             result["all_equal"] = all(r["equal"] for r in result["tasks"].values())
             out_path.write_text(json.dumps(result, indent=2) + "\n")
-            print(f"{key}: ours acc {ours['acc']:.4f} n {ours['n']} | lm-eval CLI acc {cli.get('acc,none'):.4f} "
-                  f"n {counts.get('effective')} ({row['cli_seconds']} s) {'EQUAL' if row['equal'] else 'DIFFERENT'}",
-                  flush=True)
+            print(
+                f"{key}: ours acc {ours['acc']:.4f} n {ours['n']} | lm-eval CLI acc {cli.get('acc,none'):.4f} "
+                f"n {counts.get('effective')} ({row['cli_seconds']} s) {'EQUAL' if row['equal'] else 'DIFFERENT'}",
+                flush=True,
+            )
     print("all equal" if result.get("all_equal") else "MISMATCH", flush=True)
     return 0 if result.get("all_equal") else 1
 
@@ -260,13 +313,21 @@ def main(argv: list[str] | None = None) -> int:
     previous = load_previous(out_path, args.resume)
     result = {
         "benchmark": "zeroshot_check" if not args.no_cli else "zeroshot",
-        "protocol": {"model": args.model or "smollm2-135m (cached safetensors copy)", "dtype": "float32",
-                     "limit": args.limit, "batch_size": args.batch_size, "num_fewshot": 0,
-                     "lm_eval": lm_eval_version(), "device": "cpu", "threads": args.threads,
-                     "ours": "llmprune.load(DIR) -> llmprune.evaluate(..., zeroshot=[task]) (HFLM over the model)",
-                     "lm_eval_cli": None if args.no_cli else
-                     "python -m lm_eval run --model hf --model_args pretrained=DIR,dtype=float32 --tasks "
-                     "llmprune_<task> --include_path TASKS --batch_size B --device cpu [--limit N]"},
+        "protocol": {
+            "model": args.model or "smollm2-135m (cached safetensors copy)",
+            "dtype": "float32",
+            "limit": args.limit,
+            "batch_size": args.batch_size,
+            "num_fewshot": 0,
+            "lm_eval": lm_eval_version(),
+            "device": "cpu",
+            "threads": args.threads,
+            "ours": "llmprune.load(DIR) -> llmprune.evaluate(..., zeroshot=[task]) (HFLM over the model)",
+            "lm_eval_cli": None
+            if args.no_cli
+            else "python -m lm_eval run --model hf --model_args pretrained=DIR,dtype=float32 --tasks "
+            "llmprune_<task> --include_path TASKS --batch_size B --device cpu [--limit N]",
+        },
         "environment": environment(),
         "tasks": dict(previous.get("tasks", {})),
     }
@@ -281,17 +342,30 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{task}{' ' + args.items if args.items else ''}: kept from {out_path}", flush=True)
                 continue
             t0 = time.perf_counter()
-            ours = llmprune.evaluate(model, tok, zeroshot=[task], limit=args.limit, data_dir=args.data_dir,
-                                     batch_size=args.batch_size, items=args.items)
+            ours = llmprune.evaluate(
+                model,
+                tok,
+                zeroshot=[task],
+                limit=args.limit,
+                data_dir=args.data_dir,
+                batch_size=args.batch_size,
+                items=args.items,
+            )
             seconds = round(time.perf_counter() - t0, 1)
             if args.items:
                 add_part(result["tasks"], task, ours["zeroshot"][task], ours["protocol"][task], seconds)
                 summarize(result, args.no_cli)
                 out_path.write_text(json.dumps(result, indent=2) + "\n")
-                print(f"{task} {ours['protocol'][task]['items']}: ours acc {ours['zeroshot'][task]['acc']:.4f} "
-                      f"n {ours['zeroshot'][task]['n']} ({seconds} s)"
-                      + (f"; full set assembled: acc {result['tasks'][task]['ours']['acc']:.4f}"
-                         if complete(result["tasks"][task]) else ""), flush=True)
+                print(
+                    f"{task} {ours['protocol'][task]['items']}: ours acc {ours['zeroshot'][task]['acc']:.4f} "
+                    f"n {ours['zeroshot'][task]['n']} ({seconds} s)"
+                    + (
+                        f"; full set assembled: acc {result['tasks'][task]['ours']['acc']:.4f}"
+                        if complete(result["tasks"][task])
+                        else ""
+                    ),
+                    flush=True,
+                )
                 continue
             entry = {"ours": ours["zeroshot"][task], "protocol": ours["protocol"][task], "ours_seconds": seconds}
             line = f"{task}: ours acc {entry['ours']['acc']:.4f} n {entry['ours']['n']} ({entry['ours_seconds']} s)"
@@ -302,10 +376,14 @@ def main(argv: list[str] | None = None) -> int:
                 entry["lm_eval_cli_n"] = counts
                 entry["cli_seconds"] = round(time.perf_counter() - t0, 1)
                 entry["comparison"] = compare(entry["ours"], cli, task)
-                entry["equal"] = all(c["equal"] for c in entry["comparison"].values()) and \
-                    int(counts.get("effective", -1)) == entry["ours"]["n"]
-                line += f" | lm-eval CLI acc {cli.get('acc,none'):.4f} ({entry['cli_seconds']} s) " \
-                        f"{'EQUAL' if entry['equal'] else 'DIFFERENT'}"
+                entry["equal"] = (
+                    all(c["equal"] for c in entry["comparison"].values())
+                    and int(counts.get("effective", -1)) == entry["ours"]["n"]
+                )
+                line += (
+                    f" | lm-eval CLI acc {cli.get('acc,none'):.4f} ({entry['cli_seconds']} s) "
+                    f"{'EQUAL' if entry['equal'] else 'DIFFERENT'}"
+                )
             result["tasks"][task] = entry
             summarize(result, args.no_cli)
             out_path.write_text(json.dumps(result, indent=2) + "\n")

@@ -26,10 +26,16 @@ def main(out: Path) -> None:
     method = DISP(0.3, steps=3, lr=0.01, log_every=1)
     report = method.run(PruneContext(model, adapter, calib, progress=False))
     rank, world = dist.get_rank(), dist.get_world_size()
-    torch.save({"hypernet": {k: v.detach().cpu() for k, v in method.hypernet.state_dict().items()},
-                "world_size": report.details["world_size"], "vector_sizes": vector_sizes,
-                "sizes": report.details["selection"], "first_batch": next(method._batches(8, rank, world))},
-               out / f"rank{rank}.pt")
+    torch.save(
+        {
+            "hypernet": {k: v.detach().cpu() for k, v in method.hypernet.state_dict().items()},
+            "world_size": report.details["world_size"],
+            "vector_sizes": vector_sizes,
+            "sizes": report.details["selection"],
+            "first_batch": next(method._batches(8, rank, world)),
+        },
+        out / f"rank{rank}.pt",
+    )
     dist.destroy_process_group()
 
 

@@ -14,9 +14,11 @@ import torch
 import llmprune
 
 #: (name, method, ratio, pattern, options): the runs compared with one process
-CASES = [("wanda50", "wanda", 0.5, None, {}),
-         ("sparsegpt24", "sparsegpt", None, "2:4", {}),
-         ("mrp50", "mrp", 0.5, None, {})]
+CASES = [
+    ("wanda50", "wanda", 0.5, None, {}),
+    ("sparsegpt24", "sparsegpt", None, "2:4", {}),
+    ("mrp50", "mrp", 0.5, None, {}),
+]
 CALIB = {"calib_samples": 5, "seqlen": 16, "seed": 0}
 
 

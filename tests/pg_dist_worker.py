@@ -19,16 +19,34 @@ def main(model_dir: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     short_calibration_text(None)
     model, tok = llmprune.load(model_dir)
-    report = llmprune.prune(model, tok, "pg", ratio=0.3, calib_samples=4, seqlen=16, progress=False, steps=4,
-                            lr=0.2, batch_size=1, keep_best=2, select_samples=3)
+    report = llmprune.prune(
+        model,
+        tok,
+        "pg",
+        ratio=0.3,
+        calib_samples=4,
+        seqlen=16,
+        progress=False,
+        steps=4,
+        lr=0.2,
+        batch_size=1,
+        keep_best=2,
+        select_samples=3,
+    )
     import torch.distributed as dist
 
     rank = dist.get_rank()
     pg = report.details
-    result = {"world_size": pg["world_size"], "ranks_identical": pg["ranks_identical"],
-              "probabilities": pg["probabilities"], "initial_probabilities": pg["initial_probabilities"],
-              "history": pg["history"], "achieved_ratio": report.achieved_ratio,
-              "last_probabilities": pg["last_probabilities"], "keep_best": pg["keep_best"]}
+    result = {
+        "world_size": pg["world_size"],
+        "ranks_identical": pg["ranks_identical"],
+        "probabilities": pg["probabilities"],
+        "initial_probabilities": pg["initial_probabilities"],
+        "history": pg["history"],
+        "achieved_ratio": report.achieved_ratio,
+        "last_probabilities": pg["last_probabilities"],
+        "keep_best": pg["keep_best"],
+    }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     dist.barrier()
 

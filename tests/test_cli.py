@@ -15,12 +15,15 @@ def _run(capsys, *argv: str) -> tuple[int, str]:
     return code, err
 
 
-@pytest.mark.parametrize("extra,msg", [
-    (["--ratio", "1.2"], "outside [0, 0.99]"),
-    (["--ratio", "x"], "not a number"),
-    (["--pattern", "4:4"], "need 0 < N < M"),
-    (["--pattern", "2/4"], "is not N:M"),
-])
+@pytest.mark.parametrize(
+    "extra,msg",
+    [
+        (["--ratio", "1.2"], "outside [0, 0.99]"),
+        (["--ratio", "x"], "not a number"),
+        (["--pattern", "4:4"], "need 0 < N < M"),
+        (["--pattern", "2/4"], "is not N:M"),
+    ],
+)
 def test_prune_rejects_bad_sparsity(capsys, tmp_path: Path, extra: list[str], msg: str) -> None:
     code, err = _run(capsys, "prune", "--method", "wanda", *extra, "--out", str(tmp_path / "o"))
     assert code == 2
@@ -36,8 +39,18 @@ def test_prune_refuses_existing_output(capsys, tmp_path: Path) -> None:
 
 
 def test_missing_model_path(capsys, tmp_path: Path) -> None:
-    code, err = _run(capsys, "prune", "--model", str(tmp_path / "nope"), "--method", "wanda",
-                     "--ratio", "0.5", "--out", str(tmp_path / "o"))
+    code, err = _run(
+        capsys,
+        "prune",
+        "--model",
+        str(tmp_path / "nope"),
+        "--method",
+        "wanda",
+        "--ratio",
+        "0.5",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2 and "does not exist" in err
 
 
@@ -47,15 +60,35 @@ def test_directory_without_config(capsys, tmp_path: Path) -> None:
 
 
 def test_unknown_method(capsys, tiny_llama_dir: Path, tmp_path: Path) -> None:
-    code, err = _run(capsys, "prune", "--model", str(tiny_llama_dir), "--method", "nosuch",
-                     "--ratio", "0.5", "--out", str(tmp_path / "o"))
+    code, err = _run(
+        capsys,
+        "prune",
+        "--model",
+        str(tiny_llama_dir),
+        "--method",
+        "nosuch",
+        "--ratio",
+        "0.5",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2 and "unknown method" in err and "sparsegpt" in err
     assert not (tmp_path / "o").exists()
 
 
 def test_unknown_family(capsys, tiny_gpt2_dir: Path, tmp_path: Path) -> None:
-    code, err = _run(capsys, "prune", "--model", str(tiny_gpt2_dir), "--method", "magnitude",
-                     "--ratio", "0.5", "--out", str(tmp_path / "o"))
+    code, err = _run(
+        capsys,
+        "prune",
+        "--model",
+        str(tiny_gpt2_dir),
+        "--method",
+        "magnitude",
+        "--ratio",
+        "0.5",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2 and "unsupported model family 'gpt2'" in err and "llama" in err
 
 
@@ -65,8 +98,9 @@ def test_unknown_dataset(capsys, tiny_llama_dir: Path) -> None:
 
 
 def test_missing_data_dir(capsys, tiny_llama_dir: Path, tmp_path: Path) -> None:
-    code, err = _run(capsys, "eval", str(tiny_llama_dir), "--ppl", "ptb", "--data-dir", str(tmp_path),
-                     "--max-windows", "1")
+    code, err = _run(
+        capsys, "eval", str(tiny_llama_dir), "--ppl", "ptb", "--data-dir", str(tmp_path), "--max-windows", "1"
+    )
     assert code == 2 and "ptb" in err
 
 
@@ -93,12 +127,39 @@ def test_prune_eval_roundtrip(capsys, tiny_llama_dir: Path, tmp_path: Path) -> N
     import json
 
     out = tmp_path / "pruned"
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "sparsegpt", "--pattern", "2:4",
-                 "--calib-samples", "4", "--seqlen", "32", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_llama_dir),
+            "--method",
+            "sparsegpt",
+            "--pattern",
+            "2:4",
+            "--calib-samples",
+            "4",
+            "--seqlen",
+            "32",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    for key in ("schema_version", "method", "kind", "ratio", "pattern", "params_before", "params_after", "seconds",
-                "peak_rss_mb", "unstructured", "structured"):
+    for key in (
+        "schema_version",
+        "method",
+        "kind",
+        "ratio",
+        "pattern",
+        "params_before",
+        "params_after",
+        "seconds",
+        "peak_rss_mb",
+        "unstructured",
+        "structured",
+    ):
         assert key in report
     assert report["kind"] == "unstructured" and report["structured"] is None
     assert report["pattern"] == "2:4" and report["params_after"] < report["params_before"]
@@ -110,6 +171,19 @@ def test_prune_eval_roundtrip(capsys, tiny_llama_dir: Path, tmp_path: Path) -> N
     result = json.loads(capsys.readouterr().out)
     assert result["ppl"]["wikitext2"] > 1 and result["protocol"]["wikitext2"]["seqlen"] == 32
     # --force replaces the directory
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--ratio", "0.3",
-                 "--out", str(out), "--force", "--quiet"])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_llama_dir),
+            "--method",
+            "magnitude",
+            "--ratio",
+            "0.3",
+            "--out",
+            str(out),
+            "--force",
+            "--quiet",
+        ]
+    )
     assert code == 0 and json.loads((out / "report.json").read_text())["method"] == "magnitude"

@@ -27,11 +27,14 @@ def test_ptb_and_c4_from_folder(shared_data) -> None:
     assert c4.count("\n\n") >= 1999
 
 
-@pytest.mark.parametrize("call,msg", [
-    (lambda d: load_text("nosuch"), "unknown dataset 'nosuch'"),
-    (lambda d: load_text("wikitext2", "dev"), "no split 'dev'"),
-    (lambda d: load_text("ptb", "test", d), "ptb test not found under"),
-])
+@pytest.mark.parametrize(
+    "call,msg",
+    [
+        (lambda d: load_text("nosuch"), "unknown dataset 'nosuch'"),
+        (lambda d: load_text("wikitext2", "dev"), "no split 'dev'"),
+        (lambda d: load_text("ptb", "test", d), "ptb test not found under"),
+    ],
+)
 def test_corpus_errors(tmp_path, call, msg: str) -> None:
     with pytest.raises(LlmpruneError, match=msg):
         call(tmp_path)

@@ -17,8 +17,14 @@ import llmprune
 from llmprune.errors import LlmpruneError
 from llmprune.engine.offload import BlockStream, checkpointed_blocks
 from llmprune.methods.disp import DISP, ParamCount, SelectionMasks, apply_disp_masks, match_budget
-from llmprune.methods.disp.hypernet import (DispHypernet, deterministic_keep, gumbel_noise, hard_mask,
-                                            logistic_noise, soft_mask)
+from llmprune.methods.disp.hypernet import (
+    DispHypernet,
+    deterministic_keep,
+    gumbel_noise,
+    hard_mask,
+    logistic_noise,
+    soft_mask,
+)
 from llmprune.methods import PruneContext
 from llmprune.models import count_parameters, get_adapter
 from tiny_models import build_tiny
@@ -113,10 +119,12 @@ def test_hypernetwork_shape_and_checkpointing_gradients(monkeypatch):
     events: list[tuple[str, int]] = []
     blocks = list(adapter.blocks())
     enter, exit_ = BlockStream.enter, BlockStream.exit
-    monkeypatch.setattr(BlockStream, "enter", lambda self: (events.append(("in", blocks.index(self.block))),
-                                                            enter(self))[1])
-    monkeypatch.setattr(BlockStream, "exit", lambda self: (events.append(("out", blocks.index(self.block))),
-                                                           exit_(self))[1])
+    monkeypatch.setattr(
+        BlockStream, "enter", lambda self: (events.append(("in", blocks.index(self.block))), enter(self))[1]
+    )
+    monkeypatch.setattr(
+        BlockStream, "exit", lambda self: (events.append(("out", blocks.index(self.block))), exit_(self))[1]
+    )
     ids = torch.randint(0, 128, (1, 10))
     grads = []
     for mode in ("plain", "checkpointed", "streamed"):
@@ -127,8 +135,11 @@ def test_hypernetwork_shape_and_checkpointing_gradients(monkeypatch):
         g = torch.Generator().manual_seed(0)
         with SelectionMasks(adapter, count.specs) as hooks:
             hooks.masks[:] = [soft_mask(a, gumbel_noise(a, g), 0.4, 3.0) for a in logits]
-            ctx = {"plain": torch.enable_grad(), "checkpointed": checkpointed_blocks(blocks),
-                   "streamed": checkpointed_blocks(blocks, torch.device("cpu"))}[mode]
+            ctx = {
+                "plain": torch.enable_grad(),
+                "checkpointed": checkpointed_blocks(blocks),
+                "streamed": checkpointed_blocks(blocks, torch.device("cpu")),
+            }[mode]
             with ctx:
                 loss = model(input_ids=ids, labels=ids, use_cache=False).loss
                 forward_events = list(events)
@@ -149,8 +160,17 @@ def test_offloaded_training_matches_and_needs_checkpointing(toy_tokenizer):
     runs = []
     for offload in (False, True):
         model = build_tiny("llama", vocab_size=len(toy_tokenizer))
-        r = llmprune.prune(model, toy_tokenizer, "disp", ratio=0.3, calib_samples=2, seqlen=16, progress=False,
-                           steps=3, offload=offload)
+        r = llmprune.prune(
+            model,
+            toy_tokenizer,
+            "disp",
+            ratio=0.3,
+            calib_samples=2,
+            seqlen=16,
+            progress=False,
+            steps=3,
+            offload=offload,
+        )
         runs.append((r.details["history"], r.details["selection"], r.options["offload"]))
     assert runs[0][:2] == runs[1][:2] and (runs[0][2], runs[1][2]) == (False, True)
     with pytest.raises(LlmpruneError, match="checkpointing=false"):
@@ -164,8 +184,18 @@ def test_end_to_end_save_reload(family, target, estimator, toy_tokenizer, tmp_pa
     model = build_tiny(family, vocab_size=len(toy_tokenizer))
     before_total = count_parameters(model)
     before_block = get_adapter(model).block_linear_params()
-    report = llmprune.prune(model, toy_tokenizer, "disp", ratio=0.3, calib_samples=4, seqlen=32, progress=False,
-                            steps=4, target=target, estimator=estimator)
+    report = llmprune.prune(
+        model,
+        toy_tokenizer,
+        "disp",
+        ratio=0.3,
+        calib_samples=4,
+        seqlen=32,
+        progress=False,
+        steps=4,
+        target=target,
+        estimator=estimator,
+    )
     assert all(p.requires_grad for p in model.parameters())  # requires_grad flags restored
     d = report.details
     assert d["target_accounting"] == target and len(d["history"]) >= 1
@@ -202,8 +232,13 @@ def test_bf16_autocast_option_runs_on_cpu():
 
 def test_bad_options_are_one_line_errors(toy_tokenizer):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
-    for kw, match in [({"target": "all"}, "option target=all"), ({"estimator": "x"}, "option estimator=x"),
-                      ({"steps": 0}, "steps"), ({"lam": -1.0}, "lam=-1.0"), ({"allow_empty": True}, "allow_empty")]:
+    for kw, match in [
+        ({"target": "all"}, "option target=all"),
+        ({"estimator": "x"}, "option estimator=x"),
+        ({"steps": 0}, "steps"),
+        ({"lam": -1.0}, "lam=-1.0"),
+        ({"allow_empty": True}, "allow_empty"),
+    ]:
         with pytest.raises(LlmpruneError, match=match):
             DISP(0.3, **kw)
     with pytest.raises(LlmpruneError, match="unknown option 'nonsense' for method disp"):
@@ -216,20 +251,85 @@ def test_cli_disp(tiny_llama_dir, tmp_path):
     from llmprune.cli import main
 
     out = tmp_path / "out"
-    rc = main(["prune", "--model", str(tiny_llama_dir), "--method", "disp", "--ratio", "0.2", "--calib-samples", "2",
-               "--seqlen", "16", "--method-args", "steps=2,lr=0.01,lam=4,target=block,offload=true",
-               "--out", str(out), "--quiet"])
+    rc = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_llama_dir),
+            "--method",
+            "disp",
+            "--ratio",
+            "0.2",
+            "--calib-samples",
+            "2",
+            "--seqlen",
+            "16",
+            "--method-args",
+            "steps=2,lr=0.01,lam=4,target=block,offload=true",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["method"] == "disp" and rep["options"]["steps"] == 2 and rep["options"]["lambda"] == 4.0
     assert rep["options"]["target"] == "block" and rep["structured"]["achieved_ratio"] >= 0.2 - 1e-9
     assert rep["options"]["offload"] is True
-    assert main(["prune", "--model", str(tiny_llama_dir), "--method", "disp", "--ratio", "0.2",
-                 "--method-args", "target=nope", "--out", str(tmp_path / "x")]) == 2
-    assert main(["prune", "--model", str(tiny_llama_dir), "--method", "disp", "--ratio", "0.2", "--method-args",
-                 "offload=true,checkpointing=false", "--out", str(tmp_path / "z")]) == 2
-    assert main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda-sp", "--ratio", "0.2",
-                 "--method-args", "lam=3", "--out", str(tmp_path / "y")]) == 2
+    assert (
+        main(
+            [
+                "prune",
+                "--model",
+                str(tiny_llama_dir),
+                "--method",
+                "disp",
+                "--ratio",
+                "0.2",
+                "--method-args",
+                "target=nope",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "prune",
+                "--model",
+                str(tiny_llama_dir),
+                "--method",
+                "disp",
+                "--ratio",
+                "0.2",
+                "--method-args",
+                "offload=true,checkpointing=false",
+                "--out",
+                str(tmp_path / "z"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "prune",
+                "--model",
+                str(tiny_llama_dir),
+                "--method",
+                "wanda-sp",
+                "--ratio",
+                "0.2",
+                "--method-args",
+                "lam=3",
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )
+        == 2
+    )
 
 
 WORKER = Path(__file__).with_name("disp_dist_worker.py")
@@ -238,10 +338,23 @@ WORKER = Path(__file__).with_name("disp_dist_worker.py")
 def test_torchrun_two_ranks_identical_hypernetwork(tmp_path):
     """Data-parallel over 2 CPU processes (gloo): all-reduced gradients keep the two
     hypernetworks identical while each rank trains on different windows."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        [str(WORKER.parent), str(WORKER.parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
-           str(tmp_path)]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(
+            [str(WORKER.parent), str(WORKER.parents[1] / "src"), os.environ.get("PYTHONPATH", "")]
+        ),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]

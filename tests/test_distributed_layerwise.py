@@ -25,10 +25,22 @@ HERE = Path(__file__).resolve().parent
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory, tiny_llama_dir) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        [str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(HERE / "layerwise_dist_worker.py"), str(tiny_llama_dir), str(out)]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(HERE / "layerwise_dist_worker.py"),
+        str(tiny_llama_dir),
+        str(out),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -62,21 +74,35 @@ def test_two_processes_equal_one(two_ranks, tiny_llama_dir, monkeypatch, case):
 
 def test_fewer_samples_than_processes_is_one_line(tiny_llama_dir, tmp_path):
     """One calibration sample for two ranks is refused on every rank with one line."""
-    code = ("import sys, torch, llmprune\nfrom llmprune.errors import LlmpruneError\n"
-            "sys.path.insert(0, sys.argv[2])\n"
-            "from test_pg import short_calibration_text\n"
-            "short_calibration_text(None)\n"
-            "model, tok = llmprune.load(sys.argv[1])\n"
-            "try:\n"
-            "    llmprune.prune(model, tok, 'wanda', ratio=0.5, calib_samples=1, seqlen=16, progress=False)\n"
-            "except LlmpruneError as exc:\n"
-            "    print('ERR', exc)\n")
+    code = (
+        "import sys, torch, llmprune\nfrom llmprune.errors import LlmpruneError\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from test_pg import short_calibration_text\n"
+        "short_calibration_text(None)\n"
+        "model, tok = llmprune.load(sys.argv[1])\n"
+        "try:\n"
+        "    llmprune.prune(model, tok, 'wanda', ratio=0.5, calib_samples=1, seqlen=16, progress=False)\n"
+        "except LlmpruneError as exc:\n"
+        "    print('ERR', exc)\n"
+    )
     script = tmp_path / "one_sample.py"
     script.write_text(code)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        [str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tiny_llama_dir), str(HERE)]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tiny_llama_dir),
+        str(HERE),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("ERR 1 calibration samples for 2 processes") == 2, proc.stdout

@@ -47,27 +47,38 @@ def _pruned(family: str, layers: dict, n: int = 5):
     return model
 
 
-HETERO = {0: {"remove_channels": {"count": 20}}, 1: {"remove_attention": True}, 2: {"remove_mlp": True},
-          3: {"remove_block": True}, 4: {"remove_channels": {"count": 50}}}
+HETERO = {
+    0: {"remove_channels": {"count": 20}},
+    1: {"remove_attention": True},
+    2: {"remove_mlp": True},
+    3: {"remove_block": True},
+    4: {"remove_channels": {"count": 50}},
+}
 
 
-@pytest.mark.parametrize("layers, kind, reason", [
-    ({}, "dense", None),
-    ({1: {"remove_block": True}}, "dense", None),  # ShortGPT-style: fewer blocks, stock config
-    ({i: {"remove_channels": {"count": 32}} for i in range(5)}, "stock", None),
-    ({i: {"remove_kv_heads": [1]} for i in range(5)}, "stock", None),
-    ({0: {"remove_channels": {"count": 10}}, 3: {"remove_channels": {"count": 40}}}, "block_configs", None),
-    ({2: {"remove_attention": True}}, "block_configs", None),
-    ({1: {"remove_attention": True}, 4: {"remove_attention": True, "remove_mlp": True}}, "block_configs", None),
-    ({0: {"remove_attention": True, "remove_mlp": True}, 2: {"remove_attention": True}}, "block_configs", None),
-    ({0: {"remove_attention": True}}, "layout", "block 0 keeps its MLP but no attention and no earlier block"),
-    ({2: {"remove_mlp": True}}, "block_configs", None),
-    (HETERO, "block_configs", None),
-    ({0: {"remove_channels": {"count": 10}}, 2: {"remove_heads": [1, 3]}}, "layout",
-     "block 2 removes query heads (2 of 4 kept); vLLM's per-layer format keeps the query-head count global"),
-    ({3: {"remove_kv_heads": [0]}}, "layout", "block 3 removes query heads"),
-    ({1: {"residual": {"mlp_in": list(range(48))}}}, "layout", "block 1 reads or writes a subset of the residual"),
-])
+@pytest.mark.parametrize(
+    "layers, kind, reason",
+    [
+        ({}, "dense", None),
+        ({1: {"remove_block": True}}, "dense", None),  # ShortGPT-style: fewer blocks, stock config
+        ({i: {"remove_channels": {"count": 32}} for i in range(5)}, "stock", None),
+        ({i: {"remove_kv_heads": [1]} for i in range(5)}, "stock", None),
+        ({0: {"remove_channels": {"count": 10}}, 3: {"remove_channels": {"count": 40}}}, "block_configs", None),
+        ({2: {"remove_attention": True}}, "block_configs", None),
+        ({1: {"remove_attention": True}, 4: {"remove_attention": True, "remove_mlp": True}}, "block_configs", None),
+        ({0: {"remove_attention": True, "remove_mlp": True}, 2: {"remove_attention": True}}, "block_configs", None),
+        ({0: {"remove_attention": True}}, "layout", "block 0 keeps its MLP but no attention and no earlier block"),
+        ({2: {"remove_mlp": True}}, "block_configs", None),
+        (HETERO, "block_configs", None),
+        (
+            {0: {"remove_channels": {"count": 10}}, 2: {"remove_heads": [1, 3]}},
+            "layout",
+            "block 2 removes query heads (2 of 4 kept); vLLM's per-layer format keeps the query-head count global",
+        ),
+        ({3: {"remove_kv_heads": [0]}}, "layout", "block 3 removes query heads"),
+        ({1: {"residual": {"mlp_in": list(range(48))}}}, "layout", "block 1 reads or writes a subset of the residual"),
+    ],
+)
 def test_format_choice_per_structure(layers, kind, reason):
     model = _pruned("llama", layers)
     plan = plan_export(model, get_adapter(model))
@@ -78,11 +89,14 @@ def test_format_choice_per_structure(layers, kind, reason):
         assert plan.vllm_obstacle.startswith(reason)
 
 
-@pytest.mark.parametrize("family, reason", [
-    ("opt", "the opt family is not LLaMA-style"),
-    ("phi", "the phi family is not LLaMA-style"),
-    ("gemma3", "the gemma3_text family is not LLaMA-style"),
-])
+@pytest.mark.parametrize(
+    "family, reason",
+    [
+        ("opt", "the opt family is not LLaMA-style"),
+        ("phi", "the phi family is not LLaMA-style"),
+        ("gemma3", "the gemma3_text family is not LLaMA-style"),
+    ],
+)
 def test_other_families_keep_the_layout_and_say_why(family, reason):
     model = _pruned(family, {0: {"remove_channels": {"count": 10}}, 1: {"remove_mlp": True}}, n=3)
     plan = plan_export(model, get_adapter(model))
@@ -93,7 +107,9 @@ def test_qwen2_stock_with_fewer_heads_is_not_vllm_servable():
     from tiny_models import build_tiny_servable
 
     model = build_tiny_servable("qwen2", layers=2)
-    apply_plan(get_adapter(model), StructuredPlan.from_dict({"layers": {i: {"remove_kv_heads": [1]} for i in range(2)}}))
+    apply_plan(
+        get_adapter(model), StructuredPlan.from_dict({"layers": {i: {"remove_kv_heads": [1]} for i in range(2)}})
+    )
     plan = plan_export(model, get_adapter(model))
     assert plan.kind == "stock" and plan.vllm_obstacle.startswith("vLLM's Qwen2 derives head_dim")
 
@@ -105,7 +121,9 @@ def test_sliding_window_and_kept_biases_are_not_expressible():
     model = _pruned("llama", {0: {"remove_channels": {"count": 10}}})
     blocks = get_adapter(model).blocks()
     blocks[1].mlp.down_proj.bias = torch.nn.Parameter(torch.zeros(64))  # a bias only block 1 has
-    assert plan_export(model, get_adapter(model)).vllm_obstacle == "block 1 has different MLP biases than the other blocks"
+    assert (
+        plan_export(model, get_adapter(model)).vllm_obstacle == "block 1 has different MLP biases than the other blocks"
+    )
 
 
 def _load_eager(path):
@@ -125,9 +143,17 @@ def test_block_configs_reload_identical_logits(tmp_path, toy_tokenizer, family):
     checkpoint give the pruned model's logits exactly, and the same cached greedy tokens."""
     from transformers import AutoModelForCausalLM
 
-    model = _pruned(family, {0: {"remove_attention": True, "remove_mlp": True}, 1: {"remove_channels": {"count": 20}},
-                             2: {"remove_mlp": True}, 3: {"remove_block": True},
-                             4: {"remove_attention": True, "remove_channels": {"count": 50}}}, n=5)
+    model = _pruned(
+        family,
+        {
+            0: {"remove_attention": True, "remove_mlp": True},
+            1: {"remove_channels": {"count": 20}},
+            2: {"remove_mlp": True},
+            3: {"remove_block": True},
+            4: {"remove_attention": True, "remove_channels": {"count": 50}},
+        },
+        n=5,
+    )
     ids = torch.randint(0, 128, (2, 10))
     want = _logits(model, ids)
     out = tmp_path / "m"
@@ -167,12 +193,17 @@ def test_shipped_code_is_self_contained(tmp_path, toy_tokenizer):
     for name in (CONFIG_FILE, MODELING_FILE):
         tree = ast.parse((out / name).read_text())
         roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        roots |= {n.module.split(".")[0] for n in ast.walk(tree)
-                  if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
+        roots |= {
+            n.module.split(".")[0]
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.module and n.level == 0
+        }
         assert roots <= {"torch", "transformers", "__future__", "typing"}, (name, roots)
     config = json.loads((out / "config.json").read_text())
-    assert config["auto_map"] == {"AutoConfig": "configuration_llmprune_decilm.LlmpruneDeciLMConfig",
-                                  "AutoModelForCausalLM": "modeling_llmprune_decilm.LlmpruneDeciLMForCausalLM"}
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_llmprune_decilm.LlmpruneDeciLMConfig",
+        "AutoModelForCausalLM": "modeling_llmprune_decilm.LlmpruneDeciLMForCausalLM",
+    }
 
 
 def test_block_configs_attribute_access_like_serving_engines_read_it(tmp_path, toy_tokenizer):
@@ -225,8 +256,23 @@ def test_export_uniform_model_to_every_format(tmp_path, toy_tokenizer):
 def test_prune_prints_the_format(tiny_llama_dir, tmp_path, capsys):
     spec = tmp_path / "plan.yaml"
     spec.write_text("layers:\n  0: {remove_heads: [1, 3]}\n")
-    assert main(["prune", "--model", str(tiny_llama_dir), "--method", "manual", "--spec", str(spec),
-                 "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--model",
+                str(tiny_llama_dir),
+                "--method",
+                "manual",
+                "--spec",
+                str(spec),
+                "--out",
+                str(tmp_path / "p"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "format: llmprune layout" in out
     assert "not servable by vLLM: block 0 removes query heads (2 of 4 kept)" in out
@@ -245,18 +291,24 @@ def _error(capsys, argv) -> str:
 
 def test_export_error_paths_write_nothing(tmp_path, toy_tokenizer, capsys):
     hetero = tmp_path / "hetero"
-    llmprune.save(_pruned("llama", {0: {"remove_heads": [1, 3]}, 1: {"remove_channels": {"count": 5}}}),
-                  toy_tokenizer, hetero, {"method": "manual"})
+    llmprune.save(
+        _pruned("llama", {0: {"remove_heads": [1, 3]}, 1: {"remove_channels": {"count": 5}}}),
+        toy_tokenizer,
+        hetero,
+        {"method": "manual"},
+    )
     out = tmp_path / "out"
     err = _error(capsys, ["export", str(hetero), "--format", "vllm", "--out", str(out)])
     assert "cannot write the vLLM format: block 0 removes query heads" in err
     err = _error(capsys, ["export", str(hetero), "--format", "stock", "--out", str(out)])
     assert "cannot write a stock config: block 1 has 4 query heads but block 0 has 2" in err
     assert "unknown --format 'onnx'" in _error(capsys, ["export", str(hetero), "--format", "onnx", "--out", str(out)])
-    assert "is not a model directory" in _error(capsys, ["export", str(tmp_path / "nope"), "--format", "vllm",
-                                                         "--out", str(out)])
-    assert "is the source directory" in _error(capsys, ["export", str(hetero), "--format", "layout", "--out",
-                                                        str(hetero), "--force"])
+    assert "is not a model directory" in _error(
+        capsys, ["export", str(tmp_path / "nope"), "--format", "vllm", "--out", str(out)]
+    )
+    assert "is the source directory" in _error(
+        capsys, ["export", str(hetero), "--format", "layout", "--out", str(hetero), "--force"]
+    )
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["hetero"]
     out.mkdir()
     assert "already exists" in _error(capsys, ["export", str(hetero), "--format", "layout", "--out", str(out)])

@@ -15,8 +15,12 @@ from llmprune.models import get_adapter
 from llmprune.solvers import Sparsity
 
 GEOMETRY = {  # (heads, kv heads, head_dim, gated MLP)
-    "llama": (4, 2, 16, True), "mistral": (4, 2, 16, True), "qwen2": (4, 2, 16, True),
-    "opt": (4, 4, 16, False), "phi": (4, 4, 16, False), "gemma3": (4, 2, 16, True),
+    "llama": (4, 2, 16, True),
+    "mistral": (4, 2, 16, True),
+    "qwen2": (4, 2, 16, True),
+    "opt": (4, 4, 16, False),
+    "phi": (4, 4, 16, False),
+    "gemma3": (4, 2, 16, True),
 }
 
 

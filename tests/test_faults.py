@@ -62,8 +62,10 @@ def _rewrite_safetensors(path: Path, edit) -> None:
 
 # --- 1. zero-shot data identity -------------------------------------------------------------
 
-def test_zeroshot_scores_the_file_it_hashes_after_an_in_place_edit(shared_data: Path, tmp_path: Path, monkeypatch,
-                                                                    tiny_llama, toy_tokenizer) -> None:
+
+def test_zeroshot_scores_the_file_it_hashes_after_an_in_place_edit(
+    shared_data: Path, tmp_path: Path, monkeypatch, tiny_llama, toy_tokenizer
+) -> None:
     """Same path, size and mtime, one label flipped: the score must follow the new bytes."""
     from llmprune.eval.zeroshot import evaluate_zeroshot
 
@@ -112,6 +114,7 @@ def test_corpus_invalid_utf8_is_one_line(tmp_path: Path) -> None:
 
 # --- 2. finite numbers and weights ---------------------------------------------------------
 
+
 def test_zeroshot_refuses_nan_weights(tmp_path: Path, tiny_llama, toy_tokenizer) -> None:
     import copy
 
@@ -154,19 +157,34 @@ def test_prune_refuses_to_save_nan_weights(capsys, tmp_path: Path, tiny_llama_di
 
     _rewrite_safetensors(model_dir, poison)
     out = tmp_path / "out"
-    code, _, err = _run(capsys, "prune", "--model", str(model_dir), "--method", "magnitude", "--ratio", "0.5",
-                        "--out", str(out), "--quiet")
+    code, _, err = _run(
+        capsys,
+        "prune",
+        "--model",
+        str(model_dir),
+        "--method",
+        "magnitude",
+        "--ratio",
+        "0.5",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     _one_line_error(code, err, "model.layers.0.self_attn.v_proj.weight", "NaN")
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
 # --- 3. checkpoint integrity ---------------------------------------------------------------
 
-@pytest.mark.parametrize("fault,needle", [
-    ("missing_embedding", "model.embed_tokens.weight (outside the decoder blocks) is missing"),
-    ("int8_k_proj", "model.layers.0.self_attn.k_proj.weight (layer 0) is stored as I8"),
-    ("unexpected", "model.layers.0.extra.weight is not part of the model"),
-])
+
+@pytest.mark.parametrize(
+    "fault,needle",
+    [
+        ("missing_embedding", "model.embed_tokens.weight (outside the decoder blocks) is missing"),
+        ("int8_k_proj", "model.layers.0.self_attn.k_proj.weight (layer 0) is stored as I8"),
+        ("unexpected", "model.layers.0.extra.weight is not part of the model"),
+    ],
+)
 def test_checkpoint_validation(capsys, tmp_path: Path, tiny_llama_dir: Path, fault: str, needle: str) -> None:
     model_dir = _copy_model(tiny_llama_dir, tmp_path / "m")
 
@@ -219,8 +237,7 @@ def test_layout_checkpoint_still_loads_without_running_its_code(layout_dir: Path
         assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
 
 
-@pytest.mark.parametrize("fault,needle", [("duplicate", "repeats residual indices"),
-                                          ("range", "outside [0, 64)")])
+@pytest.mark.parametrize("fault,needle", [("duplicate", "repeats residual indices"), ("range", "outside [0, 64)")])
 def test_layout_index_buffers_checked(capsys, layout_dir: Path, fault: str, needle: str) -> None:
     def edit(t: dict) -> dict:
         key = next(k for k in t if k.endswith("in_index"))
@@ -235,12 +252,29 @@ def test_layout_index_buffers_checked(capsys, layout_dir: Path, fault: str, need
 
 # --- 4. length checks ----------------------------------------------------------------------
 
-def test_seqlen_above_positions_is_refused(capsys, tmp_path: Path, tiny_llama, toy_tokenizer,
-                                           tiny_llama_dir: Path) -> None:
+
+def test_seqlen_above_positions_is_refused(
+    capsys, tmp_path: Path, tiny_llama, toy_tokenizer, tiny_llama_dir: Path
+) -> None:
     with pytest.raises(LlmpruneError, match="exceeds the model's 256 positions"):
         llmprune.evaluate(tiny_llama, toy_tokenizer, seqlen=512, max_windows=1, progress=False)
-    code, _, err = _run(capsys, "prune", "--model", str(tiny_llama_dir), "--method", "wanda", "--ratio", "0.5",
-                        "--seqlen", "100000", "--calib-samples", "1", "--out", str(tmp_path / "o"), "--quiet")
+    code, _, err = _run(
+        capsys,
+        "prune",
+        "--model",
+        str(tiny_llama_dir),
+        "--method",
+        "wanda",
+        "--ratio",
+        "0.5",
+        "--seqlen",
+        "100000",
+        "--calib-samples",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+    )
     _one_line_error(code, err, "--seqlen 100000 exceeds the model's 256 positions")
 
 
@@ -255,6 +289,7 @@ def test_calibration_text_too_short() -> None:
 
 # --- 5. output safety ----------------------------------------------------------------------
 
+
 def _save(model, tok, out, force: bool = False) -> None:
     llmprune.save(model, tok, out, {"method": "test"}, force=force)
 
@@ -263,8 +298,20 @@ def test_force_never_replaces_a_foreign_directory(capsys, tmp_path: Path, tiny_l
     out = tmp_path / "thesis"
     out.mkdir()
     (out / "chapter1.tex").write_text("years of work")
-    code, _, err = _run(capsys, "prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--ratio", "0.5",
-                        "--out", str(out), "--force", "--quiet")
+    code, _, err = _run(
+        capsys,
+        "prune",
+        "--model",
+        str(tiny_llama_dir),
+        "--method",
+        "magnitude",
+        "--ratio",
+        "0.5",
+        "--out",
+        str(out),
+        "--force",
+        "--quiet",
+    )
     _one_line_error(code, err, "--force replaces only an llmprune output")
     assert (out / "chapter1.tex").read_text() == "years of work"
 
@@ -321,8 +368,15 @@ def test_concurrent_processes_one_wins(tmp_path: Path) -> None:
     """Two processes both past the start check, then released together: exactly one succeeds."""
     out, go = tmp_path / "out", tmp_path / "go"
     code = _RACER.format(src=str(SRC))
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(out), name, str(go)], stdout=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, text=True) for name in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(out), name, str(go)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
     assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
     go.touch()
     results = [(p.wait(timeout=60), p.stdout.read()) for p in procs]
@@ -333,8 +387,7 @@ def test_concurrent_processes_one_wins(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("target", [".", ".."])
-def test_out_containing_the_cwd_is_refused(tmp_path: Path, monkeypatch, tiny_llama, toy_tokenizer,
-                                           target: str) -> None:
+def test_out_containing_the_cwd_is_refused(tmp_path: Path, monkeypatch, tiny_llama, toy_tokenizer, target: str) -> None:
     work = tmp_path / "run" / "inner"
     work.mkdir(parents=True)
     (tmp_path / "run" / "report.json").write_text('{"method": "x"}')
@@ -349,8 +402,9 @@ def _mount_tmpfs(path: Path, options: str) -> bool:
     if os.geteuid() != 0:
         return False
     path.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+    )
 
 
 @pytest.fixture()
@@ -378,15 +432,35 @@ def read_only_dir(tmp_path: Path):
 
 
 def test_unwritable_out_fails_before_pruning(capsys, read_only_dir: Path, tiny_llama_dir: Path) -> None:
-    code, out, err = _run(capsys, "prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--ratio", "0.5",
-                          "--out", str(read_only_dir / "out"))
+    code, out, err = _run(
+        capsys,
+        "prune",
+        "--model",
+        str(tiny_llama_dir),
+        "--method",
+        "magnitude",
+        "--ratio",
+        "0.5",
+        "--out",
+        str(read_only_dir / "out"),
+    )
     _one_line_error(code, err, "is not writable")
     assert "magnitude" not in out  # refused before the pruning ran
 
 
 def test_too_little_space_fails_before_pruning(capsys, small_disk: Path, tiny_llama_dir: Path) -> None:
-    code, out, err = _run(capsys, "prune", "--model", str(tiny_llama_dir), "--method", "magnitude", "--ratio", "0.5",
-                          "--out", str(small_disk / "out"))
+    code, out, err = _run(
+        capsys,
+        "prune",
+        "--model",
+        str(tiny_llama_dir),
+        "--method",
+        "magnitude",
+        "--ratio",
+        "0.5",
+        "--out",
+        str(small_disk / "out"),
+    )
     _one_line_error(code, err, "not enough free space")
     assert "magnitude" not in out
     assert list(small_disk.iterdir()) == []
@@ -419,8 +493,13 @@ llmprune.save(model, tok, {out!r}, {{"method": "test"}})
 def _start_slow_save(tmp_path: Path, model_dir: Path) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / "out"
     code = _SLOW_SAVE.format(src=str(SRC), model=str(model_dir), out=str(out))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     line = proc.stdout.readline()
     assert line.strip() == "writing", proc.stderr.read()
     assert len(list(tmp_path.glob(".out.*"))) == 1  # the temporary folder exists now
@@ -438,8 +517,12 @@ def test_kill9_leftovers_are_swept_by_the_next_run(tmp_path: Path, capsys) -> No
     from llmprune.export import check_output_dir
 
     out, go = tmp_path / "out", tmp_path / "never"
-    proc = subprocess.Popen([sys.executable, "-c", _RACER.format(src=str(SRC)), str(out), "a", str(go)],
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RACER.format(src=str(SRC)), str(out), "a", str(go)],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "ready"
     proc.kill()
     proc.wait(timeout=30)
@@ -463,18 +546,27 @@ def test_out_of_memory_is_one_line(capsys, monkeypatch, tmp_path: Path) -> None:
 
 # --- 6. trust: no checkpoint code ----------------------------------------------------------
 
+
 def test_hostile_auto_map_is_refused_without_prompt(tmp_path: Path, tiny_llama_dir: Path) -> None:
     hostile = _copy_model(tiny_llama_dir, tmp_path / "hostile")
     marker = tmp_path / "code-was-executed"
     config = json.loads((hostile / "config.json").read_text())
-    config.update(model_type="evil_llama", architectures=["EvilForCausalLM"],
-                  auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilForCausalLM"})
+    config.update(
+        model_type="evil_llama",
+        architectures=["EvilForCausalLM"],
+        auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilForCausalLM"},
+    )
     (hostile / "config.json").write_text(json.dumps(config))
     (hostile / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('pwned')\n")
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    proc = subprocess.run([sys.executable, "-m", "llmprune", "eval", str(hostile), "--seqlen", "32",
-                           "--max-windows", "1", "--quiet"], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmprune", "eval", str(hostile), "--seqlen", "32", "--max-windows", "1", "--quiet"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     err = proc.stderr.strip()
     assert proc.returncode == 2, err
     assert err.startswith("error: ") and "\n" not in err and "never runs checkpoint code" in err, err
@@ -492,8 +584,11 @@ def test_every_transformers_load_passes_trust_remote_code_false() -> None:
         if file.name == "modeling_llmprune.py":
             continue
         for node in ast.walk(ast.parse(file.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                    and node.func.attr in ("from_pretrained", "from_config"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("from_pretrained", "from_config")
+            ):
                 kw = {k.arg: k.value for k in node.keywords}
                 value = kw.get("trust_remote_code")
                 if not (isinstance(value, ast.Constant) and value.value is False):
@@ -503,11 +598,15 @@ def test_every_transformers_load_passes_trust_remote_code_false() -> None:
 
 # --- 7. types in plans and the API ---------------------------------------------------------
 
-@pytest.mark.parametrize("edits,needle", [
-    ({"remove_block": "no"}, "remove_block is 'no', not a boolean"),
-    ({"remove_mlp": 1}, "remove_mlp is 1, not a boolean"),
-    ({"remove_heads": "1,2"}, "remove_heads must be a list of integer indices"),
-])
+
+@pytest.mark.parametrize(
+    "edits,needle",
+    [
+        ({"remove_block": "no"}, "remove_block is 'no', not a boolean"),
+        ({"remove_mlp": 1}, "remove_mlp is 1, not a boolean"),
+        ({"remove_heads": "1,2"}, "remove_heads must be a list of integer indices"),
+    ],
+)
 def test_plan_values_must_have_their_types(tmp_path: Path, edits: dict, needle: str) -> None:
     from llmprune.surgery import load_plan
 
@@ -527,15 +626,20 @@ def test_yaml_boolean_plan_still_works(tmp_path: Path) -> None:
     assert plan.layers[1].remove_block is False and plan.layers[1].remove_mlp is True
 
 
-@pytest.mark.parametrize("kwargs,needle", [
-    (dict(method=None, ratio=0.5), "method=None"),
-    (dict(method="wanda", ratio=[0.5]), "ratio=[0.5]"),
-    (dict(method="wanda", ratio=0.5, seqlen=64.5), "seqlen=64.5 must be an integer"),
-    (dict(method="sparsegpt", ratio=0.5, seqlen=16, calib_samples=1, blocksize=0),
-     "sparsegpt option blocksize=0: Input should be greater than or equal to 1"),
-    (dict(method="wanda", ratio=0.5, seqlen=16, calib_samples=1, tokenizer=None), "tokenizer=None"),
-    (dict(method="wanda", ratio=0.5, calib_samples=True), "calib_samples=True must be an integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(method=None, ratio=0.5), "method=None"),
+        (dict(method="wanda", ratio=[0.5]), "ratio=[0.5]"),
+        (dict(method="wanda", ratio=0.5, seqlen=64.5), "seqlen=64.5 must be an integer"),
+        (
+            dict(method="sparsegpt", ratio=0.5, seqlen=16, calib_samples=1, blocksize=0),
+            "sparsegpt option blocksize=0: Input should be greater than or equal to 1",
+        ),
+        (dict(method="wanda", ratio=0.5, seqlen=16, calib_samples=1, tokenizer=None), "tokenizer=None"),
+        (dict(method="wanda", ratio=0.5, calib_samples=True), "calib_samples=True must be an integer"),
+    ],
+)
 def test_api_prune_argument_types(tiny_llama, toy_tokenizer, kwargs: dict, needle: str) -> None:
     kwargs = {"tokenizer": toy_tokenizer, **kwargs}
     tok = kwargs.pop("tokenizer")

@@ -85,19 +85,25 @@ def test_dense_llama_f32_roundtrip(tmp_path: Path, tiny_llama, toy_tokenizer) ->
     assert fields["tokenizer.ggml.eos_token_id"] == toy_tokenizer.eos_token_id
     assert "output.weight" not in tensors  # tied embeddings
     att = tiny_llama.model.layers[1].self_attn
-    np.testing.assert_array_equal(_values(tensors["token_embd.weight"]), tiny_llama.model.embed_tokens.weight.detach().numpy())
+    np.testing.assert_array_equal(
+        _values(tensors["token_embd.weight"]), tiny_llama.model.embed_tokens.weight.detach().numpy()
+    )
     np.testing.assert_array_equal(_values(tensors["blk.1.attn_v.weight"]), att.v_proj.weight.detach().numpy())
-    np.testing.assert_array_equal(_values(tensors["blk.1.attn_q.weight"]),
-                                  rope_pairs_permutation(att.q_proj.weight.detach(), 4).numpy())
-    np.testing.assert_array_equal(_values(tensors["blk.1.attn_k.weight"]),
-                                  rope_pairs_permutation(att.k_proj.weight.detach(), 2).numpy())
+    np.testing.assert_array_equal(
+        _values(tensors["blk.1.attn_q.weight"]), rope_pairs_permutation(att.q_proj.weight.detach(), 4).numpy()
+    )
+    np.testing.assert_array_equal(
+        _values(tensors["blk.1.attn_k.weight"]), rope_pairs_permutation(att.k_proj.weight.detach(), 2).numpy()
+    )
     assert list(tensors["blk.0.ffn_down.weight"].shape) == [128, 64]  # GGUF order: [in, out]
 
 
 def test_outtypes_f16_and_q8_0(tmp_path: Path, tiny_llama, toy_tokenizer) -> None:
     want = tiny_llama.model.layers[0].mlp.up_proj.weight.detach().numpy()
-    for outtype, qtype, tol in (("f16", gguf.GGMLQuantizationType.F16, 1e-3),
-                                ("q8_0", gguf.GGMLQuantizationType.Q8_0, 2e-2)):
+    for outtype, qtype, tol in (
+        ("f16", gguf.GGMLQuantizationType.F16, 1e-3),
+        ("q8_0", gguf.GGMLQuantizationType.Q8_0, 2e-2),
+    ):
         out = tmp_path / f"m-{outtype}.gguf"
         write_gguf(tiny_llama, toy_tokenizer, out, outtype)
         fields, tensors = _read(out)
@@ -122,15 +128,21 @@ def test_qwen2_dense_and_uniform_pruned(tmp_path: Path, toy_tokenizer) -> None:
     fields, tensors = _read(tmp_path / "uniform.gguf")
     assert fields["llama.attention.head_count"] == 2 and fields["llama.attention.head_count_kv"] == 1
     att = model.model.layers[0].self_attn
-    np.testing.assert_array_equal(_values(tensors["blk.0.attn_q.bias"]),
-                                  rope_pairs_permutation(att.q_proj.bias.detach(), 2).numpy())
+    np.testing.assert_array_equal(
+        _values(tensors["blk.0.attn_q.bias"]), rope_pairs_permutation(att.q_proj.bias.detach(), 2).numpy()
+    )
     assert list(tensors["blk.0.attn_q.weight"].shape) == [64, 32]
 
 
 def test_heterogeneous_is_deci_with_per_layer_arrays(tmp_path: Path, toy_tokenizer) -> None:
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
-    _manual(model, {0: {"remove_attention": True, "remove_channels": {"count": 28}},
-                    1: {"remove_kv_heads": [0], "remove_mlp": True}})
+    _manual(
+        model,
+        {
+            0: {"remove_attention": True, "remove_channels": {"count": 28}},
+            1: {"remove_kv_heads": [0], "remove_mlp": True},
+        },
+    )
     info = write_gguf(model, toy_tokenizer, tmp_path / "h.gguf", "f32")
     assert info["arch"] == "deci" and len(info["notes"]) == 2
     fields, tensors = _read(tmp_path / "h.gguf")
@@ -160,8 +172,9 @@ def test_removed_block_is_left_out(tmp_path: Path, toy_tokenizer) -> None:
     info = write_gguf(model, toy_tokenizer, tmp_path / "s.gguf", "f32")
     fields, tensors = _read(tmp_path / "s.gguf")
     assert info["arch"] == "llama" and fields["llama.block_count"] == 1
-    np.testing.assert_array_equal(_values(tensors["blk.0.ffn_gate.weight"]),
-                                  model.model.layers[0].mlp.gate_proj.weight.detach().numpy())
+    np.testing.assert_array_equal(
+        _values(tensors["blk.0.ffn_gate.weight"]), model.model.layers[0].mlp.gate_proj.weight.detach().numpy()
+    )
 
 
 def test_carry_over_from_source_gguf(tmp_path: Path, tiny_llama, toy_tokenizer) -> None:
@@ -174,8 +187,13 @@ def test_carry_over_from_source_gguf(tmp_path: Path, tiny_llama, toy_tokenizer) 
     assert info["tokenizer_from"] == "src.gguf"
     a, _ = _read(src)
     b, _ = _read(out)
-    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
-                "tokenizer.chat_template", "tokenizer.ggml.eos_token_id"):
+    for key in (
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.token_type",
+        "tokenizer.chat_template",
+        "tokenizer.ggml.eos_token_id",
+    ):
         assert a[key] == b[key], key
     assert b["general.file_type"] == 1
 
@@ -199,8 +217,15 @@ def test_default_model_carries_the_shipped_tokenizer(tmp_path: Path) -> None:
 
     a = metadata(source)  # parsed once (GGUFReader is slow on a 49k vocabulary)
     b, _ = _read(out)
-    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.chat_template", "tokenizer.ggml.pre",
-                "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "general.license"):
+    for key in (
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.merges",
+        "tokenizer.chat_template",
+        "tokenizer.ggml.pre",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+        "general.license",
+    ):
         assert a[key][0] == b[key], key
     assert b["general.file_type"] == 1 and b["llama.block_count"] == 2
     with pytest.raises(LlmpruneError, match="does not come from that GGUF"):
@@ -216,10 +241,12 @@ def _cli_error(capsys, *argv: str) -> str:
 
 def test_cli_errors_write_nothing(capsys, tmp_path: Path, tiny_llama_dir: Path, tiny_gpt2_dir: Path) -> None:
     out = tmp_path / "x.gguf"
-    assert "--outtype" in _cli_error(capsys, "export", str(tiny_llama_dir), "--format", "gguf", "--out", str(out),
-                                     "--outtype", "q4")
-    assert "--quantize" in _cli_error(capsys, "export", str(tiny_llama_dir), "--format", "gguf", "--out", str(out),
-                                      "--quantize", "q3")
+    assert "--outtype" in _cli_error(
+        capsys, "export", str(tiny_llama_dir), "--format", "gguf", "--out", str(out), "--outtype", "q4"
+    )
+    assert "--quantize" in _cli_error(
+        capsys, "export", str(tiny_llama_dir), "--format", "gguf", "--out", str(out), "--quantize", "q3"
+    )
     assert "--format" in _cli_error(capsys, "export", str(tiny_llama_dir), "--format", "onnx", "--out", str(out))
     assert "gpt2" in _cli_error(capsys, "export", str(tiny_gpt2_dir), "--format", "gguf", "--out", str(out))
     assert not any(tmp_path.iterdir())
@@ -241,8 +268,9 @@ def test_unsupported_family_and_tokenizer(tmp_path: Path, toy_tokenizer) -> None
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<unk>": 0, "a": 1, "b": 2}
-    sp_like = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(vocab, [], unk_token="<unk>",
-                                                                            byte_fallback=True)))
+    sp_like = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.BPE(vocab, [], unk_token="<unk>", byte_fallback=True))
+    )
     with pytest.raises(LlmpruneError, match="byte-level BPE"):
         write_gguf(build_tiny("llama", vocab_size=len(toy_tokenizer)), sp_like, tmp_path / "t.gguf")
     assert not any(tmp_path.iterdir())

@@ -18,8 +18,10 @@ import pytest
 import torch
 
 llama_cpp = pytest.importorskip(
-    "llama_cpp", reason="llama-cpp-python is not installed: `make test-llamacpp` builds it into .venv-llamacpp "
-                        "and runs these tests there")
+    "llama_cpp",
+    reason="llama-cpp-python is not installed: `make test-llamacpp` builds it into .venv-llamacpp "
+    "and runs these tests there",
+)
 
 import llmprune  # noqa: E402
 from llmprune.data import eval_windows, load_text, tokenize  # noqa: E402
@@ -39,11 +41,27 @@ CASES = {
     "sobp": ("sobp", {"ratio": 0.2}),
     "pg": ("pg", {"ratio": 0.2, "steps": 4, "keep_best": 0}),
     "shortgpt": ("shortgpt", {"ratio": 0.2}),
-    "manual": ("manual", {"spec": {"layers": {0: {"remove_attention": True, "remove_channels": {"count": 24}},
-                                              1: {"remove_mlp": True, "remove_kv_heads": [0]}}}}),
+    "manual": (
+        "manual",
+        {
+            "spec": {
+                "layers": {
+                    0: {"remove_attention": True, "remove_channels": {"count": 24}},
+                    1: {"remove_mlp": True, "remove_kv_heads": [0]},
+                }
+            }
+        },
+    ),
 }
-ARCH = {"dense": {"llama", "qwen2"}, "sparsegpt50": {"llama", "qwen2"}, "uniform": {"llama", "qwen2"},
-        "shortgpt": {"llama", "qwen2"}, "sobp": {"deci"}, "pg": {"deci"}, "manual": {"deci"}}
+ARCH = {
+    "dense": {"llama", "qwen2"},
+    "sparsegpt50": {"llama", "qwen2"},
+    "uniform": {"llama", "qwen2"},
+    "shortgpt": {"llama", "qwen2"},
+    "sobp": {"deci"},
+    "pg": {"deci"},
+    "manual": {"deci"},
+}
 
 
 def _prune(model, tok, case: str, seqlen: int, **override) -> None:
@@ -60,7 +78,7 @@ def _hf_greedy(model, prompt: list[int], n: int) -> list[int]:
         for _ in range(n):
             nxt = model(input_ids=ids, use_cache=False).logits[0, -1].argmax()
             ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
-    return ids[0, len(prompt):].tolist()
+    return ids[0, len(prompt) :].tolist()
 
 
 def _judge(model, tok, gguf_path: Path, prompt: list[int], windows: torch.Tensor) -> dict:
@@ -68,8 +86,12 @@ def _judge(model, tok, gguf_path: Path, prompt: list[int], windows: torch.Tensor
     try:
         ours = perplexity(model, windows, progress=False)
         theirs = lc.perplexity(llm, windows.numpy())
-        return {"hf": _hf_greedy(model, prompt, NEW_TOKENS), "llamacpp": lc.greedy(llm, prompt, NEW_TOKENS),
-                "ppl": ours, "ppl_llamacpp": theirs}
+        return {
+            "hf": _hf_greedy(model, prompt, NEW_TOKENS),
+            "llamacpp": lc.greedy(llm, prompt, NEW_TOKENS),
+            "ppl": ours,
+            "ppl_llamacpp": theirs,
+        }
     finally:
         llm.close()
 
@@ -108,8 +130,7 @@ def test_tiny_qwen2_llamacpp_equals_transformers(case: str, toy_tokenizer, tmp_p
 def test_tiny_llama_attention_free_layers(toy_tokenizer, tmp_path: Path) -> None:
     """deci's attention-free path for a later layer, next to a head-pruned one."""
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
-    llmprune.prune(model, None, "manual", spec={"layers": {0: {"remove_heads": [1, 3]},
-                                                           1: {"remove_attention": True}}})
+    llmprune.prune(model, None, "manual", spec={"layers": {0: {"remove_heads": [1, 3]}, 1: {"remove_attention": True}}})
     info = write_gguf(model, toy_tokenizer, tmp_path / "m.gguf", "f32")
     assert info["arch"] == "deci" and [lp["heads"] for lp in info["layers"]] == [2, 0]
     windows = eval_windows(tokenize(toy_tokenizer, load_text("wikitext2", "test")[:20000]), 64, 3)

@@ -67,8 +67,12 @@ def test_every_linear_sees_its_real_input() -> None:
     block = adapter.blocks()[0]
     mixer = block.mixer
     inputs: dict[str, list[torch.Tensor]] = {"in_proj": [], "x_proj": [], "out_proj": []}
-    handles = [getattr(mixer, name).register_forward_pre_hook(
-        lambda m, args, name=name: inputs[name].append(args[0].detach().clone())) for name in inputs]
+    handles = [
+        getattr(mixer, name).register_forward_pre_hook(
+            lambda m, args, name=name: inputs[name].append(args[0].detach().clone())
+        )
+        for name in inputs
+    ]
     captured = {}
 
     def on_block(i: int, blk, runner) -> None:
@@ -82,8 +86,9 @@ def test_every_linear_sees_its_real_input() -> None:
         h.remove()
     stats = captured["stats"]
     dt = torch.cat([x.transpose(1, 2).reshape(-1, x.shape[1]) for x in captured["dt"]]).double()
-    real = {name: torch.cat([x.reshape(-1, x.shape[-1]) for x in xs[: len(ids)]]).double()
-            for name, xs in inputs.items()}
+    real = {
+        name: torch.cat([x.reshape(-1, x.shape[-1]) for x in xs[: len(ids)]]).double() for name, xs in inputs.items()
+    }
     real["dt_proj"] = dt
     for name, X in real.items():
         assert X.shape[1] == getattr(mixer, name).in_features

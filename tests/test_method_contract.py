@@ -48,8 +48,14 @@ class Toy(Method):
             for name, lin in ctx.adapter.prunable_linears(block).items():
                 with torch.no_grad():
                     lin.weight.mul_(self.config.scale)
-                layers.append({"block": b, "linear": name, "shape": list(lin.weight.shape),
-                               "sparsity": float((lin.weight == 0).float().mean())})
+                layers.append(
+                    {
+                        "block": b,
+                        "linear": name,
+                        "shape": list(lin.weight.shape),
+                        "sparsity": float((lin.weight == 0).float().mean()),
+                    }
+                )
         return PruneResult(seconds=0.0, peak_rss_mb=0.0, layers=layers, details={"scaled_blocks": len(blocks)})
 
 
@@ -61,8 +67,22 @@ def test_toy_method_runs_through_the_cli(capsys, tiny_llama_dir: Path, tmp_path:
     from safetensors.torch import load_file
 
     out = tmp_path / "toy"
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "toy", "--ratio", "0.5",
-                 "--method-args", "scale=0,blocks=1", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_llama_dir),
+            "--method",
+            "toy",
+            "--ratio",
+            "0.5",
+            "--method-args",
+            "scale=0,blocks=1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0, _err(capsys)
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "toy" and report["details"] == {"scaled_blocks": 1}
@@ -74,8 +94,18 @@ def test_toy_method_runs_through_the_cli(capsys, tiny_llama_dir: Path, tmp_path:
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     assert recipe["method"] == "toy" and recipe["ratio"] == 0.5 and recipe["method_args"]["blocks"] == 1
     # the recorded recipe repeats the run
-    code = main(["prune", "--model", str(tiny_llama_dir), "--recipe", str(out / "recipe.yaml"),
-                 "--out", str(tmp_path / "again"), "--quiet"])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_llama_dir),
+            "--recipe",
+            str(out / "recipe.yaml"),
+            "--out",
+            str(tmp_path / "again"),
+            "--quiet",
+        ]
+    )
     assert code == 0, _err(capsys)
     again = json.loads((tmp_path / "again" / "report.json").read_text())
     assert again["method_args"] == report["method_args"] and again["ratio"] == 0.5
@@ -85,17 +115,33 @@ def test_toy_method_runs_through_the_cli(capsys, tiny_llama_dir: Path, tmp_path:
     assert "scale" in listing and "factor applied" in listing and "0.5" in listing
 
 
-@pytest.mark.parametrize("args,msg", [
-    ("scale=2", "toy option scale=2"),
-    ("scale=abc", "toy option scale=abc"),
-    ("scal=0.1", "unknown option 'scal' for method toy"),
-    ("blocks=1.5", "toy option blocks"),
-    ("scale", "is not key=value"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        ("scale=2", "toy option scale=2"),
+        ("scale=abc", "toy option scale=abc"),
+        ("scal=0.1", "unknown option 'scal' for method toy"),
+        ("blocks=1.5", "toy option blocks"),
+        ("scale", "is not key=value"),
+    ],
+)
 def test_bad_method_args_fail_before_loading(capsys, tmp_path: Path, args: str, msg: str) -> None:
     """--model points nowhere: the error is about the option, so the model was never loaded."""
-    code = main(["prune", "--model", str(tmp_path / "no-model"), "--method", "toy", "--ratio", "0.5",
-                 "--method-args", args, "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tmp_path / "no-model"),
+            "--method",
+            "toy",
+            "--ratio",
+            "0.5",
+            "--method-args",
+            args,
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = _err(capsys)
     assert code == 2 and err.startswith("error: ") and msg in err and "\n" not in err
     assert "does not exist" not in err and not (tmp_path / "o").exists()
@@ -104,15 +150,38 @@ def test_bad_method_args_fail_before_loading(capsys, tmp_path: Path, args: str, 
 
 
 def test_bad_option_of_a_real_method_fails_before_loading(capsys, tmp_path: Path) -> None:
-    code = main(["prune", "--model", str(tmp_path / "no-model"), "--method", "wanda-sp", "--ratio", "0.2",
-                 "--method-args", "damp=0.1", "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tmp_path / "no-model"),
+            "--method",
+            "wanda-sp",
+            "--ratio",
+            "0.2",
+            "--method-args",
+            "damp=0.1",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = _err(capsys)
     assert code == 2 and "unknown option 'damp' for method wanda-sp" in err and "valid options: allow_empty" in err
 
 
 def test_method_args_are_converted_to_the_config_types() -> None:
-    m = build_method("pg", ratio="0.3", options={"steps": "7", "lr": "0.5", "units": "groups,channels,blocks",
-                                                 "budget": "params", "offload": "true", "seed": "none"})
+    m = build_method(
+        "pg",
+        ratio="0.3",
+        options={
+            "steps": "7",
+            "lr": "0.5",
+            "units": "groups,channels,blocks",
+            "budget": "params",
+            "offload": "true",
+            "seed": "none",
+        },
+    )
     assert m.config.steps == 7 and m.config.lr == 0.5 and m.config.offload is True and m.config.seed is None
     assert m.config.units == ("groups", "channels", "blocks")
     sobp = build_method("sobp", ratio=0.2, options={"refit_damp": "heldout", "refine": "false"})
@@ -138,25 +207,74 @@ def test_recipe_errors_and_cli_overrides(capsys, tmp_path: Path) -> None:
     assert code == 2 and "unknown key 'sparsity'" in _err(capsys)
     good = tmp_path / "good.yaml"
     good.write_text("method: toy\nratio: 0.5\nmethod_args: {scale: 0.25}\n")
-    code = main(["prune", "--model", str(tmp_path / "none"), "--recipe", str(good), "--method-args", "scale=7",
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tmp_path / "none"),
+            "--recipe",
+            str(good),
+            "--method-args",
+            "scale=7",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "toy option scale=" in _err(capsys)  # --method-args override the recipe's
     options_only = tmp_path / "options.yaml"
     options_only.write_text("scale: 3\n")  # a plain mapping of method options
-    code = main(["prune", "--model", str(tmp_path / "none"), "--method", "toy", "--ratio", "0.5",
-                 "--recipe", str(options_only), "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tmp_path / "none"),
+            "--method",
+            "toy",
+            "--ratio",
+            "0.5",
+            "--recipe",
+            str(options_only),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "toy option scale=3" in _err(capsys)
 
 
 def test_deprecated_flags_map_to_method_args(capsys, tmp_path: Path) -> None:
-    code = main(["prune", "--model", str(tmp_path / "none"), "--method", "sobp", "--ratio", "0.3",
-                 "--refit-damp", "-1", "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tmp_path / "none"),
+            "--method",
+            "sobp",
+            "--ratio",
+            "0.3",
+            "--refit-damp",
+            "-1",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     lines = _err(capsys).splitlines()
     assert code == 2 and len(lines) == 2
     assert "--refit-damp is deprecated" in lines[0] and "--method-args refit_damp=-1" in lines[0]
     assert lines[1].startswith("error: ") and "use 'heldout' or a positive number" in lines[1]
-    code = main(["prune", "--model", str(tmp_path / "none"), "--method", "flap", "--ratio", "0.3",
-                 "--no-refine", "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tmp_path / "none"),
+            "--method",
+            "flap",
+            "--ratio",
+            "0.3",
+            "--no-refine",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "unknown option 'refine' for method flap" in _err(capsys)
 
 
@@ -211,4 +329,5 @@ def test_sobp_stage1_is_passed_in_not_patched(toy_tokenizer) -> None:
     llmprune.prune(other, toy_tokenizer, "sobp", reuse={"first_order_scores": flipped}, **kw)
     widths = [m.mlp.down_proj.in_features for m in other.model.layers]
     assert widths != [m.mlp.down_proj.in_features for m in ref.model.layers] or not all(
-        torch.equal(a, b) for a, b in zip(ref.state_dict().values(), other.state_dict().values()))
+        torch.equal(a, b) for a, b in zip(ref.state_dict().values(), other.state_dict().values())
+    )

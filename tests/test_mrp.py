@@ -20,7 +20,9 @@ from llmprune.solvers.obs import dampen
 def _problem(rows: int = 8, cols: int = 16, tokens: int = 64, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(rows, cols, generator=g, dtype=torch.float64)
-    X = torch.randn(tokens, cols, generator=g, dtype=torch.float64) @ torch.randn(cols, cols, generator=g, dtype=torch.float64)
+    X = torch.randn(tokens, cols, generator=g, dtype=torch.float64) @ torch.randn(
+        cols, cols, generator=g, dtype=torch.float64
+    )
     return W, X  # X: tokens × cols, full column rank
 
 
@@ -102,7 +104,9 @@ def test_loss_formula_equals_the_quadratic_form() -> None:
     out = mrp_update(W, Hinv, mask)
     for r in range(3, W.shape[0]):
         d = out[r] - W[r]
-        assert float(mrp_loss(W[r], Hinv, mask[r].nonzero().flatten())) == pytest.approx(float(0.5 * d @ H @ d), rel=1e-9)
+        assert float(mrp_loss(W[r], Hinv, mask[r].nonzero().flatten())) == pytest.approx(
+            float(0.5 * d @ H @ d), rel=1e-9
+        )
 
 
 def test_blocked_cholesky_chunks_and_float32() -> None:
@@ -180,8 +184,7 @@ def test_nm_first_group_uses_its_inverse_hessian_block() -> None:
     Hinv = torch.linalg.inv(dampen(H, 0.01))
     out = mrp_prune(W, H, Sparsity(n=2, m=4))
     for r in range(6):
-        best = min(itertools.combinations(range(4), 2),
-                   key=lambda p: float(mrp_loss(W[r], Hinv, torch.tensor(p))))
+        best = min(itertools.combinations(range(4), 2), key=lambda p: float(mrp_loss(W[r], Hinv, torch.tensor(p))))
         assert tuple((out[r, :4] == 0).nonzero().flatten().tolist()) == best
 
 
@@ -240,11 +243,11 @@ def test_api_prune_mrp_and_update(tiny_llama_dir: Path) -> None:
     assert report.unstructured.block_sparsity == pytest.approx(0.5, abs=1e-9)
     assert report.options["damp"] == 0.01
     with pytest.raises(LlmpruneError, match="unknown option 'update' for method sparsegpt"):
-        llmprune.prune(model, tok, "sparsegpt", ratio=0.5, calib_samples=2, seqlen=16, progress=False,
-                       update="mrp")
+        llmprune.prune(model, tok, "sparsegpt", ratio=0.5, calib_samples=2, seqlen=16, progress=False, update="mrp")
     model, tok = llmprune.load(tiny_llama_dir)
-    report = llmprune.prune(model, tok, "magnitude", pattern="2:4", calib_samples=4, seqlen=32, progress=False,
-                            update="mrp")
+    report = llmprune.prune(
+        model, tok, "magnitude", pattern="2:4", calib_samples=4, seqlen=32, progress=False, update="mrp"
+    )
     assert report.unstructured.update == "mrp" and report.calibration is not None
     assert all(abs(layer["sparsity"] - 0.5) < 1e-9 for layer in report.unstructured.layers)
 
@@ -253,18 +256,56 @@ def test_cli_wanda_with_mrp_update(capsys, tiny_llama_dir: Path, tmp_path: Path)
     from llmprune.cli import main
 
     out = tmp_path / "wanda-mrp"
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda", "--ratio", "0.5", "--method-args", "update=mrp",
-                 "--calib-samples", "4", "--seqlen", "32", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_llama_dir),
+            "--method",
+            "wanda",
+            "--ratio",
+            "0.5",
+            "--method-args",
+            "update=mrp",
+            "--calib-samples",
+            "4",
+            "--seqlen",
+            "32",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "wanda" and report["unstructured"]["update"] == "mrp"
     assert report["options"] == {"update": "mrp", "damp": 0.01, "blocksize": 128}
     assert all(abs(layer["sparsity"] - 0.5) < 1e-9 for layer in report["unstructured"]["layers"])
     capsys.readouterr()
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "flap", "--ratio", "0.2", "--method-args", "update=mrp",
-                 "--calib-samples", "2", "--seqlen", "16", "--out", str(tmp_path / "x"), "--quiet"])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_llama_dir),
+            "--method",
+            "flap",
+            "--ratio",
+            "0.2",
+            "--method-args",
+            "update=mrp",
+            "--calib-samples",
+            "2",
+            "--seqlen",
+            "16",
+            "--out",
+            str(tmp_path / "x"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("error: ") and "unknown option 'update' for method flap" in err and "\n" not in err
+    assert (
+        code == 2 and err.startswith("error: ") and "unknown option 'update' for method flap" in err and "\n" not in err
+    )
 
 
 @pytest.mark.parametrize("setting", ["0.5", "0.7", "2:4", "4:8"])

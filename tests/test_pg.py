@@ -18,8 +18,7 @@ from llmprune.engine.offload import placed
 from llmprune.methods.pg import PG, UnitMasks, build_layout, select_family, select_params
 from llmprune.methods.units import apply_selection
 from llmprune.models import get_adapter
-from llmprune.solvers.policy_gradient import (MovingBaseline, cosine_lr, expected_kept, policy_gradient,
-                                              project_budget)
+from llmprune.solvers.policy_gradient import MovingBaseline, cosine_lr, expected_kept, policy_gradient, project_budget
 from tiny_models import assert_reload_matches, build_tiny
 
 HERE = Path(__file__).resolve().parent
@@ -59,8 +58,10 @@ def test_projection_meets_budget_and_box(case):
     if kind == 2:  # the last 3 entries are blocks owning the others (bilinear budget)
         nb = 3
         owner = torch.cat([torch.randint(n - nb, n, (n - nb,), generator=g), torch.full((nb,), -1)])
-        cost[n - nb:] = torch.randint(0, 20, (nb,), generator=g).double()
-    total = float(cost.sum()) if owner is None else float(expected_kept(torch.ones(n, dtype=torch.float64), cost, owner))
+        cost[n - nb :] = torch.randint(0, 20, (nb,), generator=g).double()
+    total = (
+        float(cost.sum()) if owner is None else float(expected_kept(torch.ones(n, dtype=torch.float64), cost, owner))
+    )
     budget = float(torch.rand(1, generator=g)) * total
     p = project_budget(s, cost, budget, owner)
     assert p.min() >= 0 and p.max() <= 1
@@ -110,8 +111,9 @@ def test_sgd_with_projection_finds_the_best_units():
         masks = torch.bernoulli(s.expand(2, 6), generator=g)
         losses = ((1 - masks) * w).sum(-1)
         b, alpha = base.update(float(losses.mean()))
-        s = project_budget(s - cosine_lr(0.1, step, 400) * policy_gradient(losses, masks, s, b, alpha),
-                           torch.ones(6), 2.0)
+        s = project_budget(
+            s - cosine_lr(0.1, step, 400) * policy_gradient(losses, masks, s, b, alpha), torch.ones(6), 2.0
+        )
     assert s[[1, 3]].min() > 0.9 and s.sum() == pytest.approx(2.0)
 
 
@@ -160,10 +162,12 @@ def test_offload_placement_gives_the_same_logits(toy_tokenizer, monkeypatch):
     storage = [p.data_ptr() for p in model.parameters()]
     events: list[tuple[str, int]] = []
     enter, exit_ = BlockStream.enter, BlockStream.exit
-    monkeypatch.setattr(BlockStream, "enter", lambda self: (events.append(("in", blocks.index(self.block))),
-                                                            enter(self))[1])
-    monkeypatch.setattr(BlockStream, "exit", lambda self: (events.append(("out", blocks.index(self.block))),
-                                                           exit_(self))[1])
+    monkeypatch.setattr(
+        BlockStream, "enter", lambda self: (events.append(("in", blocks.index(self.block))), enter(self))[1]
+    )
+    monkeypatch.setattr(
+        BlockStream, "exit", lambda self: (events.append(("out", blocks.index(self.block))), exit_(self))[1]
+    )
     ids = torch.randint(0, len(toy_tokenizer), (1, 10))
     with torch.no_grad():
         want = model(ids).logits
@@ -187,8 +191,19 @@ def test_pg_end_to_end_ratio_save_reload(budget, init, toy_tokenizer, tmp_path):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
     gcost, ccost = _group_channel_costs(model)
     total = get_adapter(model).block_linear_params()
-    report = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.3, calib_samples=4, seqlen=16, progress=False,
-                            steps=6, budget=budget, init=init, batch_size=2)
+    report = llmprune.prune(
+        model,
+        toy_tokenizer,
+        "pg",
+        ratio=0.3,
+        calib_samples=4,
+        seqlen=16,
+        progress=False,
+        steps=6,
+        budget=budget,
+        init=init,
+        batch_size=2,
+    )
     assert abs(report.achieved_ratio - 0.3) * total <= max(gcost, ccost)  # within one unit of the target
     pg = report.details
     assert pg["world_size"] == 1 and pg["ranks_identical"]
@@ -211,16 +226,28 @@ def test_pg_learns_and_offload_matches(toy_tokenizer, capsys):
     runs = []
     for offload in (False, True):
         model = build_tiny("llama", vocab_size=len(toy_tokenizer))
-        r = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.4, calib_samples=3, seqlen=16, progress=False,
-                           steps=5, lr=0.2, offload=offload, keep_best=0)
+        r = llmprune.prune(
+            model,
+            toy_tokenizer,
+            "pg",
+            ratio=0.4,
+            calib_samples=3,
+            seqlen=16,
+            progress=False,
+            steps=5,
+            lr=0.2,
+            offload=offload,
+            keep_best=0,
+        )
         runs.append(r.details)
     assert runs[0]["probabilities"] == runs[1]["probabilities"]
     assert runs[0]["probabilities"] != runs[0]["initial_probabilities"]
     assert runs[0]["keep_best"] is None
     capsys.readouterr()
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
-    pg = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.4, calib_samples=3, seqlen=16, progress=False,
-                        steps=5, lr=0.2).details  # default keep_best=10: scored at steps 0 and 5
+    pg = llmprune.prune(
+        model, toy_tokenizer, "pg", ratio=0.4, calib_samples=3, seqlen=16, progress=False, steps=5, lr=0.2
+    ).details  # default keep_best=10: scored at steps 0 and 5
     assert [t["step"] for t in pg["keep_best"]["trace"]] == [0, 5]
     assert pg["last_probabilities"] == runs[0]["probabilities"]  # training itself is unchanged
     shipped_init = pg["keep_best"]["best_step"] == 0
@@ -240,8 +267,19 @@ def test_pg_keep_best_selects_the_lowest_scored_topk_mask(toy_tokenizer):
     model is the top-k mask of the best-scored probabilities, and the pruned model's loss
     on the selection windows equals that mask's recorded loss (masked == pruned)."""
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
-    r = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.4, calib_samples=4, seqlen=16, progress=False,
-                       steps=5, lr=0.5, keep_best=2, select_samples=3)
+    r = llmprune.prune(
+        model,
+        toy_tokenizer,
+        "pg",
+        ratio=0.4,
+        calib_samples=4,
+        seqlen=16,
+        progress=False,
+        steps=5,
+        lr=0.5,
+        keep_best=2,
+        select_samples=3,
+    )
     kb = r.details["keep_best"]
     assert [t["step"] for t in kb["trace"]] == [0, 2, 4, 5]
     losses = [t["topk_loss"] for t in kb["trace"]]
@@ -253,25 +291,35 @@ def test_pg_keep_best_selects_the_lowest_scored_topk_mask(toy_tokenizer):
         assert r.details["probabilities"] != r.details["last_probabilities"]
     calib = llmprune.calibration_data(toy_tokenizer, 4, 16, seed=0)[:3]
     with torch.no_grad():
-        pruned = sum(float(model(input_ids=calib[i:i + 1], labels=calib[i:i + 1]).loss) for i in range(3)) / 3
+        pruned = sum(float(model(input_ids=calib[i : i + 1], labels=calib[i : i + 1]).loss) for i in range(3)) / 3
     assert pruned == pytest.approx(kb["best_topk_loss"], abs=1e-4)
     assert r.achieved_ratio == pytest.approx(0.4, abs=0.02)
 
 
 def test_pg_keep_best_with_zero_steps_keeps_the_init(toy_tokenizer):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
-    r = llmprune.prune(model, toy_tokenizer, "pg", ratio=0.5, calib_samples=2, seqlen=16, progress=False,
-                       steps=0, keep_best=1)
+    r = llmprune.prune(
+        model, toy_tokenizer, "pg", ratio=0.5, calib_samples=2, seqlen=16, progress=False, steps=0, keep_best=1
+    )
     assert r.details["keep_best"]["best_step"] == 0 and len(r.details["keep_best"]["trace"]) == 1
     assert r.details["probabilities"] == r.details["initial_probabilities"]
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"budget": "layers"}, "budget"), ({"init": "zeros"}, "init"), ({"units": "heads"}, "unit family"),
-    ({"units": "groups,channels,blocks"}, "budget=params"), ({"samples_per_step": 1}, "samples_per_step"),
-    ({"steps": -1}, "steps"), ({"keep_best": -2}, "keep_best"), ({"keep_best": 5, "select_samples": 0}, "select_samples"),
-    ({"lr": float("nan")}, "lr"), ({"block_init": 0.5, "budget": "params"}, "block_init"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"budget": "layers"}, "budget"),
+        ({"init": "zeros"}, "init"),
+        ({"units": "heads"}, "unit family"),
+        ({"units": "groups,channels,blocks"}, "budget=params"),
+        ({"samples_per_step": 1}, "samples_per_step"),
+        ({"steps": -1}, "steps"),
+        ({"keep_best": -2}, "keep_best"),
+        ({"keep_best": 5, "select_samples": 0}, "select_samples"),
+        ({"lr": float("nan")}, "lr"),
+        ({"block_init": 0.5, "budget": "params"}, "block_init"),
+    ],
+)
 def test_pg_rejects_bad_options(kwargs, match):
     with pytest.raises(LlmpruneError, match=match):
         PG(0.3, **kwargs)
@@ -282,27 +330,80 @@ def test_pg_rejects_bad_options(kwargs, match):
 def test_pg_params_budget_that_units_cannot_reach(toy_tokenizer):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
     with pytest.raises(LlmpruneError, match="hold only"):
-        llmprune.prune(model, toy_tokenizer, "pg", ratio=0.5, calib_samples=2, seqlen=16, progress=False,
-                       steps=1, budget="params", units="groups")
+        llmprune.prune(
+            model,
+            toy_tokenizer,
+            "pg",
+            ratio=0.5,
+            calib_samples=2,
+            seqlen=16,
+            progress=False,
+            steps=1,
+            budget="params",
+            units="groups",
+        )
 
 
 def test_pg_cli(tmp_path, tiny_llama_dir, capsys):
     from llmprune.cli import main
 
     out = tmp_path / "pg-cli"
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "pg", "--ratio", "0.25", "--method-args",
-                 "steps=3,lr=0.1,batch_size=2,samples_per_step=3,budget=params,init=constant,keep_best=2",
-                 "--calib-samples", "4", "--seqlen", "16", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_llama_dir),
+            "--method",
+            "pg",
+            "--ratio",
+            "0.25",
+            "--method-args",
+            "steps=3,lr=0.1,batch_size=2,samples_per_step=3,budget=params,init=constant,keep_best=2",
+            "--calib-samples",
+            "4",
+            "--seqlen",
+            "16",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "pg" and report["options"]["samples_per_step"] == 3
     assert report["options"]["keep_best"] == 2 and report["details"]["keep_best"]["every"] == 2
     assert report["options"]["units"] == ["groups", "channels", "blocks"]
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "wanda-sp", "--ratio", "0.2", "--method-args",
-                 "budget=params", "--out", str(tmp_path / "x")])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_llama_dir),
+            "--method",
+            "wanda-sp",
+            "--ratio",
+            "0.2",
+            "--method-args",
+            "budget=params",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     assert code == 2 and "unknown option 'budget' for method wanda-sp" in capsys.readouterr().err
-    code = main(["prune", "--model", str(tiny_llama_dir), "--method", "pg", "--ratio", "0.2", "--method-args",
-                 "samples_per_step=1", "--out", str(tmp_path / "y")])
+    code = main(
+        [
+            "prune",
+            "--model",
+            str(tiny_llama_dir),
+            "--method",
+            "pg",
+            "--ratio",
+            "0.2",
+            "--method-args",
+            "samples_per_step=1",
+            "--out",
+            str(tmp_path / "y"),
+        ]
+    )
     assert code == 2 and "samples_per_step" in capsys.readouterr().err
 
 
@@ -310,10 +411,22 @@ def test_pg_cli(tmp_path, tiny_llama_dir, capsys):
 def test_pg_data_parallel_two_processes(tmp_path, tiny_llama_dir):
     """torchrun, gloo, 2 CPU processes: each rank trains on its own batches and masks,
     the gradients are averaged, and both ranks end with identical probabilities."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        [str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(HERE / "pg_dist_worker.py"), str(tiny_llama_dir), str(tmp_path)]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(HERE / "pg_dist_worker.py"),
+        str(tiny_llama_dir),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

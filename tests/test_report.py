@@ -21,14 +21,18 @@ def _write(path: Path, name: str, data: dict) -> None:
 
 
 def _zeroshot(acc: float) -> dict:
-    return {"piqa": {"acc": acc, "acc_norm": acc - 0.01, "n": 100},
-            "boolq": {"acc": acc + 0.1, "acc_norm": None, "n": 100}}
+    return {
+        "piqa": {"acc": acc, "acc_norm": acc - 0.01, "n": 100},
+        "boolq": {"acc": acc + 0.1, "acc_norm": None, "n": 100},
+    }
 
 
 def _protocol(limit: int | None = 100) -> dict:
-    return {"wikitext2": {"dataset": "wikitext2", "seqlen": 2048, "windows": 8},
-            "piqa": {"engine": "lm-eval 0.4.13", "num_fewshot": 0, "limit": limit, "n": 100},
-            "boolq": {"engine": "lm-eval 0.4.13", "num_fewshot": 0, "limit": limit, "n": 100}}
+    return {
+        "wikitext2": {"dataset": "wikitext2", "seqlen": 2048, "windows": 8},
+        "piqa": {"engine": "lm-eval 0.4.13", "num_fewshot": 0, "limit": limit, "n": 100},
+        "boolq": {"engine": "lm-eval 0.4.13", "num_fewshot": 0, "limit": limit, "n": 100},
+    }
 
 
 @pytest.fixture()
@@ -39,23 +43,63 @@ def runs(tmp_path: Path) -> list[Path]:
     out = [dense]
     for method, ratio, ppl in (("wanda", 0.5, 31.4159), ("sparsegpt", 0.5, 27.1828)):
         run = tmp_path / f"{method}-50"
-        layers = [{"block": b, "linear": name, "shape": [64, 64], "sparsity": ratio}
-                  for b in range(3) for name in ("q", "k", "down")]
-        _write(run, "report.json", {"method": method, "ratio": ratio, "pattern": None, "params_before": 134_515_008,
-                                    "params_after": 81_139_203, "prune_seconds": 12.5, "peak_rss_mb": 1872.3,
-                                    "layers": layers})
+        layers = [
+            {"block": b, "linear": name, "shape": [64, 64], "sparsity": ratio}
+            for b in range(3)
+            for name in ("q", "k", "down")
+        ]
+        _write(
+            run,
+            "report.json",
+            {
+                "method": method,
+                "ratio": ratio,
+                "pattern": None,
+                "params_before": 134_515_008,
+                "params_after": 81_139_203,
+                "prune_seconds": 12.5,
+                "peak_rss_mb": 1872.3,
+                "layers": layers,
+            },
+        )
         _write(run, "eval.json", {"ppl": {"wikitext2": ppl}, "zeroshot": _zeroshot(0.6), "protocol": _protocol()})
         out.append(run)
     structured = tmp_path / "manual"
-    widths = [{"block": 0, "heads": 6, "kv_heads": 2, "intermediate": 1000, "hidden_in": 576},
-              {"block": 1, "heads": 0, "kv_heads": 0, "intermediate": 1536, "hidden_in": None}]
-    _write(structured, "report.json", {"method": "manual", "ratio": 0.2345, "pattern": None,
-                                       "params_before": 134_515_008, "params_after": 120_000_000,
-                                       "seconds": 0.5, "peak_rss_mb": 900.0, "layers_structured": widths,
-                                       "eval": {"pruned": {"ppl": {"wikitext2": 55.5}, "protocol": _protocol(50)}}})
-    _write(structured, "bench.json", {"models": {"manual": {"metrics": {
-        "prefill_tok_s_b1": {"median": 1234.5}, "decode_tok_s_b1": {"median": 42.25}, "ttft_s": {"median": 0.1}}}},
-        "speedup": {"of": "manual", "vs": "dense", "decode_tok_s_b1": 1.25}})
+    widths = [
+        {"block": 0, "heads": 6, "kv_heads": 2, "intermediate": 1000, "hidden_in": 576},
+        {"block": 1, "heads": 0, "kv_heads": 0, "intermediate": 1536, "hidden_in": None},
+    ]
+    _write(
+        structured,
+        "report.json",
+        {
+            "method": "manual",
+            "ratio": 0.2345,
+            "pattern": None,
+            "params_before": 134_515_008,
+            "params_after": 120_000_000,
+            "seconds": 0.5,
+            "peak_rss_mb": 900.0,
+            "layers_structured": widths,
+            "eval": {"pruned": {"ppl": {"wikitext2": 55.5}, "protocol": _protocol(50)}},
+        },
+    )
+    _write(
+        structured,
+        "bench.json",
+        {
+            "models": {
+                "manual": {
+                    "metrics": {
+                        "prefill_tok_s_b1": {"median": 1234.5},
+                        "decode_tok_s_b1": {"median": 42.25},
+                        "ttft_s": {"median": 0.1},
+                    }
+                }
+            },
+            "speedup": {"of": "manual", "vs": "dense", "decode_tok_s_b1": 1.25},
+        },
+    )
     out.append(structured)
     return out
 
@@ -77,12 +121,29 @@ def test_report_from_fixture_runs(runs: list[Path], tmp_path: Path) -> None:
     assert by_name["manual"]["ppl"]["wikitext2"] == 55.5  # from report.json's demo-style eval section
     assert by_name["manual"]["layers_structured"][0]["heads"] == 6
     # the numbers a person reads
-    for text in ("20.713", "31.416", "27.183", "55.500", "134,515,008", "81,139,203", "| wanda | 0.5 |",
-                 "65.00 / 64.00 (n=100)", "75.00 / – (n=100)", "42.2", "1872", "12.5", "lm-eval 0.4.13"):
+    for text in (
+        "20.713",
+        "31.416",
+        "27.183",
+        "55.500",
+        "134,515,008",
+        "81,139,203",
+        "| wanda | 0.5 |",
+        "65.00 / 64.00 (n=100)",
+        "75.00 / – (n=100)",
+        "42.2",
+        "1872",
+        "12.5",
+        "lm-eval 0.4.13",
+    ):
         assert text in md, text
     assert "runs differ" in md  # the structured run used limit 50: flagged, not silently mixed
-    assert set(saved["plots"]) == {"ppl_vs_ratio.png", "layers_wanda-50.png", "layers_sparsegpt-50.png",
-                                   "layers_manual.png"}
+    assert set(saved["plots"]) == {
+        "ppl_vs_ratio.png",
+        "layers_wanda-50.png",
+        "layers_sparsegpt-50.png",
+        "layers_manual.png",
+    }
     for plot in saved["plots"]:
         png = (out / plot).read_bytes()
         assert png.startswith(PNG_MAGIC) and len(png) > 2000
@@ -117,9 +178,13 @@ def test_eval_json_merge_and_atomic_save(tmp_path: Path) -> None:
 def test_cli_prune_eval_report(capsys, tiny_llama_dir: Path, tmp_path: Path) -> None:
     """End to end on a tiny model: an unstructured and a structured run, evaluated and compared."""
     spec = tmp_path / "plan.yaml"
-    spec.write_text("layers:\n  0: {remove_kv_heads: [1], remove_channels: {count: 40}}\n"
-                    "  1: {remove_channels: [0, 1, 2]}\n")
-    runs = {"magnitude": ["--method", "magnitude", "--ratio", "0.4"], "manual": ["--method", "manual", "--spec", str(spec)]}
+    spec.write_text(
+        "layers:\n  0: {remove_kv_heads: [1], remove_channels: {count: 40}}\n  1: {remove_channels: [0, 1, 2]}\n"
+    )
+    runs = {
+        "magnitude": ["--method", "magnitude", "--ratio", "0.4"],
+        "manual": ["--method", "manual", "--spec", str(spec)],
+    }
     for name, args in runs.items():
         assert main(["prune", "--model", str(tiny_llama_dir), *args, "--out", str(tmp_path / name), "--quiet"]) == 0
         assert main(["eval", str(tmp_path / name), "--seqlen", "32", "--max-windows", "2", "--save", "--quiet"]) == 0

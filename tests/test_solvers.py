@@ -14,7 +14,9 @@ from llmprune.solvers.obs import dampen
 def _problem(rows: int = 6, cols: int = 16, tokens: int = 64, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(rows, cols, generator=g, dtype=torch.float64)
-    X = torch.randn(tokens, cols, generator=g, dtype=torch.float64) @ torch.randn(cols, cols, generator=g, dtype=torch.float64)
+    X = torch.randn(tokens, cols, generator=g, dtype=torch.float64) @ torch.randn(
+        cols, cols, generator=g, dtype=torch.float64
+    )
     H = 2 * X.T @ X / tokens
     return W, X, H
 
@@ -97,8 +99,9 @@ def _published_sparsegpt_nm(W: torch.Tensor, H: torch.Tensor, n: int, m: int, da
     return W, mask
 
 
-@pytest.mark.parametrize("n,m,blocksize,seed", [(2, 4, 16, 0), (2, 4, 128, 1), (4, 8, 16, 2), (4, 8, 8, 3),
-                                                (1, 4, 12, 4), (3, 5, 20, 5)])
+@pytest.mark.parametrize(
+    "n,m,blocksize,seed", [(2, 4, 16, 0), (2, 4, 128, 1), (4, 8, 16, 2), (4, 8, 8, 3), (1, 4, 12, 4), (3, 5, 20, 5)]
+)
 def test_sparsegpt_nm_equals_published_loop(n: int, m: int, blocksize: int, seed: int) -> None:
     """Masks and weights equal the plain published loop (group chosen in the loop, on updated weights)."""
     W, _, H = _problem(rows=12, cols=40, seed=seed)
@@ -144,15 +147,18 @@ def test_input_stats_nan_is_a_clear_error() -> None:
         acc.check_finite("block0.q")
 
 
-@pytest.mark.parametrize("kwargs,msg", [
-    ({"ratio": "1.5"}, "outside"),
-    ({"ratio": "-0.1"}, "outside"),
-    ({"ratio": "abc"}, "not a number"),
-    ({"pattern": "4:2"}, "invalid"),
-    ({"pattern": "2-4"}, "not N:M"),
-    ({"pattern": "0:4"}, "invalid"),
-    ({}, "exactly one"),
-])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        ({"ratio": "1.5"}, "outside"),
+        ({"ratio": "-0.1"}, "outside"),
+        ({"ratio": "abc"}, "not a number"),
+        ({"pattern": "4:2"}, "invalid"),
+        ({"pattern": "2-4"}, "not N:M"),
+        ({"pattern": "0:4"}, "invalid"),
+        ({}, "exactly one"),
+    ],
+)
 def test_sparsity_parse_errors(kwargs: dict, msg: str) -> None:
     with pytest.raises(LlmpruneError, match=msg):
         Sparsity.parse(**kwargs)
@@ -191,4 +197,6 @@ def test_group_obs_singletons_follow_brute_force_greedy(seed: int) -> None:
     ranked, W_same = greedy_group_obs(W, X @ X.T, [[c] for c in range(10)], 6, damp=0.0, update=False)
     Hinv = torch.linalg.inv(X @ X.T)
     assert ranked == torch.argsort(W.pow(2).sum(0) / Hinv.diagonal())[:6].tolist()
-    assert torch.equal(W_same[:, [c for c in range(10) if c not in ranked]], W.float()[:, [c for c in range(10) if c not in ranked]])
+    assert torch.equal(
+        W_same[:, [c for c in range(10) if c not in ranked]], W.float()[:, [c for c in range(10) if c not in ranked]]
+    )

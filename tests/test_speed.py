@@ -33,7 +33,7 @@ def _greedy_recompute(model: torch.nn.Module, ids: torch.Tensor, new_tokens: int
         for _ in range(new_tokens):
             logits = model(input_ids=seq, use_cache=False).logits
             seq = torch.cat([seq, logits[:, -1:].argmax(-1)], dim=1)
-    return seq[:, ids.shape[1]:]
+    return seq[:, ids.shape[1] :]
 
 
 @pytest.mark.parametrize("name", [*FAMILIES, "mamba", "llama-no-attention-0"])
@@ -76,7 +76,13 @@ def test_cache_argument_missing_is_named() -> None:
 def test_benchmark_runs_without_deprecation_warnings() -> None:
     """pyproject's filterwarnings turn any deprecation (warned or logged by transformers)
     into an error, so this fails if the decode loop uses a deprecated name."""
-    result = benchmark({"a": build_tiny("llama"), "b": _model("llama-no-attention-0")}, prompt_len=8,
-                       new_tokens=3, batch=2, trials=1, warmup=1)
+    result = benchmark(
+        {"a": build_tiny("llama"), "b": _model("llama-no-attention-0")},
+        prompt_len=8,
+        new_tokens=3,
+        batch=2,
+        trials=1,
+        warmup=1,
+    )
     assert set(result["models"]) == {"a", "b"}
     assert result["models"]["a"]["metrics"]["decode_tok_s_b1"]["median"] > 0

@@ -42,9 +42,16 @@ def deep_llama_dir(tmp_path_factory, toy_tokenizer) -> Path:
     """A 4-block tiny LLaMA (so that a run can be killed in the middle)."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    config = LlamaConfig(vocab_size=len(toy_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=len(toy_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
@@ -58,25 +65,30 @@ def deep_llama_dir(tmp_path_factory, toy_tokenizer) -> Path:
     return path
 
 
-@pytest.mark.parametrize("method,setting,activations", [
-    ("wanda", {"ratio": 0.5}, "memory"),
-    ("sparsegpt", {"ratio": 0.5}, "disk"),
-    ("magnitude", {"pattern": "2:4"}, "memory"),
-    ("mrp", {"ratio": 0.5}, "memory"),
-    ("wanda", {"ratio": 0.5, "update": "sparsegpt"}, "disk"),
-])
+@pytest.mark.parametrize(
+    "method,setting,activations",
+    [
+        ("wanda", {"ratio": 0.5}, "memory"),
+        ("sparsegpt", {"ratio": 0.5}, "disk"),
+        ("magnitude", {"pattern": "2:4"}, "memory"),
+        ("mrp", {"ratio": 0.5}, "memory"),
+        ("wanda", {"ratio": 0.5, "update": "sparsegpt"}, "disk"),
+    ],
+)
 def test_streamed_equals_in_memory_prune(tiny_llama_dir, tmp_path, method, setting, activations):
     """Same reads, same capture, same BlockRunner, same prune_weight: identical tensors."""
-    report = llmprune.prune_streamed(tiny_llama_dir, method, tmp_path / "streamed", activations=activations,
-                                     progress=False, **setting, **CALIB)
+    report = llmprune.prune_streamed(
+        tiny_llama_dir, method, tmp_path / "streamed", activations=activations, progress=False, **setting, **CALIB
+    )
     model, tok = llmprune.load(tiny_llama_dir)
     ref = llmprune.prune(model, tok, method, progress=False, **setting, **CALIB)
     llmprune.save(model, tok, tmp_path / "memory", ref)
     _assert_same_tensors(tmp_path / "streamed", tmp_path / "memory")
     assert report["block_sparsity"] == ref.unstructured.block_sparsity
     assert report["params_after"] == ref.params_after and report["params_before"] == ref.params_before
-    assert [(e["block"], e["linear"], e["sparsity"]) for e in report["layers"]] == \
-           [(e["block"], e["linear"], e["sparsity"]) for e in ref.unstructured.layers]
+    assert [(e["block"], e["linear"], e["sparsity"]) for e in report["layers"]] == [
+        (e["block"], e["linear"], e["sparsity"]) for e in ref.unstructured.layers
+    ]
     assert json.loads((tmp_path / "streamed" / "report.json").read_text())["method"] == method
     # a normal checkpoint: llmprune.load and transformers read it, same logits as the in-memory model
     loaded, _ = llmprune.load(tmp_path / "streamed")
@@ -123,12 +135,14 @@ def test_resume_after_kill_equals_uninterrupted(deep_llama_dir, tmp_path, activa
     partial = tmp_path / ".out.partial"
     assert (partial / "state" / "progress.json").is_file()
     assert json.loads((partial / "state" / "progress.json").read_text())["done"] == 2
-    report = llmprune.prune_streamed(deep_llama_dir, "sparsegpt", out, ratio=0.5, activations=activations,
-                                     progress=False, **CALIB)
+    report = llmprune.prune_streamed(
+        deep_llama_dir, "sparsegpt", out, ratio=0.5, activations=activations, progress=False, **CALIB
+    )
     assert report["streamed"]["resumed_from_block"] == 2
     assert len(report["layers"]) == 4 * 7
-    whole = llmprune.prune_streamed(deep_llama_dir, "sparsegpt", tmp_path / "whole", ratio=0.5,
-                                    activations=activations, progress=False, **CALIB)
+    whole = llmprune.prune_streamed(
+        deep_llama_dir, "sparsegpt", tmp_path / "whole", ratio=0.5, activations=activations, progress=False, **CALIB
+    )
     assert whole["streamed"]["resumed_from_block"] == 0
     _assert_same_tensors(out, tmp_path / "whole")
     assert report["layers"] == whole["layers"]
@@ -171,8 +185,9 @@ def test_bfloat16_stream_keeps_statistics_and_factorisations_out_of_half(deep_ll
 
     monkeypatch.setattr(stats_mod.InputStats, "__init__", record)
     for method in ("sparsegpt", "mrp"):
-        report = llmprune.prune_streamed(deep_llama_dir, method, tmp_path / method, ratio=0.5, dtype="bfloat16",
-                                         progress=False, **CALIB)
+        report = llmprune.prune_streamed(
+            deep_llama_dir, method, tmp_path / method, ratio=0.5, dtype="bfloat16", progress=False, **CALIB
+        )
         assert report["dtype"] == "bfloat16"
     assert seen and set(seen) <= {torch.float32, torch.float64}
     assert accs and all(a.hessian.dtype == torch.float32 and a.sq_norms.dtype == torch.float64 for a in accs)
@@ -191,8 +206,7 @@ def test_streamed_error_paths(tiny_llama_dir, tmp_path):
     with pytest.raises(LlmpruneError, match="dtype"):
         llmprune.prune_streamed(tiny_llama_dir, "wanda", tmp_path / "b", ratio=0.5, dtype="int8", progress=False)
     with pytest.raises(LlmpruneError, match="activations"):
-        llmprune.prune_streamed(tiny_llama_dir, "wanda", tmp_path / "b", ratio=0.5, activations="gpu",
-                                progress=False)
+        llmprune.prune_streamed(tiny_llama_dir, "wanda", tmp_path / "b", ratio=0.5, activations="gpu", progress=False)
     broken = tmp_path / "broken"
     broken.mkdir()
     for f in tiny_llama_dir.iterdir():
@@ -208,14 +222,53 @@ def test_streamed_error_paths(tiny_llama_dir, tmp_path):
 def test_cli_prune_streamed(tiny_llama_dir, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     out = tmp_path / "cli"
-    proc = subprocess.run([sys.executable, "-m", "llmprune", "prune-streamed", "--model", str(tiny_llama_dir),
-                           "--method", "wanda", "--ratio", "0.5", "--calib-samples", "2", "--seqlen", "16",
-                           "--out", str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmprune",
+            "prune-streamed",
+            "--model",
+            str(tiny_llama_dir),
+            "--method",
+            "wanda",
+            "--ratio",
+            "0.5",
+            "--calib-samples",
+            "2",
+            "--seqlen",
+            "16",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "pruned 2 blocks with wanda streamed" in proc.stdout and (out / "report.json").is_file()
-    proc = subprocess.run([sys.executable, "-m", "llmprune", "prune-streamed", "--model", str(tiny_llama_dir),
-                           "--method", "sobp", "--ratio", "0.5", "--out", str(tmp_path / "x")],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmprune",
+            "prune-streamed",
+            "--model",
+            str(tiny_llama_dir),
+            "--method",
+            "sobp",
+            "--ratio",
+            "0.5",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 

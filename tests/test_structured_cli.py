@@ -28,19 +28,47 @@ def test_manual_prune_eval_bench(capsys, tmp_path: Path, tiny_llama_dir: Path) -
     spec = tmp_path / "plan.yaml"
     spec.write_text(SPEC)
     out = tmp_path / "pruned"
-    code, stdout, err = _run(capsys, "prune", "--model", str(tiny_llama_dir), "--method", "manual", "--spec",
-                             str(spec), "--out", str(out), "--quiet")
+    code, stdout, err = _run(
+        capsys,
+        "prune",
+        "--model",
+        str(tiny_llama_dir),
+        "--method",
+        "manual",
+        "--spec",
+        str(spec),
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["params_after"] < report["params_before"]
-    assert report["structured"]["layers_structured"][0]["kv_heads"] == 1 and report["structured"]["layers_structured"][1]["heads"] == 0
+    assert (
+        report["structured"]["layers_structured"][0]["kv_heads"] == 1
+        and report["structured"]["layers_structured"][1]["heads"] == 0
+    )
     assert report["structured"]["layers_structured"][0]["intermediate"] == 128 - 40
     assert report["export"]["kind"] == "layout"
     code, stdout, err = _run(capsys, "eval", str(out), "--seqlen", "64", "--max-windows", "2", "--json", "--quiet")
     assert code == 0, err
     assert json.loads(stdout)["ppl"]["wikitext2"] > 1
-    code, stdout, err = _run(capsys, "bench", str(out), "--vs", str(tiny_llama_dir), "--trials", "2",
-                             "--prompt-len", "8", "--new-tokens", "3", "--batch", "2", "--json")
+    code, stdout, err = _run(
+        capsys,
+        "bench",
+        str(out),
+        "--vs",
+        str(tiny_llama_dir),
+        "--trials",
+        "2",
+        "--prompt-len",
+        "8",
+        "--new-tokens",
+        "3",
+        "--batch",
+        "2",
+        "--json",
+    )
     assert code == 0, err
     result = json.loads(stdout)
     assert set(result["models"]) == {str(out), str(tiny_llama_dir)}
@@ -53,26 +81,54 @@ def test_manual_prune_eval_bench(capsys, tmp_path: Path, tiny_llama_dir: Path) -
 
 def test_sobp_refit_options_reach_the_method(capsys, tmp_path: Path, tiny_llama_dir: Path) -> None:
     out = tmp_path / "sobp"
-    code, _, err = _run(capsys, "prune", "--model", str(tiny_llama_dir), "--method", "sobp", "--ratio", "0.3",
-                        "--method-args", "refit_target=stream,refit_damp=0.1", "--calib-samples", "2", "--seqlen", "16",
-                        "--out", str(out), "--quiet")
+    code, _, err = _run(
+        capsys,
+        "prune",
+        "--model",
+        str(tiny_llama_dir),
+        "--method",
+        "sobp",
+        "--ratio",
+        "0.3",
+        "--method-args",
+        "refit_target=stream,refit_damp=0.1",
+        "--calib-samples",
+        "2",
+        "--seqlen",
+        "16",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert code == 0, err
     options = json.loads((out / "report.json").read_text())["options"]
     assert options["refit_target"] == "stream" and options["refit_damp"] == 0.1
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--method", "manual"], "needs a plan"),
-    (["--method", "manual", "--ratio", "0.3", "--method-args", "spec=x.yaml"], "not --ratio"),
-    (["--method", "manual", "--method-args", "spec=missing.yaml"], "not found"),
-    (["--method", "wanda-sp", "--ratio", "0.3", "--method-args", "refit_prior=zero"],
-     "unknown option 'refit_prior' for method wanda-sp"),
-    (["--method", "wanda-sp", "--ratio", "0.3", "--method-args", "refit_damp=heldout"],
-     "unknown option 'refit_damp' for method wanda-sp"),
-    (["--method", "flap", "--ratio", "0.3", "--method-args", "refit_target=stream"],
-     "unknown option 'refit_target' for method flap"),
-    (["--method", "sobp", "--ratio", "0.3", "--method-args", "refit_damp=-1"], "use 'heldout' or a positive number"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--method", "manual"], "needs a plan"),
+        (["--method", "manual", "--ratio", "0.3", "--method-args", "spec=x.yaml"], "not --ratio"),
+        (["--method", "manual", "--method-args", "spec=missing.yaml"], "not found"),
+        (
+            ["--method", "wanda-sp", "--ratio", "0.3", "--method-args", "refit_prior=zero"],
+            "unknown option 'refit_prior' for method wanda-sp",
+        ),
+        (
+            ["--method", "wanda-sp", "--ratio", "0.3", "--method-args", "refit_damp=heldout"],
+            "unknown option 'refit_damp' for method wanda-sp",
+        ),
+        (
+            ["--method", "flap", "--ratio", "0.3", "--method-args", "refit_target=stream"],
+            "unknown option 'refit_target' for method flap",
+        ),
+        (
+            ["--method", "sobp", "--ratio", "0.3", "--method-args", "refit_damp=-1"],
+            "use 'heldout' or a positive number",
+        ),
+    ],
+)
 def test_manual_errors(capsys, tmp_path: Path, args: list[str], msg: str) -> None:
     code, _, err = _run(capsys, "prune", *args, "--out", str(tmp_path / "o"))
     assert code == 2 and msg in err and "\n" not in err
@@ -82,8 +138,9 @@ def test_manual_errors(capsys, tmp_path: Path, args: list[str], msg: str) -> Non
 def test_malformed_spec(capsys, tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text("layers: [1, 2\n")
-    code, _, err = _run(capsys, "prune", "--method", "manual", "--method-args", f"spec={spec}",
-                        "--out", str(tmp_path / "o"))
+    code, _, err = _run(
+        capsys, "prune", "--method", "manual", "--method-args", f"spec={spec}", "--out", str(tmp_path / "o")
+    )
     assert code == 2 and "not valid YAML" in err
 
 
@@ -97,9 +154,16 @@ def test_smollm2_heterogeneous_roundtrip(tmp_path: Path) -> None:
     from llmprune.surgery import block_widths
 
     model, tok = llmprune.load(None)
-    plan = {"layers": {0: {"remove_kv_heads": [2]}, 3: {"remove_heads": [0, 3, 6]},
-                       5: {"remove_channels": {"count": 500}}, 7: {"remove_attention": True},
-                       9: {"remove_block": True}, 12: {"remove_kv_heads": [0, 1], "remove_channels": {"count": 1000}}}}
+    plan = {
+        "layers": {
+            0: {"remove_kv_heads": [2]},
+            3: {"remove_heads": [0, 3, 6]},
+            5: {"remove_channels": {"count": 500}},
+            7: {"remove_attention": True},
+            9: {"remove_block": True},
+            12: {"remove_kv_heads": [0, 1], "remove_channels": {"count": 1000}},
+        }
+    }
     report = llmprune.prune(model, tok, "manual", spec=plan)
     assert report.params_after < report.params_before
     assert model.config.num_hidden_layers == 29
@@ -127,8 +191,26 @@ def test_demo_prunes_structured_and_reports_speed(capsys, tmp_path: Path, tiny_l
     from llmprune.cli import main
 
     out = tmp_path / "demo"
-    code = main(["demo", "--model", str(tiny_llama_dir), "--calib-samples", "2", "--calib-seqlen", "32", "--seqlen", "32",
-                 "--eval-windows", "2", "--speed-trials", "1", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "demo",
+            "--model",
+            str(tiny_llama_dir),
+            "--calib-samples",
+            "2",
+            "--calib-seqlen",
+            "32",
+            "--seqlen",
+            "32",
+            "--eval-windows",
+            "2",
+            "--speed-trials",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "pruned with sobp ratio 0.2" in text and "decode tokens/s" in text and "fewer" in text

@@ -151,8 +151,12 @@ def test_sobp_end_to_end_and_ablations(family, toy_tokenizer, tmp_path):
     calib_kw = dict(calib_samples=3, seqlen=32, progress=False)
     ids = llmprune.calibration_data(toy_tokenizer, 2, 32, seed=5)
     results = {}
-    for name, opts in {"full": {}, "no_refine": {"refine": False}, "no_reconstruct": {"reconstruct": False},
-                       "uniform": {"global_selection": False}}.items():
+    for name, opts in {
+        "full": {},
+        "no_refine": {"refine": False},
+        "no_reconstruct": {"reconstruct": False},
+        "uniform": {"global_selection": False},
+    }.items():
         model = build_tiny(family, vocab_size=len(toy_tokenizer))
         report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, **calib_kw, **opts)
         assert abs(report.achieved_ratio - 0.3) < 0.06, (name, report.achieved_ratio)
@@ -232,8 +236,9 @@ def test_llm_pruner_taylor_scores_match_brute_force(toy_tokenizer):
 @pytest.mark.parametrize("family", ["llama", "phi"])
 def test_llm_pruner_end_to_end(family, toy_tokenizer, tmp_path):
     model = build_tiny(family, vocab_size=len(toy_tokenizer))
-    report = llmprune.prune(model, toy_tokenizer, "llm-pruner", ratio=0.3, calib_samples=3, seqlen=32,
-                            progress=False, layer_start=1)
+    report = llmprune.prune(
+        model, toy_tokenizer, "llm-pruner", ratio=0.3, calib_samples=3, seqlen=32, progress=False, layer_start=1
+    )
     assert abs(report.achieved_ratio - 0.3) < 0.06, report.achieved_ratio
     assert report.options["layers"] == (1, 2)
     widths = report.structured.layers_structured
@@ -251,19 +256,31 @@ def test_llm_pruner_errors(toy_tokenizer):
     with pytest.raises(LlmpruneError, match="taylor"):
         llmprune.prune(model, toy_tokenizer, "llm-pruner", ratio=0.2, taylor="second")
     with pytest.raises(LlmpruneError, match="layer range"):
-        llmprune.prune(model, toy_tokenizer, "llm-pruner", ratio=0.2, calib_samples=2, seqlen=16,
-                       layer_start=2, progress=False)
+        llmprune.prune(
+            model, toy_tokenizer, "llm-pruner", ratio=0.2, calib_samples=2, seqlen=16, layer_start=2, progress=False
+        )
     with pytest.raises(LlmpruneError, match="smaller --ratio"):
-        llmprune.prune(model, toy_tokenizer, "llm-pruner", ratio=0.6, calib_samples=2, seqlen=16,
-                       layer_start=1, progress=False)
+        llmprune.prune(
+            model, toy_tokenizer, "llm-pruner", ratio=0.6, calib_samples=2, seqlen=16, layer_start=1, progress=False
+        )
 
 
 def test_sobp_score_normalisation_option(toy_tokenizer):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
     with pytest.raises(LlmpruneError, match="normalize"):
         llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.2, normalize="flops")
-    report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=2, seqlen=16, progress=False,
-                            normalize="params", refine=False, reconstruct=False)
+    report = llmprune.prune(
+        model,
+        toy_tokenizer,
+        "sobp",
+        ratio=0.3,
+        calib_samples=2,
+        seqlen=16,
+        progress=False,
+        normalize="params",
+        refine=False,
+        reconstruct=False,
+    )
     assert report.options["normalize"] == "params" and abs(report.achieved_ratio - 0.3) < 0.06
 
 
@@ -285,8 +302,10 @@ def test_sobp_refit_pairs_samples_and_never_worsens_the_fit():
     before = ((Y - Zf @ W0.T) ** 2).sum()
     damp = 0.05
     lam = damp * torch.diagonal(Zf.T @ Zf / 24).mean()
-    expected = torch.linalg.lstsq(torch.cat([Zf / 24 ** 0.5, lam.sqrt() * torch.eye(6, dtype=torch.float64)]),
-                                  torch.cat([Y / 24 ** 0.5, lam.sqrt() * W0.T])).solution.T
+    expected = torch.linalg.lstsq(
+        torch.cat([Zf / 24**0.5, lam.sqrt() * torch.eye(6, dtype=torch.float64)]),
+        torch.cat([Y / 24**0.5, lam.sqrt() * W0.T]),
+    ).solution.T
     _refit(BlockRunner(lin, Z, {}, torch.device("cpu")), lin, targets, damp, "current")
     got = torch.cat([lin.weight, lin.bias[:, None]], 1).detach().double()
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
@@ -323,7 +342,7 @@ def test_heldout_refit_matches_brute_force_cross_validation():
         brute[d] = 0.0
         for t in range(2):
             W = least_squares_refit(folds[t]["YZ"] / folds[t]["n"], folds[t]["ZZ"] / folds[t]["n"], d, prior=W0)
-            brute[d] += ((Y[1 - t::2] - Z[1 - t::2] @ W.double().T) ** 2).sum()
+            brute[d] += ((Y[1 - t :: 2] - Z[1 - t :: 2] @ W.double().T) ** 2).sum()
     for k, v in brute.items():
         assert rel[str(k)] == pytest.approx(float(v / brute["keep"]), rel=1e-5)
     assert best == min((k for k in brute), key=lambda k: brute[k]) and best is not None
@@ -349,8 +368,9 @@ def test_heldout_refit_keeps_the_weights_when_a_refit_does_not_generalise():
 
 def test_sobp_heldout_refit_end_to_end(toy_tokenizer):
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
-    report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=4, seqlen=32, progress=False,
-                            refit_damp="heldout")
+    report = llmprune.prune(
+        model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=4, seqlen=32, progress=False, refit_damp="heldout"
+    )
     refits = report.details["refits"]
     assert report.options["refit_damp"] == "heldout"
     assert {r["module"] for r in refits} == {"o", "down"} and len(refits) == 2 * model.config.num_hidden_layers
@@ -359,11 +379,20 @@ def test_sobp_heldout_refit_end_to_end(toy_tokenizer):
     assert set(stages) == {"1_scores", "1_selection", "2_refine", "3_reconstruct", "other"}
     assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= report.seconds + 1e-6
     with pytest.raises(LlmpruneError, match="refit_damp"):
-        llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
-                       refit_damp="auto")
+        llmprune.prune(
+            build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3, refit_damp="auto"
+        )
     with pytest.raises(LlmpruneError, match="at least 2 calibration samples"):
-        llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
-                       calib_samples=1, seqlen=32, progress=False, refit_damp="heldout")
+        llmprune.prune(
+            build_tiny("llama", vocab_size=len(toy_tokenizer)),
+            toy_tokenizer,
+            "sobp",
+            ratio=0.3,
+            calib_samples=1,
+            seqlen=32,
+            progress=False,
+            refit_damp="heldout",
+        )
 
 
 @pytest.mark.parametrize("family", ["llama", "phi"])
@@ -424,6 +453,7 @@ def test_stream_targets_put_the_pruned_stream_back_on_the_dense_one(family, toy_
             def hook(module, args, output):
                 state["i"] += 1
                 return targets[state["i"] - 1].to(output.dtype)
+
             return lin.register_forward_hook(hook)
 
         handle = replaced(mlp.down, t_down)
@@ -446,16 +476,30 @@ def test_stream_targets_put_the_pruned_stream_back_on_the_dense_one(family, toy_
 
 def test_sobp_stream_refit_end_to_end_and_refusals(toy_tokenizer, tmp_path):
     model = build_tiny("qwen2", vocab_size=len(toy_tokenizer))
-    report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=4, seqlen=32, progress=False,
-                            refit_target="stream")
+    report = llmprune.prune(
+        model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=4, seqlen=32, progress=False, refit_target="stream"
+    )
     assert report.options["refit_target"] == "stream"
     assert_reload_matches(model, toy_tokenizer, report, tmp_path / "out")
     with pytest.raises(LlmpruneError, match="refit_target"):
-        llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
-                       refit_target="residual")
+        llmprune.prune(
+            build_tiny("llama", vocab_size=len(toy_tokenizer)),
+            toy_tokenizer,
+            "sobp",
+            ratio=0.3,
+            refit_target="residual",
+        )
     with pytest.raises(LlmpruneError, match="post_feedforward_layernorm"):
-        llmprune.prune(build_tiny("gemma3", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
-                       calib_samples=2, seqlen=16, progress=False, refit_target="stream")
+        llmprune.prune(
+            build_tiny("gemma3", vocab_size=len(toy_tokenizer)),
+            toy_tokenizer,
+            "sobp",
+            ratio=0.3,
+            calib_samples=2,
+            seqlen=16,
+            progress=False,
+            refit_target="stream",
+        )
 
 
 def test_sobp_rms_weighted_refit_matches_weighted_least_squares(toy_tokenizer):
@@ -480,8 +524,10 @@ def test_sobp_rms_weighted_refit_matches_weighted_least_squares(toy_tokenizer):
 
     def ridge_towards_W0(Z: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:  # augmented least squares
         lam = damp * torch.diagonal(Z.T @ Z / 24).mean()
-        return torch.linalg.lstsq(torch.cat([Z / 24 ** 0.5, lam.sqrt() * torch.eye(6, dtype=torch.float64)]),
-                                  torch.cat([Y / 24 ** 0.5, lam.sqrt() * W0.T])).solution.T
+        return torch.linalg.lstsq(
+            torch.cat([Z / 24**0.5, lam.sqrt() * torch.eye(6, dtype=torch.float64)]),
+            torch.cat([Y / 24**0.5, lam.sqrt() * W0.T]),
+        ).solution.T
 
     expected = ridge_towards_W0(Zf * w.sqrt(), Y * w.sqrt())
     _refit(BlockRunner(lin, Z, {}, torch.device("cpu")), lin, targets, damp, "current", weights)
@@ -489,12 +535,14 @@ def test_sobp_rms_weighted_refit_matches_weighted_least_squares(toy_tokenizer):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(expected, ridge_towards_W0(Zf, Y), atol=1e-3)  # the weights change the answer
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
-    report = llmprune.prune(model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=2, seqlen=16, progress=False,
-                            refit_weight="rms")
+    report = llmprune.prune(
+        model, toy_tokenizer, "sobp", ratio=0.3, calib_samples=2, seqlen=16, progress=False, refit_weight="rms"
+    )
     assert report.options["refit_weight"] == "rms"
     with pytest.raises(LlmpruneError, match="refit_weight"):
-        llmprune.prune(build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3,
-                       refit_weight="l2")
+        llmprune.prune(
+            build_tiny("llama", vocab_size=len(toy_tokenizer)), toy_tokenizer, "sobp", ratio=0.3, refit_weight="l2"
+        )
 
 
 def test_sobp_auto_refit_target_is_stream_without_post_norms_and_module_with_them(toy_tokenizer, capsys):

@@ -19,14 +19,24 @@ H = 64  # hidden size of the tiny models
 def _plans(family: str) -> dict[str, dict]:
     gqa = family in ("llama", "mistral", "qwen2", "gemma3")
     plans = {
-        "kv_heads+channels": {0: {"remove_kv_heads": [1], "remove_channels": [0, 3, 7, 100]},
-                              1: {"remove_channels": {"count": 30}}},
+        "kv_heads+channels": {
+            0: {"remove_kv_heads": [1], "remove_channels": [0, 3, 7, 100]},
+            1: {"remove_channels": {"count": 30}},
+        },
         "attention+mlp": {0: {"remove_attention": True}, 1: {"remove_mlp": True}},
         "block": {0: {"remove_block": True}, 1: {"remove_kv_heads": [0]}},
-        "residual": {0: {"residual": {"attn_in": list(range(0, H, 2)), "attn_out": list(range(10, 50)),
-                                      "mlp_in": list(range(5, 60)), "mlp_out": list(range(0, H, 3))},
-                         "remove_kv_heads": [0]},
-                     1: {"residual": {"mlp_in": list(range(32))}, "remove_channels": [1, 2]}},
+        "residual": {
+            0: {
+                "residual": {
+                    "attn_in": list(range(0, H, 2)),
+                    "attn_out": list(range(10, 50)),
+                    "mlp_in": list(range(5, 60)),
+                    "mlp_out": list(range(0, H, 3)),
+                },
+                "remove_kv_heads": [0],
+            },
+            1: {"residual": {"mlp_in": list(range(32))}, "remove_channels": [1, 2]},
+        },
         "zero_heads": {1: {"remove_kv_heads": list(range(2 if gqa else 4))}},
     }
     if gqa:
@@ -97,7 +107,13 @@ def test_uniform_widths_save_a_stock_config(family, tmp_path):
 
     model = build_tiny(family)
     kv = get_adapter(model).attention(get_adapter(model).blocks()[0]).num_kv_heads
-    plan = {i: {"remove_kv_heads": [kv - 1], "remove_channels": list(range(0, 128, 4)), } for i in range(2)}
+    plan = {
+        i: {
+            "remove_kv_heads": [kv - 1],
+            "remove_channels": list(range(0, 128, 4)),
+        }
+        for i in range(2)
+    }
     plan[1]["remove_block"] = True
     apply_plan(get_adapter(model), StructuredPlan.from_dict({"layers": plan}))
     ids = torch.randint(0, 128, (1, 10))
@@ -128,13 +144,16 @@ def test_mismatched_checkpoint_names_the_layer(tmp_path):
         llmprune.load(out)
 
 
-@pytest.mark.parametrize("edits,match", [
-    ({0: {"remove_kv_heads": [5]}}, "out of range"),
-    ({0: {"remove_heads": [0]}}, "same"),
-    ({7: {"remove_mlp": True}}, "has 2 blocks"),
-    ({0: {"remove_block": True}, 1: {"remove_block": True}}, "every block"),
-    ({0: {"prune_everything": True}}, "unknown keys"),
-])
+@pytest.mark.parametrize(
+    "edits,match",
+    [
+        ({0: {"remove_kv_heads": [5]}}, "out of range"),
+        ({0: {"remove_heads": [0]}}, "same"),
+        ({7: {"remove_mlp": True}}, "has 2 blocks"),
+        ({0: {"remove_block": True}, 1: {"remove_block": True}}, "every block"),
+        ({0: {"prune_everything": True}}, "unknown keys"),
+    ],
+)
 def test_bad_plans(edits, match):
     model = build_tiny("llama")
     with pytest.raises(LlmpruneError, match=match):

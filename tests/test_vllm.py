@@ -21,8 +21,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 pytestmark = [
-    pytest.mark.skipif(not VLLM_PYTHON.exists(), reason=".venv-vllm is absent: `make vllm-env` builds vLLM's CPU "
-                                                        "environment and `make test-vllm` runs these tests"),
+    pytest.mark.skipif(
+        not VLLM_PYTHON.exists(),
+        reason=".venv-vllm is absent: `make vllm-env` builds vLLM's CPU "
+        "environment and `make test-vllm` runs these tests",
+    ),
     pytest.mark.timeout(3600),
 ]
 
@@ -39,11 +42,22 @@ CASES = {
     "qwen2-uniform": ("qwen2", "manual plan: 64 channels per block", "stock"),
     "qwen2-manual": ("qwen2", "manual plan: MLP widths, removed attention/MLP/block", "block_configs"),
 }
-SMOL_PLAN = {0: {"remove_channels": {"count": 200}}, 3: {"remove_channels": {"count": 400}},
-             5: {"remove_attention": True}, 8: {"remove_channels": {"count": 600}}, 10: {"remove_mlp": True},
-             20: {"remove_block": True}, 25: {"remove_channels": {"count": 100}}}
-QWEN_PLAN = {0: {"remove_channels": {"count": 30}}, 1: {"remove_attention": True, "remove_channels": {"count": 100}},
-             2: {"remove_mlp": True}, 3: {"remove_block": True}, 4: {"remove_attention": True}}
+SMOL_PLAN = {
+    0: {"remove_channels": {"count": 200}},
+    3: {"remove_channels": {"count": 400}},
+    5: {"remove_attention": True},
+    8: {"remove_channels": {"count": 600}},
+    10: {"remove_mlp": True},
+    20: {"remove_block": True},
+    25: {"remove_channels": {"count": 100}},
+}
+QWEN_PLAN = {
+    0: {"remove_channels": {"count": 30}},
+    1: {"remove_attention": True, "remove_channels": {"count": 100}},
+    2: {"remove_mlp": True},
+    3: {"remove_block": True},
+    4: {"remove_attention": True},
+}
 
 
 def _smollm2(name: str):
@@ -56,13 +70,24 @@ def _smollm2(name: str):
     if name == "smollm2-dense":
         report = api.prune(model, tok, "magnitude", ratio="0.3", **CALIB)
     elif name == "smollm2-uniform":
-        report = api.prune(model, tok, "sobp", ratio="0.2", global_selection=False, refine=True, reconstruct=False,
-                           **CALIB)
+        report = api.prune(
+            model, tok, "sobp", ratio="0.2", global_selection=False, refine=True, reconstruct=False, **CALIB
+        )
     elif name == "smollm2-shortgpt":
         report = api.prune(model, tok, "shortgpt", ratio="0.2", **CALIB)
     elif name == "smollm2-pg-channels":
-        report = api.prune(model, tok, "pg", ratio="0.2", budget="params", units="channels,blocks", steps=4,
-                           keep_best=0, init_samples=4, **CALIB)
+        report = api.prune(
+            model,
+            tok,
+            "pg",
+            ratio="0.2",
+            budget="params",
+            units="channels,blocks",
+            steps=4,
+            keep_best=0,
+            init_samples=4,
+            **CALIB,
+        )
     else:
         apply_plan(get_adapter(model), StructuredPlan.from_dict({"layers": SMOL_PLAN}))
         report = {"method": "manual"}
@@ -76,8 +101,11 @@ def _qwen2(name: str):
     from llmprune.surgery.plan import StructuredPlan, apply_plan
 
     model = build_tiny_servable("qwen2")
-    plan = {"qwen2-dense": {}, "qwen2-manual": QWEN_PLAN,
-            "qwen2-uniform": {i: {"remove_channels": {"count": 64}} for i in range(6)}}[name]
+    plan = {
+        "qwen2-dense": {},
+        "qwen2-manual": QWEN_PLAN,
+        "qwen2-uniform": {i: {"remove_channels": {"count": 64}} for i in range(6)},
+    }[name]
     apply_plan(get_adapter(model), StructuredPlan.from_dict({"layers": plan}))
     return model, None, {"method": "manual"}
 
@@ -101,7 +129,7 @@ def _greedy(model, prompts: list[list[int]], new_tokens: int) -> list[list[int]]
     with torch.no_grad():
         for _ in range(new_tokens):
             x = torch.cat([x, model(x).logits[:, -1:].argmax(-1)], 1)
-    return x[:, len(prompts[0]):].tolist()
+    return x[:, len(prompts[0]) :].tolist()
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +148,12 @@ def exports(request, tmp_path_factory) -> dict[str, dict]:
         path = root / name
         llmprune.save(model, tok, path, report)
         kind = json.loads((path / "report.json").read_text())["export"]["kind"]  # the format llmprune wrote
-        out[name] = {"dir": str(path), "kind": kind, "prompts": _prompts(family),
-                     "max_model_len": min(512, model.config.max_position_embeddings)}
+        out[name] = {
+            "dir": str(path),
+            "kind": kind,
+            "prompts": _prompts(family),
+            "max_model_len": min(512, model.config.max_position_embeddings),
+        }
     return out
 
 
@@ -130,13 +162,32 @@ def served(exports, tmp_path_factory) -> dict[str, dict]:
     """vLLM's greedy tokens for every export, from one subprocess under .venv-vllm's python."""
     tmp = tmp_path_factory.mktemp("vllm-io")
     names = list(exports)
-    request = {"jobs": [{"model": exports[n]["dir"], "prompts": exports[n]["prompts"], "max_tokens": NEW_TOKENS,
-                         "max_model_len": exports[n]["max_model_len"]} for n in names]}
+    request = {
+        "jobs": [
+            {
+                "model": exports[n]["dir"],
+                "prompts": exports[n]["prompts"],
+                "max_tokens": NEW_TOKENS,
+                "max_model_len": exports[n]["max_model_len"],
+            }
+            for n in names
+        ]
+    }
     (tmp / "request.json").write_text(json.dumps(request))
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
     env.pop("PYTHONPATH", None)
-    proc = subprocess.run([str(VLLM_PYTHON), str(REPO / "tests" / "vllm_generate.py"), str(tmp / "request.json"),
-                           str(tmp / "result.json")], env=env, capture_output=True, text=True, timeout=3000)
+    proc = subprocess.run(
+        [
+            str(VLLM_PYTHON),
+            str(REPO / "tests" / "vllm_generate.py"),
+            str(tmp / "request.json"),
+            str(tmp / "result.json"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
     if proc.returncode != 0 or not (tmp / "result.json").exists():
         pytest.fail(f"vLLM worker failed (exit {proc.returncode}): {proc.stderr[-3000:]}")
     return dict(zip(names, json.loads((tmp / "result.json").read_text())))

@@ -16,8 +16,15 @@ from llmprune.errors import LlmpruneError  # noqa: E402
 from llmprune.eval.zeroshot import evaluate_zeroshot, merge_item_ranges, offline  # noqa: E402
 from llmprune.eval.zeroshot_tasks import TASKS, locate, parse_tasks, write_task_dir  # noqa: E402
 
-ROWS = {"piqa": 1838, "hellaswag": 10042, "winogrande": 1267, "arc_easy": 2376, "arc_challenge": 1172,
-        "boolq": 3270, "openbookqa": 500}
+ROWS = {
+    "piqa": 1838,
+    "hellaswag": 10042,
+    "winogrande": 1267,
+    "arc_easy": 2376,
+    "arc_challenge": 1172,
+    "boolq": 3270,
+    "openbookqa": 500,
+}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -32,11 +39,17 @@ def _expected_first(task: str, row: dict) -> tuple[object, list[str], object]:
         return row["query"], row["choices"], row["label"]
     if task == "winogrande":
         i = row["sentence"].index("_")
-        return ({"1": 0, "2": 1}[row["answer"]], [row["sentence"][:i] + row["option1"], row["sentence"][:i] + row["option2"]],
-                row["sentence"][i + 1:].strip())
+        return (
+            {"1": 0, "2": 1}[row["answer"]],
+            [row["sentence"][:i] + row["option1"], row["sentence"][:i] + row["option2"]],
+            row["sentence"][i + 1 :].strip(),
+        )
     if task in ("arc_easy", "arc_challenge"):
-        return (f"Question: {row['question']}\nAnswer:", row["choices"]["text"],
-                row["choices"]["label"].index(row["answerKey"]))
+        return (
+            f"Question: {row['question']}\nAnswer:",
+            row["choices"]["text"],
+            row["choices"]["label"].index(row["answerKey"]),
+        )
     if task == "boolq":
         return f"{row['passage']}\nQuestion: {row['question']}?\nAnswer:", ["no", "yes"], row["label"]
     return row["question_stem"], row["choices"]["text"], row["choices"]["label"].index(row["answerKey"].lstrip())
@@ -51,7 +64,8 @@ def lm_eval_tasks(shared_data: Path, tmp_path_factory) -> dict:
     folder = write_task_dir(files, tmp_path_factory.mktemp("tasks"))
     with offline():
         tasks = TaskManager(include_path=str(folder), include_defaults=False).load(
-            [t.lm_eval_name for t in TASKS.values()])["tasks"]
+            [t.lm_eval_name for t in TASKS.values()]
+        )["tasks"]
     return {name.removeprefix("llmprune_"): task for name, task in tasks.items()}
 
 
@@ -81,11 +95,12 @@ def test_parse_tasks() -> None:
 
 # --- scoring checked by hand -------------------------------------------------------------
 
+
 def _loglik(model, tok, context: str, continuation: str) -> float:
     """log p(continuation | context), split into tokens the way lm-eval does for causal LMs."""
     whole = tok.encode(context + continuation)
     ctx = tok.encode(context)
-    cont = whole[len(ctx):]
+    cont = whole[len(ctx) :]
     ids = torch.tensor([whole])
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
@@ -119,8 +134,7 @@ def _small_data_dir(shared_data: Path, out: Path, tasks: list[str], n: int, max_
 
 
 @pytest.mark.parametrize("task", ["piqa", "winogrande", "arc_easy"])
-def test_scores_match_hand_computation(shared_data: Path, tmp_path: Path, tiny_llama, toy_tokenizer,
-                                       task: str) -> None:
+def test_scores_match_hand_computation(shared_data: Path, tmp_path: Path, tiny_llama, toy_tokenizer, task: str) -> None:
     data = _small_data_dir(shared_data, tmp_path, [task], n=12)
     rows = _rows(data / "zeroshot" / TASKS[task].filename)
     result = evaluate_zeroshot(tiny_llama, toy_tokenizer, task, data, batch_size=1)
@@ -147,8 +161,9 @@ def test_limit_takes_the_first_items(shared_data: Path, tmp_path: Path, tiny_lla
     assert result["zeroshot"]["piqa"]["acc"] == pytest.approx(hand["acc"], abs=1e-12)
 
 
-def test_item_ranges_score_those_items_and_join_to_the_full_set(shared_data: Path, tmp_path: Path, tiny_llama,
-                                                                 toy_tokenizer) -> None:
+def test_item_ranges_score_those_items_and_join_to_the_full_set(
+    shared_data: Path, tmp_path: Path, tiny_llama, toy_tokenizer
+) -> None:
     data = _small_data_dir(shared_data, tmp_path, ["arc_easy"], n=10)
     rows = _rows(data / "zeroshot" / TASKS["arc_easy"].filename)
     full = evaluate_zeroshot(tiny_llama, toy_tokenizer, ["arc_easy"], data, batch_size=3)["zeroshot"]["arc_easy"]
@@ -171,8 +186,9 @@ def test_item_ranges_score_those_items_and_join_to_the_full_set(shared_data: Pat
         evaluate_zeroshot(tiny_llama, toy_tokenizer, ["arc_easy"], data, items="10:20")
 
 
-def test_no_git_probe_noise_outside_a_checkout(shared_data: Path, tmp_path: Path, tiny_llama, toy_tokenizer,
-                                              monkeypatch, capfd) -> None:
+def test_no_git_probe_noise_outside_a_checkout(
+    shared_data: Path, tmp_path: Path, tiny_llama, toy_tokenizer, monkeypatch, capfd
+) -> None:
     """lm-eval runs ``git describe`` in the working directory; outside a git checkout that
     printed ``fatal: not a git repository`` on every run."""
     import lm_eval.evaluator
@@ -198,13 +214,16 @@ def test_merge_item_ranges_refuses_gaps_and_overlaps() -> None:
     joined = merge_item_ranges([{"items": [4, 10], "n": 6, "acc": 1.0, "acc_norm": None}, a], 10)
     assert joined["acc"] == pytest.approx(0.8) and joined["acc_norm"] is None
     # counts are joined, not float means: 1/3 and 2/3 of 3 + 3 items give exactly 3 / 6
-    thirds = [{"items": [0, 3], "n": 3, "acc": 1 / 3, "acc_norm": 2 / 3},
-              {"items": [3, 6], "n": 3, "acc": 2 / 3, "acc_norm": 1 / 3}]
+    thirds = [
+        {"items": [0, 3], "n": 3, "acc": 1 / 3, "acc_norm": 2 / 3},
+        {"items": [3, 6], "n": 3, "acc": 2 / 3, "acc_norm": 1 / 3},
+    ]
     joined = merge_item_ranges(thirds, 6)
     assert joined["acc"] == 0.5 and joined["acc_norm"] == 0.5
 
 
 # --- errors ------------------------------------------------------------------------------
+
 
 def test_missing_file_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(LlmpruneError) as info:
@@ -215,13 +234,16 @@ def test_missing_file_is_one_clear_line(tmp_path: Path) -> None:
         locate(TASKS["piqa"], None)
 
 
-@pytest.mark.parametrize("content,msg", [
-    ('{"goal": "g", "sol1": "a", "sol2": "b", "label": 0}\n{not json\n', "line 2 is not JSON"),
-    ('{"goal": "g", "sol1": "a", "label": 0}\n', "line 1: field 'sol2' must be a string"),
-    ('{"goal": "g", "sol1": "a", "sol2": "b", "label": 2}\n', "field 'label' must be an integer in [0, 1]"),
-    ('["goal"]\n', "not a JSON object"),
-    ("\n", "is empty"),
-])
+@pytest.mark.parametrize(
+    "content,msg",
+    [
+        ('{"goal": "g", "sol1": "a", "sol2": "b", "label": 0}\n{not json\n', "line 2 is not JSON"),
+        ('{"goal": "g", "sol1": "a", "label": 0}\n', "line 1: field 'sol2' must be a string"),
+        ('{"goal": "g", "sol1": "a", "sol2": "b", "label": 2}\n', "field 'label' must be an integer in [0, 1]"),
+        ('["goal"]\n', "not a JSON object"),
+        ("\n", "is empty"),
+    ],
+)
 def test_malformed_file_is_one_clear_line(tmp_path: Path, content: str, msg: str) -> None:
     (tmp_path / "zeroshot").mkdir()
     (tmp_path / "zeroshot" / "piqa_validation.jsonl").write_text(content)
@@ -251,12 +273,14 @@ def test_boolq_rows_check(tmp_path: Path) -> None:
     """The data README warns that the source's boolq labels were strings; ours must be ints."""
     (tmp_path / "zeroshot").mkdir()
     (tmp_path / "zeroshot" / "boolq_validation.jsonl").write_text(
-        '{"question": "q", "passage": "p", "idx": 0, "label": "true"}\n')
+        '{"question": "q", "passage": "p", "idx": 0, "label": "true"}\n'
+    )
     with pytest.raises(LlmpruneError, match="field 'label' must be an integer"):
         locate(TASKS["boolq"], tmp_path)
 
 
 # --- CLI ---------------------------------------------------------------------------------
+
 
 def test_cli_eval_zeroshot_and_save(capsys, shared_data: Path, tiny_llama_dir: Path, tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
@@ -264,18 +288,35 @@ def test_cli_eval_zeroshot_and_save(capsys, shared_data: Path, tiny_llama_dir: P
     code = main(["eval", str(model_dir), "--seqlen", "32", "--max-windows", "1", "--save", "--quiet", "--json"])
     assert code == 0
     capsys.readouterr()
-    code = main(["eval", str(model_dir), "--zeroshot", "piqa", "--limit", "4", "--data-dir", str(shared_data),
-                 "--save", "--quiet", "--json"])
+    code = main(
+        [
+            "eval",
+            str(model_dir),
+            "--zeroshot",
+            "piqa",
+            "--limit",
+            "4",
+            "--data-dir",
+            str(shared_data),
+            "--save",
+            "--quiet",
+            "--json",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["ppl"] == {} and result["zeroshot"]["piqa"]["n"] == 4
     assert 0.0 <= result["zeroshot"]["piqa"]["acc"] <= 1.0
-    assert result["protocol"]["piqa"]["limit"] == 4 and result["protocol"]["piqa"]["file"] == "zeroshot/piqa_validation.jsonl"
+    assert (
+        result["protocol"]["piqa"]["limit"] == 4
+        and result["protocol"]["piqa"]["file"] == "zeroshot/piqa_validation.jsonl"
+    )
     saved = json.loads((model_dir / "eval.json").read_text())
     assert "wikitext2" in saved["ppl"] and saved["zeroshot"]["piqa"] == result["zeroshot"]["piqa"]
     assert set(saved["protocol"]) == {"wikitext2", "piqa"}
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".")]  # no temp file left
-    code = main(["eval", str(model_dir), "--zeroshot", "piqa", "--limit", "2", "--data-dir", str(shared_data),
-                 "--quiet"])
+    code = main(
+        ["eval", str(model_dir), "--zeroshot", "piqa", "--limit", "2", "--data-dir", str(shared_data), "--quiet"]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "piqa: acc " in out and '"num_fewshot": 0' in out and "zero-shot mean acc" in out

@@ -7,21 +7,33 @@ from torch import nn
 
 
 def _configs(vocab_size: int) -> dict:
-    from transformers import (Gemma3TextConfig, LlamaConfig, MistralConfig, OPTConfig, PhiConfig,
-                              Qwen2Config)
+    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, OPTConfig, PhiConfig, Qwen2Config
 
-    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  max_position_embeddings=256)
+    common = dict(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2, max_position_embeddings=256
+    )
     return {
         "llama": LlamaConfig(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, **common),
         "mistral": MistralConfig(num_attention_heads=4, num_key_value_heads=2, sliding_window=None, **common),
         "qwen2": Qwen2Config(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, **common),
-        "opt": OPTConfig(vocab_size=vocab_size, hidden_size=64, ffn_dim=128, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=64),
+        "opt": OPTConfig(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            ffn_dim=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            word_embed_proj_dim=64,
+        ),
         "phi": PhiConfig(num_attention_heads=4, num_key_value_heads=4, partial_rotary_factor=0.5, **common),
-        "gemma3": Gemma3TextConfig(num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                                   sliding_window=8, layer_types=["sliding_attention", "full_attention"],
-                                   **common),
+        "gemma3": Gemma3TextConfig(
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            sliding_window=8,
+            layer_types=["sliding_attention", "full_attention"],
+            **common,
+        ),
     }
 
 
@@ -67,8 +79,16 @@ def build_tiny_mamba(vocab_size: int = 128, seed: int = 0) -> nn.Module:
     mode; ``time_step_rank`` 8 so that every linear takes 2:4 and 4:8 patterns."""
     from transformers import MambaConfig, MambaForCausalLM
 
-    config = MambaConfig(vocab_size=vocab_size, hidden_size=64, state_size=8, num_hidden_layers=2, expand=2,
-                         conv_kernel=4, time_step_rank=8, use_cache=False)
+    config = MambaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        state_size=8,
+        num_hidden_layers=2,
+        expand=2,
+        conv_kernel=4,
+        time_step_rank=8,
+        use_cache=False,
+    )
     torch.manual_seed(seed)
     model = MambaForCausalLM(config)
     with torch.no_grad():  # random norms/biases so that every parameter matters

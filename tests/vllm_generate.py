@@ -22,8 +22,16 @@ def generate(model: str, prompts: list[list[int]], max_tokens: int, max_model_le
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=model, dtype="float32", enforce_eager=True, trust_remote_code=True, max_model_len=max_model_len,
-              skip_tokenizer_init=True, seed=0, distributed_executor_backend="uni")
+    llm = LLM(
+        model=model,
+        dtype="float32",
+        enforce_eager=True,
+        trust_remote_code=True,
+        max_model_len=max_model_len,
+        skip_tokenizer_init=True,
+        seed=0,
+        distributed_executor_backend="uni",
+    )
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False)
     try:
         outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
@@ -39,8 +47,9 @@ def main(request_path: str, result_path: str) -> None:
     result = []
     for job in req["jobs"]:
         try:
-            result.append({"tokens": generate(job["model"], job["prompts"], job["max_tokens"],
-                                              job.get("max_model_len", 512))})
+            result.append(
+                {"tokens": generate(job["model"], job["prompts"], job["max_tokens"], job.get("max_model_len", 512))}
+            )
         except Exception as exc:  # reported to the test, which fails with the message
             lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
             result.append({"error": f"{type(exc).__name__}: {' | '.join(lines[:4])}"})

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["calibration_data", "evaluate", "load", "prune", "save"]
 
 
-def load(model: str | os.PathLike | None = None, dtype: str | torch.dtype = "float32",
-         device: str = "cpu") -> tuple[nn.Module, Any]:
+def load(
+    model: str | os.PathLike | None = None, dtype: str | torch.dtype = "float32", device: str = "cpu"
+) -> tuple[nn.Module, Any]:
     """Load a model and tokenizer: ``None``/``"smollm2-135m"`` (the embedded default),
     a local Hugging Face directory (including llmprune outputs) or a hub id (online)."""
     checks.check_model_spec(model)
@@ -35,8 +36,9 @@ def load(model: str | os.PathLike | None = None, dtype: str | torch.dtype = "flo
     return load_model_and_tokenizer(model, dtype=dtype, device=device)
 
 
-def calibration_data(tokenizer, n: int, seqlen: int, seed: int = 0, dataset: str = "wikitext2",
-                     data_dir: str | os.PathLike | None = None) -> torch.Tensor:
+def calibration_data(
+    tokenizer, n: int, seqlen: int, seed: int = 0, dataset: str = "wikitext2", data_dir: str | os.PathLike | None = None
+) -> torch.Tensor:
     """``n`` random windows of ``seqlen`` tokens from the dataset's calibration split
     (WikiText-2 train portion by default; C4 validation for ``c4``)."""
     from .data import calibration_windows, load_text, tokenize
@@ -58,10 +60,22 @@ def _validate_calibration(calib_samples: int, seqlen: int) -> None:
         raise LlmpruneError(f"--seqlen {seqlen} must be at least 2")
 
 
-def prune(model: nn.Module, tokenizer, method: "str | Method", ratio: float | str | None = None,
-          pattern: str | None = None, calib_samples: int = 128, seqlen: int = 2048, seed: int = 0,
-          device: str = "cpu", calib_dataset: str = "wikitext2", data_dir: str | os.PathLike | None = None,
-          progress: bool = True, reuse: Mapping[str, Any] | None = None, **options: Any) -> PruneReport:
+def prune(
+    model: nn.Module,
+    tokenizer,
+    method: "str | Method",
+    ratio: float | str | None = None,
+    pattern: str | None = None,
+    calib_samples: int = 128,
+    seqlen: int = 2048,
+    seed: int = 0,
+    device: str = "cpu",
+    calib_dataset: str = "wikitext2",
+    data_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    reuse: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> PruneReport:
     """Prune ``model`` in place with ``method`` and return the :class:`PruneReport`.
 
     ``method`` is a name (see ``llmprune methods``) or a method object already built
@@ -96,38 +110,61 @@ def prune(model: nn.Module, tokenizer, method: "str | Method", ratio: float | st
     calib = None
     if m.needs_calibration:
         calib = calibration_data(tokenizer, calib_samples, seqlen, seed, calib_dataset, data_dir)
-    result = m.run(PruneContext(model, adapter, calib, device=str(device), progress=progress, seed=seed,
-                                reuse=reuse or {}))
+    result = m.run(
+        PruneContext(model, adapter, calib, device=str(device), progress=progress, seed=seed, reuse=reuse or {})
+    )
     seconds = time.perf_counter() - t0
     adapter = get_adapter(model)
     block_after = adapter.block_linear_params()
     unstructured_section = structured_section = None
     if structured:
         achieved = 1.0 - block_after / block_before if block_before else 0.0
-        structured_section = StructuredSection(achieved_ratio=achieved, block_linear_params_before=block_before,
-                                               layers_structured=block_widths(adapter), removed=result.removed,
-                                               block_influence=result.block_influence)
+        structured_section = StructuredSection(
+            achieved_ratio=achieved,
+            block_linear_params_before=block_before,
+            layers_structured=block_widths(adapter),
+            removed=result.removed,
+            block_influence=result.block_influence,
+        )
         ratio_out, pattern_out = m.reported_target()
         ratio_out = achieved if ratio_out is None else ratio_out
         params_after = count_parameters(model)
         note = "stored parameters (tied embeddings counted once); structured pruning removes them"
     else:
         layers = result.layers or []
-        unstructured_section = UnstructuredSection(block_sparsity=block_sparsity(layers), layers=layers,
-                                                   stored_params=count_parameters(model),
-                                                   update=getattr(m, "update", None))
+        unstructured_section = UnstructuredSection(
+            block_sparsity=block_sparsity(layers),
+            layers=layers,
+            stored_params=count_parameters(model),
+            update=getattr(m, "update", None),
+        )
         ratio_out, pattern_out = m.reported_target()
         params_after = count_nonzero_parameters(model)
         note = "non-zero parameters (tied embeddings counted once); unstructured sparsity keeps tensor shapes"
     return PruneReport(
-        method=m.name, kind=m.kind, ratio=ratio_out, pattern=pattern_out, options=m.options(),
-        method_args=m.method_args(), model_type=str(_config(model).model_type),
+        method=m.name,
+        kind=m.kind,
+        ratio=ratio_out,
+        pattern=pattern_out,
+        options=m.options(),
+        method_args=m.method_args(),
+        model_type=str(_config(model).model_type),
         calibration=None if calib is None else Calibration(calib_dataset, calib_samples, seqlen, seed),
-        params_before=params_before, params_after=params_after, params_note=note, block_linear_params=block_after,
-        seconds=seconds, prune_seconds=result.seconds, peak_rss_mb=result.peak_rss_mb,
-        peak_device_mb=result.peak_device_mb, device=str(device), environment=environment(),
-        unstructured=unstructured_section, structured=structured_section, stages=dict(result.stages),
-        details=result.details)
+        params_before=params_before,
+        params_after=params_after,
+        params_note=note,
+        block_linear_params=block_after,
+        seconds=seconds,
+        prune_seconds=result.seconds,
+        peak_rss_mb=result.peak_rss_mb,
+        peak_device_mb=result.peak_device_mb,
+        device=str(device),
+        environment=environment(),
+        unstructured=unstructured_section,
+        structured=structured_section,
+        stages=dict(result.stages),
+        details=result.details,
+    )
 
 
 def environment() -> dict:
@@ -146,10 +183,20 @@ def environment() -> dict:
     }
 
 
-def evaluate(model: nn.Module, tokenizer, ppl: Sequence[str] | str | None = None, seqlen: int = 2048,
-             max_windows: int | None = None, data_dir: str | os.PathLike | None = None,
-             device: str = "cpu", progress: bool = True, zeroshot: Sequence[str] | str | None = None,
-             limit: int | None = None, batch_size: int = 8, items: str | Sequence[int] | None = None) -> dict:
+def evaluate(
+    model: nn.Module,
+    tokenizer,
+    ppl: Sequence[str] | str | None = None,
+    seqlen: int = 2048,
+    max_windows: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    zeroshot: Sequence[str] | str | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    items: str | Sequence[int] | None = None,
+) -> dict:
     """Perplexity on each dataset and zero-shot accuracy on each task:
     ``{"ppl": {name: value}, "zeroshot": {task: {"acc", "acc_norm", "n", ...}}, "protocol": {name: {...}}}``.
 
@@ -177,18 +224,28 @@ def evaluate(model: nn.Module, tokenizer, ppl: Sequence[str] | str | None = None
         check_zeroshot(zeroshot, data_dir, limit, batch_size, items)  # fail before the perplexity work
     result: dict = {"ppl": {}, "protocol": {}}
     if names:
-        result = evaluate_ppl(model, tokenizer, names, seqlen=seqlen, max_windows=max_windows,
-                              data_dir=data_dir, device=device, progress=progress)
+        result = evaluate_ppl(
+            model,
+            tokenizer,
+            names,
+            seqlen=seqlen,
+            max_windows=max_windows,
+            data_dir=data_dir,
+            device=device,
+            progress=progress,
+        )
     if zeroshot:
-        scores = evaluate_zeroshot(model, tokenizer, zeroshot, data_dir, limit=limit,
-                                   batch_size=batch_size, progress=progress, items=items)
+        scores = evaluate_zeroshot(
+            model, tokenizer, zeroshot, data_dir, limit=limit, batch_size=batch_size, progress=progress, items=items
+        )
         result["zeroshot"] = scores["zeroshot"]
         result["protocol"].update(scores["protocol"])
     return result
 
 
-def save(model: nn.Module, tokenizer, out: str | os.PathLike, report: PruneReport | dict | None,
-         force: bool = False) -> Path:
+def save(
+    model: nn.Module, tokenizer, out: str | os.PathLike, report: PruneReport | dict | None, force: bool = False
+) -> Path:
     """Write model + tokenizer + ``report.json`` and ``recipe.yaml`` (the run as a recipe)
     to ``out`` atomically."""
     from .export import save_pruned

@@ -69,8 +69,9 @@ def check_model(model: Any) -> None:
         raise LlmpruneError(f"model={type(model).__name__}: pass the model returned by llmprune.load")
 
 
-def check_prune_args(model: Any, method: Any, ratio: Any, pattern: Any, calib_samples: Any, seqlen: Any,
-                     seed: Any, device: Any) -> None:
+def check_prune_args(
+    model: Any, method: Any, ratio: Any, pattern: Any, calib_samples: Any, seqlen: Any, seed: Any, device: Any
+) -> None:
     """Types and ranges of :func:`llmprune.prune`'s general arguments (before any work);
     the method's own options are checked by its configuration."""
     check_model(model)
@@ -126,11 +127,14 @@ def check_finite_model(model: nn.Module, action: str) -> None:
     """Refuse to ``action`` (save, evaluate) a model with non-finite weights, naming the first."""
     bad = first_nonfinite(model)
     if bad is not None:
-        raise LlmpruneError(f"cannot {action}: tensor {bad} holds NaN/inf values; the model is broken "
-                            "(re-run the pruning in float32, or check the input checkpoint)")
+        raise LlmpruneError(
+            f"cannot {action}: tensor {bad} holds NaN/inf values; the model is broken "
+            "(re-run the pruning in float32, or check the input checkpoint)"
+        )
 
 
 def check_finite_logits(logits: torch.Tensor, what: str) -> None:
     if not bool(torch.isfinite(logits).all()):
-        raise LlmpruneError(f"{what}: the model produced NaN/inf logits; evaluate in float32 (--dtype float32) "
-                            "or check the checkpoint")
+        raise LlmpruneError(
+            f"{what}: the model produced NaN/inf logits; evaluate in float32 (--dtype float32) or check the checkpoint"
+        )

@@ -28,18 +28,34 @@ def _device(value: str) -> str:
 #: old per-method flags of ``llmprune prune``, still accepted for one release (hidden):
 #: flag -> (method arg, value: None = the flag's argument, else the constant it stands for)
 DEPRECATED_FLAGS: dict[str, tuple[str, object]] = {
-    "--damp": ("damp", None), "--blocksize": ("blocksize", None), "--update": ("update", None),
-    "--no-refine": ("refine", False), "--no-reconstruct": ("reconstruct", False),
-    "--uniform": ("global_selection", False), "--checkpointing": ("checkpointing", True),
-    "--refit-prior": ("refit_prior", None), "--refit-damp": ("refit_damp", None),
-    "--refit-target": ("refit_target", None), "--allow-empty": ("allow_empty", True),
-    "--steps": ("steps", None), "--lr": ("lr", None), "--batch-size": ("batch_size", None),
-    "--samples-per-step": ("samples_per_step", None), "--budget": ("budget", None), "--pg-init": ("init", None),
-    "--pg-units": ("units", None), "--pg-keep-best": ("keep_best", None),
-    "--pg-select-samples": ("select_samples", None), "--offload": ("offload", True),
-    "--disp-lambda": ("lam", None), "--disp-target": ("target", None), "--disp-estimator": ("estimator", None),
-    "--disp-batch": ("batch_size", None), "--disp-bf16": ("autocast", None),
-    "--disp-no-checkpointing": ("checkpointing", False), "--spec": ("spec", None),
+    "--damp": ("damp", None),
+    "--blocksize": ("blocksize", None),
+    "--update": ("update", None),
+    "--no-refine": ("refine", False),
+    "--no-reconstruct": ("reconstruct", False),
+    "--uniform": ("global_selection", False),
+    "--checkpointing": ("checkpointing", True),
+    "--refit-prior": ("refit_prior", None),
+    "--refit-damp": ("refit_damp", None),
+    "--refit-target": ("refit_target", None),
+    "--allow-empty": ("allow_empty", True),
+    "--steps": ("steps", None),
+    "--lr": ("lr", None),
+    "--batch-size": ("batch_size", None),
+    "--samples-per-step": ("samples_per_step", None),
+    "--budget": ("budget", None),
+    "--pg-init": ("init", None),
+    "--pg-units": ("units", None),
+    "--pg-keep-best": ("keep_best", None),
+    "--pg-select-samples": ("select_samples", None),
+    "--offload": ("offload", True),
+    "--disp-lambda": ("lam", None),
+    "--disp-target": ("target", None),
+    "--disp-estimator": ("estimator", None),
+    "--disp-batch": ("batch_size", None),
+    "--disp-bf16": ("autocast", None),
+    "--disp-no-checkpointing": ("checkpointing", False),
+    "--spec": ("spec", None),
 }
 
 
@@ -67,8 +83,11 @@ def _deprecated_method_args(args: argparse.Namespace) -> dict[str, object]:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="compute device: cpu or cuda[:N] (default cpu)")
     p.add_argument("--dtype", default="float32", help="model dtype: float32, bfloat16, float16")
-    p.add_argument("--data-dir", default=None,
-                   help="folder holding ptb/, c4/, zeroshot/ (and optionally wikitext2/); WikiText-2 ships inside the package")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding ptb/, c4/, zeroshot/ (and optionally wikitext2/); WikiText-2 ships inside the package",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -76,20 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmprune", description="Retraining-free pruning of causal LMs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prune", help="prune a model and write it to --out",
-                       description="Prune a model. Method options: --method-args key=value,... or a --recipe; "
-                                   "`llmprune methods NAME` lists them. Data folder for c4/ptb calibration: "
-                                   "environment variable LLMPRUNE_DATA_DIR.")
+    p = sub.add_parser(
+        "prune",
+        help="prune a model and write it to --out",
+        description="Prune a model. Method options: --method-args key=value,... or a --recipe; "
+        "`llmprune methods NAME` lists them. Data folder for c4/ptb calibration: "
+        "environment variable LLMPRUNE_DATA_DIR.",
+    )
     p.add_argument("--model", default=None, help="smollm2-135m (default, embedded), a local HF directory or a hub id")
     p.add_argument("--method", default=None, help="a method name: `llmprune methods` lists them")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--ratio", type=str, help="fraction of block linear weights to remove (unstructured: [0, 0.99])")
     group.add_argument("--pattern", type=str, help="N:M sparsity, at most N non-zeros per M weights, e.g. 2:4")
-    p.add_argument("--method-args", default=None, metavar="K=V,...",
-                   help="method options, e.g. damp=0.01,blocksize=64 (see `llmprune methods NAME`)")
-    p.add_argument("--recipe", default=None, metavar="FILE",
-                   help="YAML recipe: method, ratio/pattern, method_args, calibration (flags override it); "
-                        "every output holds the recipe.yaml of its run")
+    p.add_argument(
+        "--method-args",
+        default=None,
+        metavar="K=V,...",
+        help="method options, e.g. damp=0.01,blocksize=64 (see `llmprune methods NAME`)",
+    )
+    p.add_argument(
+        "--recipe",
+        default=None,
+        metavar="FILE",
+        help="YAML recipe: method, ratio/pattern, method_args, calibration (flags override it); "
+        "every output holds the recipe.yaml of its run",
+    )
     p.add_argument("--calib-dataset", default=None, help="wikitext2 (default, embedded), c4, ptb")
     p.add_argument("--calib-samples", type=int, default=None, help="calibration windows (default 128)")
     p.add_argument("--seqlen", type=int, default=None, help="tokens per calibration window (default 2048)")
@@ -112,14 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a model's perplexity and zero-shot accuracy")
     e.add_argument("model", help="a directory written by `llmprune prune`, any HF directory, or smollm2-135m")
-    e.add_argument("--ppl", default=None,
-                   help="comma list of wikitext2, ptb, c4 (default wikitext2, none when --zeroshot is given)")
-    e.add_argument("--zeroshot", default=None,
-                   help="comma list of piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq, openbookqa "
-                        "(or all); reads DATA/zeroshot/<task>_<split>.jsonl, scored by lm-eval")
+    e.add_argument(
+        "--ppl",
+        default=None,
+        help="comma list of wikitext2, ptb, c4 (default wikitext2, none when --zeroshot is given)",
+    )
+    e.add_argument(
+        "--zeroshot",
+        default=None,
+        help="comma list of piqa, hellaswag, winogrande, arc_easy, arc_challenge, boolq, openbookqa "
+        "(or all); reads DATA/zeroshot/<task>_<split>.jsonl, scored by lm-eval",
+    )
     e.add_argument("--limit", type=int, default=None, help="zero-shot: only the first N items of each task")
-    e.add_argument("--items", default=None, metavar="START:END",
-                   help="zero-shot: only items START..END-1 of each task (split a long task; clipped to its length)")
+    e.add_argument(
+        "--items",
+        default=None,
+        metavar="START:END",
+        help="zero-shot: only items START..END-1 of each task (split a long task; clipped to its length)",
+    )
     e.add_argument("--batch-size", type=int, default=8, help="zero-shot: lm-eval batch size (default 8)")
     e.add_argument("--save", action="store_true", help="also merge the result into MODEL/eval.json (atomically)")
     e.add_argument("--seqlen", type=int, default=2048, help="window length (default 2048)")
@@ -145,22 +185,31 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", help="run directories (report.json from prune, eval.json from eval --save)")
     r.add_argument("--out", default="report", help="output folder (default ./report)")
 
-    x = sub.add_parser("export", help="write a saved model in another format: a checkpoint vLLM serves, or a "
-                                      "GGUF file for llama.cpp")
+    x = sub.add_parser(
+        "export", help="write a saved model in another format: a checkpoint vLLM serves, or a GGUF file for llama.cpp"
+    )
     x.add_argument("src", help="a directory written by `llmprune prune`, any HF directory, or smollm2-135m")
-    x.add_argument("--format", required=True,
-                   help="vllm: DeciLM block_configs (per-block MLP widths, removed attention/MLP/blocks); stock: "
-                        "the family's own config (uniform widths); layout: llmprune's per-block layout (anything); "
-                        "gguf: one GGUF file for llama.cpp")
+    x.add_argument(
+        "--format",
+        required=True,
+        help="vllm: DeciLM block_configs (per-block MLP widths, removed attention/MLP/blocks); stock: "
+        "the family's own config (uniform widths); layout: llmprune's per-block layout (anything); "
+        "gguf: one GGUF file for llama.cpp",
+    )
     x.add_argument("--out", required=True, help="output directory (FILE.gguf for gguf), written atomically")
     x.add_argument("--force", action="store_true", help="replace an existing llmprune --out")
     x.add_argument("--dtype", default="float32", help="checkpoint formats: model dtype (float32, bfloat16, float16)")
     x.add_argument("--outtype", default="f32", help="gguf: f32 (default), f16 or q8_0")
-    x.add_argument("--quantize", default=None, help="gguf: re-quantize with llama.cpp to q4_1 or q4_k_m "
-                   "(needs llama-cpp-python: make llamacpp-env)")
+    x.add_argument(
+        "--quantize",
+        default=None,
+        help="gguf: re-quantize with llama.cpp to q4_1 or q4_k_m (needs llama-cpp-python: make llamacpp-env)",
+    )
 
-    d = sub.add_parser("demo", help="prune the embedded model (SoBP 20 %%) and print before/after perplexity, "
-                                    "parameters and decode speed")
+    d = sub.add_parser(
+        "demo",
+        help="prune the embedded model (SoBP 20 %%) and print before/after perplexity, parameters and decode speed",
+    )
     d.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M")
     d.add_argument("--method", default="sobp")
     d.add_argument("--ratio", default="0.2")
@@ -168,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--calib-seqlen", type=int, default=512, help="calibration window length (demo-sized)")
     d.add_argument("--seqlen", type=int, default=2048, help="evaluation window length")
     d.add_argument("--eval-windows", type=int, default=4)
-    d.add_argument("--speed-trials", type=int, default=2,
-                   help="decode-speed trials, dense vs pruned (structured methods; 0 skips)")
+    d.add_argument(
+        "--speed-trials", type=int, default=2, help="decode-speed trials, dense vs pruned (structured methods; 0 skips)"
+    )
     d.add_argument("--out", default=None, help="also save the pruned model here")
     d.add_argument("--force", action="store_true")
     _add_common(d)
@@ -208,21 +258,33 @@ def cmd_prune(args: argparse.Namespace) -> int:
     model_name = args.model or recipe.model
     model, tok = api.load(model_name, dtype=args.dtype)
     check_output_dir(args.out, args.force, model=model)  # free space for this model, before pruning
-    report = api.prune(model, tok, m, calib_samples=int(pick(args.calib_samples, "samples", 128)),
-                       seqlen=int(pick(args.seqlen, "seqlen", 2048)), seed=int(pick(args.seed, "seed", 0)),
-                       device=device, calib_dataset=str(pick(args.calib_dataset, "dataset", "wikitext2")),
-                       data_dir=args.data_dir, progress=not args.quiet)
+    report = api.prune(
+        model,
+        tok,
+        m,
+        calib_samples=int(pick(args.calib_samples, "samples", 128)),
+        seqlen=int(pick(args.seqlen, "seqlen", 2048)),
+        seed=int(pick(args.seed, "seed", 0)),
+        device=device,
+        calib_dataset=str(pick(args.calib_dataset, "dataset", "wikitext2")),
+        data_dir=args.data_dir,
+        progress=not args.quiet,
+    )
     report.model = model_name or "smollm2-135m"
     if not is_main_process():  # torchrun: every rank holds the same pruned model; rank 0 saves it
         return 0
     api.save(model, tok, args.out, report, force=args.force)
     if report.unstructured is not None:
-        print(f"{report.method} {report.pattern or report.ratio}: block sparsity "
-              f"{report.unstructured.block_sparsity:.4f}, non-zero params {report.params_before:,} -> "
-              f"{report.params_after:,}, {report.seconds:.1f} s, peak RSS {report.peak_rss_mb:.0f} MiB")
+        print(
+            f"{report.method} {report.pattern or report.ratio}: block sparsity "
+            f"{report.unstructured.block_sparsity:.4f}, non-zero params {report.params_before:,} -> "
+            f"{report.params_after:,}, {report.seconds:.1f} s, peak RSS {report.peak_rss_mb:.0f} MiB"
+        )
     else:
-        print(f"{report.method}: {report.achieved_ratio:.1%} of block linear weights removed, parameters "
-              f"{report.params_before:,} -> {report.params_after:,}, {report.seconds:.1f} s")
+        print(
+            f"{report.method}: {report.achieved_ratio:.1%} of block linear weights removed, parameters "
+            f"{report.params_before:,} -> {report.params_after:,}, {report.seconds:.1f} s"
+        )
     _print_export(report.export)
     print(f"saved to {args.out}")
     return 0
@@ -267,8 +329,11 @@ def cmd_methods(args: argparse.Namespace) -> int:
         from .methods.base import _type_name
 
         print(f"  {name:<18} {_type_name(f.annotation):<28} default {f.default!r:<10} {f.description or ''}")
-    print(f"usage: llmprune prune --method {cls.name} --method-args "
-          + ",".join(f"{n}=..." for n in list(fields)[:2]) + (" ..." if len(fields) > 2 else ""))
+    print(
+        f"usage: llmprune prune --method {cls.name} --method-args "
+        + ",".join(f"{n}=..." for n in list(fields)[:2])
+        + (" ..." if len(fields) > 2 else "")
+    )
     return 0
 
 
@@ -286,10 +351,14 @@ def _format_zeroshot(result: dict) -> str:
     lines = []
     for task, score in result.get("zeroshot", {}).items():
         norm = "" if score["acc_norm"] is None else f"  acc_norm {score['acc_norm']:.4f}"
-        lines.append(f"{task}: acc {score['acc']:.4f}{norm}  n {score['n']}  "
-                     f"[{json.dumps(result['protocol'][task], sort_keys=True)}]")
+        lines.append(
+            f"{task}: acc {score['acc']:.4f}{norm}  n {score['n']}  "
+            f"[{json.dumps(result['protocol'][task], sort_keys=True)}]"
+        )
     if lines:
-        lines.append(f"zero-shot mean acc {mean_accuracy(result['zeroshot']):.4f} over {len(result['zeroshot'])} task(s)")
+        lines.append(
+            f"zero-shot mean acc {mean_accuracy(result['zeroshot']):.4f} over {len(result['zeroshot'])} task(s)"
+        )
     return "\n".join(lines)
 
 
@@ -302,12 +371,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         check_zeroshot(args.zeroshot, args.data_dir, args.limit, args.batch_size, args.items)  # before loading
     if args.save and not Path(args.model).expanduser().is_dir():
-        raise LlmpruneError(f"--save writes eval.json into the model directory, but {args.model} is not a "
-                            "directory: evaluate a saved model directory or drop --save")
+        raise LlmpruneError(
+            f"--save writes eval.json into the model directory, but {args.model} is not a "
+            "directory: evaluate a saved model directory or drop --save"
+        )
     model, tok = api.load(args.model, dtype=args.dtype, device=device)
-    result = api.evaluate(model, tok, ppl=args.ppl, seqlen=args.seqlen, max_windows=args.max_windows,
-                          data_dir=args.data_dir, device=device, progress=not args.quiet,
-                          zeroshot=args.zeroshot, limit=args.limit, batch_size=args.batch_size, items=args.items)
+    result = api.evaluate(
+        model,
+        tok,
+        ppl=args.ppl,
+        seqlen=args.seqlen,
+        max_windows=args.max_windows,
+        data_dir=args.data_dir,
+        device=device,
+        progress=not args.quiet,
+        zeroshot=args.zeroshot,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        items=args.items,
+    )
     result["model"] = args.model
     if args.save:
         from .eval.record import save_eval
@@ -322,26 +404,38 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
     data = build_report(args.runs, args.out)
-    print(f"wrote {Path(args.out) / 'report.md'}, report.json and {len(data['plots'])} plot(s) "
-          f"comparing {len(data['runs'])} run(s)")
+    print(
+        f"wrote {Path(args.out) / 'report.md'}, report.json and {len(data['plots'])} plot(s) "
+        f"comparing {len(data['runs'])} run(s)"
+    )
     return 0
 
 
 def _format_bench(result: dict) -> str:
     batch = result["protocol"]["batch_sizes"][-1]  # the *_b8 keys hold the --batch size (8 by default)
-    keys = [("prefill_tok_s_b1", "prefill tok/s b1"), ("prefill_tok_s_b8", f"prefill tok/s b{batch}"),
-            ("decode_tok_s_b1", "decode tok/s b1"), ("decode_tok_s_b8", f"decode tok/s b{batch}"),
-            ("ttft_s", "TTFT s")]
-    lines = ["| model | params | weights MiB | " + " | ".join(k[1] for k in keys) + " |",
-             "|---|---:|---:|" + "---:|" * len(keys)]
+    keys = [
+        ("prefill_tok_s_b1", "prefill tok/s b1"),
+        ("prefill_tok_s_b8", f"prefill tok/s b{batch}"),
+        ("decode_tok_s_b1", "decode tok/s b1"),
+        ("decode_tok_s_b8", f"decode tok/s b{batch}"),
+        ("ttft_s", "TTFT s"),
+    ]
+    lines = [
+        "| model | params | weights MiB | " + " | ".join(k[1] for k in keys) + " |",
+        "|---|---:|---:|" + "---:|" * len(keys),
+    ]
     for name, m in result["models"].items():
-        cells = [f"{m['metrics'][k]['median']:.4g} ({m['metrics'][k]['min']:.4g}-{m['metrics'][k]['max']:.4g})"
-                 for k, _ in keys]
+        cells = [
+            f"{m['metrics'][k]['median']:.4g} ({m['metrics'][k]['min']:.4g}-{m['metrics'][k]['max']:.4g})"
+            for k, _ in keys
+        ]
         lines.append(f"| {name} | {m['parameters']:,} | {m['weight_mb']:.1f} | " + " | ".join(cells) + " |")
     if "speedup" in result:
         sp = result["speedup"]
-        lines.append(f"speedup of {sp['of']} vs {sp['vs']} (medians): " + ", ".join(
-            f"{k} {v:.3f}x" for k, v in sp.items() if k not in ("of", "vs")))
+        lines.append(
+            f"speedup of {sp['of']} vs {sp['vs']} (medians): "
+            + ", ".join(f"{k} {v:.3f}x" for k, v in sp.items() if k not in ("of", "vs"))
+        )
     lines.append("protocol: " + json.dumps(result["protocol"], sort_keys=True))
     return "\n".join(lines)
 
@@ -351,8 +445,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .eval.speed import benchmark
 
     device = _device(args.device)
-    for name, value in (("--prompt-len", args.prompt_len), ("--new-tokens", args.new_tokens),
-                        ("--batch", args.batch), ("--trials", args.trials)):
+    for name, value in (
+        ("--prompt-len", args.prompt_len),
+        ("--new-tokens", args.new_tokens),
+        ("--batch", args.batch),
+        ("--trials", args.trials),
+    ):
         if value < 1:
             raise LlmpruneError(f"{name} {value} must be at least 1")
     if args.threads is not None:
@@ -367,8 +465,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.vs:
         other, _ = api.load(args.vs, dtype=args.dtype, device=device)
         models[str(args.vs) if str(args.vs) != str(args.model) else f"{args.vs} (vs)"] = other
-    result = benchmark(models, device=device, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
-                       batch=args.batch, trials=args.trials, warmup=args.warmup, seed=args.seed)
+    result = benchmark(
+        models,
+        device=device,
+        prompt_len=args.prompt_len,
+        new_tokens=args.new_tokens,
+        batch=args.batch,
+        trials=args.trials,
+        warmup=args.warmup,
+        seed=args.seed,
+    )
     result["environment"] = api.environment()
     if args.save:
         from pathlib import Path
@@ -393,9 +499,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model, tok = api.load(args.model, dtype=args.dtype)
     if args.out:
         check_output_dir(args.out, args.force, model=model)
-    print(f"model: {args.model or 'SmolLM2-135M (embedded)'}, {sum(p.numel() for p in model.parameters()):,} parameters")
-    kw = dict(ppl="wikitext2", seqlen=args.seqlen, max_windows=args.eval_windows, device=device,
-              progress=not args.quiet)
+    print(
+        f"model: {args.model or 'SmolLM2-135M (embedded)'}, {sum(p.numel() for p in model.parameters()):,} parameters"
+    )
+    kw = dict(
+        ppl="wikitext2", seqlen=args.seqlen, max_windows=args.eval_windows, device=device, progress=not args.quiet
+    )
     dense = api.evaluate(model, tok, **kw)
     print(f"dense   {_format_ppl(dense)}")
     from .methods import get_method
@@ -409,32 +518,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
         tokens = args.calib_samples * args.calib_seqlen
         if tokens < STAGE3_MIN_TOKENS:
             options["reconstruct"] = False
-            print(f"sobp stages 1-2 only: stage 3 (reconstruction) helped on SmolLM2-135M only from about "
-                  f"{STAGE3_MIN_TOKENS:,} calibration tokens, and the demo uses {tokens:,}")
-    report = api.prune(model, tok, args.method, ratio=args.ratio, calib_samples=args.calib_samples,
-                       seqlen=args.calib_seqlen, device=device, progress=not args.quiet, **options)
-    print(f"pruned with {report.method} ratio {report.ratio} "
-          f"(calibration {args.calib_samples} x {args.calib_seqlen} WikiText-2 train tokens, demo-sized), "
-          f"{report.seconds:.1f} s, peak RSS {report.peak_rss_mb:.0f} MiB")
+            print(
+                f"sobp stages 1-2 only: stage 3 (reconstruction) helped on SmolLM2-135M only from about "
+                f"{STAGE3_MIN_TOKENS:,} calibration tokens, and the demo uses {tokens:,}"
+            )
+    report = api.prune(
+        model,
+        tok,
+        args.method,
+        ratio=args.ratio,
+        calib_samples=args.calib_samples,
+        seqlen=args.calib_seqlen,
+        device=device,
+        progress=not args.quiet,
+        **options,
+    )
+    print(
+        f"pruned with {report.method} ratio {report.ratio} "
+        f"(calibration {args.calib_samples} x {args.calib_seqlen} WikiText-2 train tokens, demo-sized), "
+        f"{report.seconds:.1f} s, peak RSS {report.peak_rss_mb:.0f} MiB"
+    )
     pruned = api.evaluate(model, tok, **kw)
     print(f"pruned  {_format_ppl(pruned)}")
     if structured:
-        print(f"parameters: {report.params_before:,} -> {report.params_after:,} "
-              f"({1 - report.params_after / report.params_before:.1%} fewer; "
-              f"block linears {report.achieved_ratio:.1%} removed)")
+        print(
+            f"parameters: {report.params_before:,} -> {report.params_after:,} "
+            f"({1 - report.params_after / report.params_before:.1%} fewer; "
+            f"block linears {report.achieved_ratio:.1%} removed)"
+        )
     else:
-        print(f"non-zero parameters: {report.params_before:,} -> {report.params_after:,} "
-              f"(block linears {report.achieved_ratio:.1%} sparse; same tensor shapes, so no speedup)")
+        print(
+            f"non-zero parameters: {report.params_before:,} -> {report.params_after:,} "
+            f"(block linears {report.achieved_ratio:.1%} sparse; same tensor shapes, so no speedup)"
+        )
     if dense_model is not None:
         from .eval.speed import benchmark
 
-        speed = benchmark({"pruned": model, "dense": dense_model}, device=device, prompt_len=64, new_tokens=32,
-                          trials=args.speed_trials)
+        speed = benchmark(
+            {"pruned": model, "dense": dense_model},
+            device=device,
+            prompt_len=64,
+            new_tokens=32,
+            trials=args.speed_trials,
+        )
         del dense_model
         m = {n: speed["models"][n]["metrics"] for n in ("dense", "pruned")}
-        print(f"decode tokens/s (batch 1, median of {args.speed_trials}): dense {m['dense']['decode_tok_s_b1']['median']:.1f}"
-              f" -> pruned {m['pruned']['decode_tok_s_b1']['median']:.1f} "
-              f"({speed['speedup']['decode_tok_s_b1']:.2f}x); batch 8: {speed['speedup']['decode_tok_s_b8']:.2f}x")
+        print(
+            f"decode tokens/s (batch 1, median of {args.speed_trials}): dense {m['dense']['decode_tok_s_b1']['median']:.1f}"
+            f" -> pruned {m['pruned']['decode_tok_s_b1']['median']:.1f} "
+            f"({speed['speedup']['decode_tok_s_b1']:.2f}x); batch 8: {speed['speedup']['decode_tok_s_b8']:.2f}x"
+        )
         report.speed = speed
     if args.out:
         report.eval = {"dense": dense, "pruned": pruned}
@@ -449,8 +582,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import cli_streamed
 
-    handler = {"prune": cmd_prune, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo,
-               "report": cmd_report, "methods": cmd_methods, "export": cmd_export, "prune-streamed": cli_streamed.cmd}[args.command]
+    handler = {
+        "prune": cmd_prune,
+        "eval": cmd_eval,
+        "bench": cmd_bench,
+        "demo": cmd_demo,
+        "report": cmd_report,
+        "methods": cmd_methods,
+        "export": cmd_export,
+        "prune-streamed": cli_streamed.cmd,
+    }[args.command]
     try:
         return handler(args)
     except LlmpruneError as exc:
@@ -464,8 +605,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not isinstance(exc, OUT_OF_MEMORY):
             raise
-        print(f"error: out of memory ({type(exc).__name__}): lower --calib-samples/--seqlen/--batch-size, "
-              "use --offload or a larger machine", file=sys.stderr)
+        print(
+            f"error: out of memory ({type(exc).__name__}): lower --calib-samples/--seqlen/--batch-size, "
+            "use --offload or a larger machine",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -6,9 +6,13 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prune-streamed", help="prune a model larger than memory block by block from disk "
-                                              "(magnitude, wanda, sparsegpt, mrp); resumable")
-    p.add_argument("--model", default=None, help="local Hugging Face directory with safetensors (default: SmolLM2-135M)")
+    p = sub.add_parser(
+        "prune-streamed",
+        help="prune a model larger than memory block by block from disk (magnitude, wanda, sparsegpt, mrp); resumable",
+    )
+    p.add_argument(
+        "--model", default=None, help="local Hugging Face directory with safetensors (default: SmolLM2-135M)"
+    )
     p.add_argument("--method", required=True, help="magnitude, wanda, sparsegpt or mrp")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--ratio", type=float, help="fraction of block linear weights to remove")
@@ -21,10 +25,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--damp", type=float, default=None)
     p.add_argument("--blocksize", type=int, default=None)
     p.add_argument("--update", choices=("none", "sparsegpt", "mrp"), default=None)
-    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default float32 on cpu, bfloat16 on cuda)")
+    p.add_argument(
+        "--dtype", default=None, help="float32, bfloat16, float16 (default float32 on cpu, bfloat16 on cuda)"
+    )
     p.add_argument("--device", default="cpu")
-    p.add_argument("--activations", choices=("memory", "disk"), default="memory",
-                   help="keep the calibration activations in memory or in memory-mapped files")
+    p.add_argument(
+        "--activations",
+        choices=("memory", "disk"),
+        default="memory",
+        help="keep the calibration activations in memory or in memory-mapped files",
+    )
     p.add_argument("--no-resume", action="store_true", help="discard an unfinished run of --out instead of resuming it")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--data-dir", default=None)
@@ -35,14 +45,31 @@ def cmd(args: argparse.Namespace) -> int:
     from .streamed import prune_streamed
 
     options = {k: v for k, v in (("damp", args.damp), ("blocksize", args.blocksize)) if v is not None}
-    report = prune_streamed(args.model, args.method, args.out, ratio=args.ratio, pattern=args.pattern,
-                            calib_samples=args.calib_samples, seqlen=args.seqlen, seed=args.seed,
-                            calib_dataset=args.calib_dataset, data_dir=args.data_dir, dtype=args.dtype,
-                            device=args.device, activations=args.activations, resume=not args.no_resume,
-                            force=args.force, progress=not args.quiet, update=args.update, **options)
+    report = prune_streamed(
+        args.model,
+        args.method,
+        args.out,
+        ratio=args.ratio,
+        pattern=args.pattern,
+        calib_samples=args.calib_samples,
+        seqlen=args.seqlen,
+        seed=args.seed,
+        calib_dataset=args.calib_dataset,
+        data_dir=args.data_dir,
+        dtype=args.dtype,
+        device=args.device,
+        activations=args.activations,
+        resume=not args.no_resume,
+        force=args.force,
+        progress=not args.quiet,
+        update=args.update,
+        **options,
+    )
     resumed = report["streamed"]["resumed_from_block"]
-    print(f"pruned {report['streamed']['blocks']} blocks with {report['method']} streamed "
-          f"({'resumed at block ' + str(resumed) + ', ' if resumed else ''}block linears "
-          f"{report['block_sparsity']:.1%} sparse, {report['dtype']}), {report['seconds']:.1f} s, "
-          f"peak RSS {report['peak_rss_mb']:.0f} MiB; saved to {args.out}")
+    print(
+        f"pruned {report['streamed']['blocks']} blocks with {report['method']} streamed "
+        f"({'resumed at block ' + str(resumed) + ', ' if resumed else ''}block linears "
+        f"{report['block_sparsity']:.1%} sparse, {report['dtype']}), {report['seconds']:.1f} s, "
+        f"peak RSS {report['peak_rss_mb']:.0f} MiB; saved to {args.out}"
+    )
     return 0

@@ -125,13 +125,16 @@ class PruneReport:
         if version == 1:
             data = _upgrade_v1(data)
         elif version != SCHEMA_VERSION:
-            raise LlmpruneError(f"{source} has schema_version {version!r}; this llmprune reads 1 and "
-                                f"{SCHEMA_VERSION}: upgrade llmprune or re-create the report")
+            raise LlmpruneError(
+                f"{source} has schema_version {version!r}; this llmprune reads 1 and "
+                f"{SCHEMA_VERSION}: upgrade llmprune or re-create the report"
+            )
         try:
             return _build(cls, data, source)
         except (TypeError, ValueError) as exc:
-            raise LlmpruneError(f"{source} is not a valid llmprune report ({exc}): re-create it "
-                                "with `llmprune prune`") from None
+            raise LlmpruneError(
+                f"{source} is not a valid llmprune report ({exc}): re-create it with `llmprune prune`"
+            ) from None
 
     @classmethod
     def from_json(cls, path: str | Path) -> "PruneReport":
@@ -146,9 +149,18 @@ class PruneReport:
 _ROWS = (("unstructured", "layers", ("block", "linear", "sparsity")), ("structured", "layers_structured", ("block",)))
 _SECTIONS = {"calibration": Calibration, "unstructured": UnstructuredSection, "structured": StructuredSection}
 _TYPES: dict[str, tuple[type, ...]] = {
-    "method": (str,), "kind": (str,), "options": (dict,), "method_args": (dict,), "model_type": (str,),
-    "params_before": (int,), "params_after": (int,), "block_linear_params": (int,),
-    "seconds": (int, float), "prune_seconds": (int, float), "peak_rss_mb": (int, float), "environment": (dict,),
+    "method": (str,),
+    "kind": (str,),
+    "options": (dict,),
+    "method_args": (dict,),
+    "model_type": (str,),
+    "params_before": (int,),
+    "params_after": (int,),
+    "block_linear_params": (int,),
+    "seconds": (int, float),
+    "prune_seconds": (int, float),
+    "peak_rss_mb": (int, float),
+    "environment": (dict,),
 }
 
 
@@ -180,8 +192,9 @@ def _build(cls: type[PruneReport], data: dict, source: str) -> PruneReport:
             values[key] = section(**value)
     for section_name, field_name, keys in _ROWS:
         rows = getattr(values.get(section_name), field_name, None)
-        if rows is not None and (not isinstance(rows, list)
-                                 or not all(isinstance(r, dict) and all(k in r for k in keys) for r in rows)):
+        if rows is not None and (
+            not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in keys) for r in rows)
+        ):
             raise ValueError(f"{section_name}.{field_name} must be a list of objects with {', '.join(keys)}")
     if values["kind"] == "unstructured" and values.get("unstructured") is None:
         raise ValueError("an unstructured report needs its 'unstructured' section")
@@ -202,8 +215,7 @@ _V1_DETAILS = ("sobp", "pg", "disp")
 
 def _upgrade_v1(old: dict) -> dict:
     """Schema 1 (flat, per-kind key sets) → schema 2."""
-    data = {k: v for k, v in old.items()
-            if k not in _V1_UNSTRUCTURED + _V1_STRUCTURED + _V1_STAGES + _V1_DETAILS}
+    data = {k: v for k, v in old.items() if k not in _V1_UNSTRUCTURED + _V1_STRUCTURED + _V1_STAGES + _V1_DETAILS}
     structured = "layers_structured" in old
     data.setdefault("kind", "structured" if structured else "unstructured")
     data.setdefault("method_args", {})
@@ -224,15 +236,21 @@ def _upgrade_v1(old: dict) -> dict:
     data["schema_version"] = SCHEMA_VERSION
     if structured:
         before = old.get("block_linear_params_before", old.get("block_linear_params", 0))
-        data["structured"] = {"achieved_ratio": old.get("achieved_ratio", old.get("ratio") or 0.0),
-                              "block_linear_params_before": before,
-                              "layers_structured": old.get("layers_structured") or [],
-                              "removed": old.get("removed"), "block_influence": old.get("block_influence")}
+        data["structured"] = {
+            "achieved_ratio": old.get("achieved_ratio", old.get("ratio") or 0.0),
+            "block_linear_params_before": before,
+            "layers_structured": old.get("layers_structured") or [],
+            "removed": old.get("removed"),
+            "block_influence": old.get("block_influence"),
+        }
         data.setdefault("block_linear_params", before)
     else:
-        data["unstructured"] = {"block_sparsity": old.get("block_sparsity", 0.0), "layers": old.get("layers") or [],
-                                "stored_params": old.get("stored_params", old.get("params_before", 0)),
-                                "update": old.get("update")}
+        data["unstructured"] = {
+            "block_sparsity": old.get("block_sparsity", 0.0),
+            "layers": old.get("layers") or [],
+            "stored_params": old.get("stored_params", old.get("params_before", 0)),
+            "update": old.get("update"),
+        }
         data.setdefault("block_linear_params", 0)
     data["stages"] = {k: old[k] for k in _V1_STAGES if old.get(k) is not None}
     details = [old[k] for k in _V1_DETAILS if isinstance(old.get(k), dict)]

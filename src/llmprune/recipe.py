@@ -47,8 +47,10 @@ def parse_method_args(text: str | None) -> dict[str, str]:
             out[key], last = value.strip(), key
         elif piece.strip():
             if last is None:
-                raise LlmpruneError(f"--method-args {text!r}: {piece.strip()!r} is not key=value: "
-                                    "write e.g. --method-args damp=0.01,blocksize=64")
+                raise LlmpruneError(
+                    f"--method-args {text!r}: {piece.strip()!r} is not key=value: "
+                    "write e.g. --method-args damp=0.01,blocksize=64"
+                )
             out[last] += "," + piece.strip()
     return out
 
@@ -89,6 +91,11 @@ def load_recipe(path: str | Path) -> Recipe:
     bad = [k for k in calibration if k not in _CALIBRATION_KEYS]
     if bad:
         raise LlmpruneError(f"recipe {path}: unknown calibration key {bad[0]!r}; valid: {', '.join(_CALIBRATION_KEYS)}")
-    return Recipe(method=data.get("method"), ratio=data.get("ratio"), pattern=data.get("pattern"),
-                  method_args=dict(data.get("method_args") or {}), calibration=dict(calibration),
-                  model=data.get("model"))
+    return Recipe(
+        method=data.get("method"),
+        ratio=data.get("ratio"),
+        pattern=data.get("pattern"),
+        method_args=dict(data.get("method_args") or {}),
+        calibration=dict(calibration),
+        model=data.get("model"),
+    )

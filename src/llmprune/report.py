@@ -45,8 +45,11 @@ from .prune_report import PruneReport
 REPORT_FILE = "report.json"
 BENCH_FILE = "bench.json"
 _SPEED_KEYS = ("prefill_tok_s_b1", "decode_tok_s_b1", "ttft_s")
-_WIDTH_PANELS = (("attention heads", ("heads", "kv_heads")), ("MLP channels", ("intermediate",)),
-                 ("residual dims", ("hidden_in", "attn_out", "mlp_in", "mlp_out")))
+_WIDTH_PANELS = (
+    ("attention heads", ("heads", "kv_heads")),
+    ("MLP channels", ("intermediate",)),
+    ("residual dims", ("hidden_in", "attn_out", "mlp_in", "mlp_out")),
+)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -83,13 +86,17 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     """One run's comparable numbers (see the module docstring for the sources)."""
     path = Path(run_dir).expanduser()
     if not path.is_dir():
-        raise LlmpruneError(f"run directory {run_dir} does not exist: pass directories written by "
-                            "`llmprune prune --out` or evaluated with `llmprune eval DIR --save`")
+        raise LlmpruneError(
+            f"run directory {run_dir} does not exist: pass directories written by "
+            "`llmprune prune --out` or evaluated with `llmprune eval DIR --save`"
+        )
     report = PruneReport.from_json(path / REPORT_FILE) if (path / REPORT_FILE).is_file() else None
     evaluation = load_eval(path)
     if report is None and evaluation is None:
-        raise LlmpruneError(f"{path} has neither {REPORT_FILE} nor eval.json: run `llmprune prune --out {path}` "
-                            f"or `llmprune eval {path} --save` first")
+        raise LlmpruneError(
+            f"{path} has neither {REPORT_FILE} nor eval.json: run `llmprune prune --out {path}` "
+            f"or `llmprune eval {path} --save` first"
+        )
     stored = report.eval.get("pruned") if report is not None and isinstance(report.eval, dict) else None
     evaluation = merge_eval(stored if isinstance(stored, dict) else None, evaluation or {})
     zeroshot = evaluation.get("zeroshot") or {}
@@ -111,8 +118,9 @@ def load_run(run_dir: str | os.PathLike) -> dict:
         "speed": _speed(speed_source, _read_json(path / BENCH_FILE)),
         "protocol": evaluation.get("protocol") or {},
         "layers": report.unstructured.layers if report is not None and report.unstructured is not None else [],
-        "layers_structured": (report.structured.layers_structured
-                              if report is not None and report.structured is not None else []),
+        "layers_structured": (
+            report.structured.layers_structured if report is not None and report.structured is not None else []
+        ),
     }
 
 
@@ -150,8 +158,11 @@ def _protocol_notes(runs: list[dict], keys: list[str]) -> list[str]:
     """One line per dataset/task: its protocol, or a warning when runs used different ones."""
     lines = []
     for key in keys:
-        protocols = {json.dumps({k: v for k, v in r["protocol"][key].items() if k not in ("n",)}, sort_keys=True)
-                     for r in runs if key in r["protocol"]}
+        protocols = {
+            json.dumps({k: v for k, v in r["protocol"][key].items() if k not in ("n",)}, sort_keys=True)
+            for r in runs
+            if key in r["protocol"]
+        }
         if not protocols:
             continue
         first = sorted(protocols)[0]
@@ -163,19 +174,30 @@ def _protocol_notes(runs: list[dict], keys: list[str]) -> list[str]:
 def render_markdown(data: dict) -> str:
     """The human-readable comparison (tables, protocols, plots)."""
     runs, datasets, tasks = data["runs"], data["datasets"], data["tasks"]
-    out = ["# llmprune report", "", f"{len(runs)} run(s). Perplexity: lower is better; zero-shot accuracy in %, "
-           "higher is better.", "", "## Runs", ""]
-    head = ["run", "method", "ratio / pattern", "params before", "params after"] + \
-        [f"ppl {d}" for d in datasets] + ["zero-shot mean acc", "prune s", "peak RSS MiB", "decode tok/s b1"]
+    out = [
+        "# llmprune report",
+        "",
+        f"{len(runs)} run(s). Perplexity: lower is better; zero-shot accuracy in %, higher is better.",
+        "",
+        "## Runs",
+        "",
+    ]
+    head = (
+        ["run", "method", "ratio / pattern", "params before", "params after"]
+        + [f"ppl {d}" for d in datasets]
+        + ["zero-shot mean acc", "prune s", "peak RSS MiB", "decode tok/s b1"]
+    )
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
     for r in runs:
         speed = (r["speed"] or {}).get("decode_tok_s_b1")
         mean = _pct(r["zeroshot_mean"]["acc"])
         if r["zeroshot"] and len(r["zeroshot"]) < len(tasks):
             mean += f" ({len(r['zeroshot'])}/{len(tasks)} tasks)"
-        cells = [r["run"], r["method"], _setting(r), _fmt(r["params_before"]), _fmt(r["params_after"])] + \
-            [_fmt(r["ppl"].get(d), ".3f") for d in datasets] + \
-            [mean, _fmt(r["prune_seconds"], ".1f"), _fmt(r["peak_rss_mb"], ".0f"), _fmt(speed, ".1f")]
+        cells = (
+            [r["run"], r["method"], _setting(r), _fmt(r["params_before"]), _fmt(r["params_after"])]
+            + [_fmt(r["ppl"].get(d), ".3f") for d in datasets]
+            + [mean, _fmt(r["prune_seconds"], ".1f"), _fmt(r["peak_rss_mb"], ".0f"), _fmt(speed, ".1f")]
+        )
         out.append("| " + " | ".join(cells) + " |")
     if tasks:
         out += ["", "## Zero-shot accuracy (acc / acc_norm, %)", ""]
@@ -185,15 +207,26 @@ def render_markdown(data: dict) -> str:
             cells = [r["run"]]
             for t in tasks:
                 score = r["zeroshot"].get(t)
-                cells.append("–" if score is None else
-                             f"{_pct(score.get('acc'))} / {_pct(score.get('acc_norm'))} (n={score.get('n')})")
+                cells.append(
+                    "–"
+                    if score is None
+                    else f"{_pct(score.get('acc'))} / {_pct(score.get('acc_norm'))} (n={score.get('n')})"
+                )
             cells += [_pct(r["zeroshot_mean"]["acc"]), _pct(r["zeroshot_mean"]["acc_norm"])]
             out.append("| " + " | ".join(cells) + " |")
-        out += ["", "Means are unweighted over the tasks a run has; acc_norm (length-normalised) exists "
-                "only where lm-eval defines it (not winogrande, boolq)."]
+        out += [
+            "",
+            "Means are unweighted over the tasks a run has; acc_norm (length-normalised) exists "
+            "only where lm-eval defines it (not winogrande, boolq).",
+        ]
     if any(r["speed"] for r in runs):
-        out += ["", "## Speed (medians from bench.json)", "", "| run | " + " | ".join(_SPEED_KEYS) + " |",
-                "|---|" + "---:|" * len(_SPEED_KEYS)]
+        out += [
+            "",
+            "## Speed (medians from bench.json)",
+            "",
+            "| run | " + " | ".join(_SPEED_KEYS) + " |",
+            "|---|" + "---:|" * len(_SPEED_KEYS),
+        ]
         for r in runs:
             if r["speed"]:
                 out.append(f"| {r['run']} | " + " | ".join(_fmt(r["speed"].get(k), ".4g") for k in _SPEED_KEYS) + " |")
@@ -212,16 +245,21 @@ def _plot_layers(run: dict, path: Path) -> bool:
 
     if run["layers_structured"]:
         rows = sorted(run["layers_structured"], key=lambda e: e["block"])
-        panels = [(title, [k for k in keys if any(e.get(k) is not None for e in rows)])
-                  for title, keys in _WIDTH_PANELS]
+        panels = [
+            (title, [k for k in keys if any(e.get(k) is not None for e in rows)]) for title, keys in _WIDTH_PANELS
+        ]
         panels = [(title, keys) for title, keys in panels if keys]
         fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.2 * len(panels) + 0.6), sharex=True, squeeze=False)
         blocks = [e["block"] for e in rows]
         for ax, (title, keys) in zip(axes[:, 0], panels):
             width = 0.8 / len(keys)
             for j, key in enumerate(keys):
-                ax.bar([b - 0.4 + width * (j + 0.5) for b in blocks], [e.get(key) or 0 for e in rows],
-                       width=width, label=key)
+                ax.bar(
+                    [b - 0.4 + width * (j + 0.5) for b in blocks],
+                    [e.get(key) or 0 for e in rows],
+                    width=width,
+                    label=key,
+                )
             ax.set_ylabel(title)
             ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         axes[-1, 0].set_xlabel("block")
@@ -258,8 +296,9 @@ def _plot_ppl_vs_ratio(runs: list[dict], datasets: list[str], path: Path) -> boo
     for ax, dataset in zip(axes[0], datasets):
         methods = list(dict.fromkeys(r["method"] for r in runs if dataset in r["ppl"]))
         for method in methods:
-            points = sorted((r["ratio"] or 0.0, r["ppl"][dataset]) for r in runs
-                            if r["method"] == method and dataset in r["ppl"])
+            points = sorted(
+                (r["ratio"] or 0.0, r["ppl"][dataset]) for r in runs if r["method"] == method and dataset in r["ppl"]
+            )
             style = dict(linestyle="none", marker="*", markersize=12) if method == "dense" else dict(marker="o")
             ax.plot([p[0] for p in points], [p[1] for p in points], label=method, **style)
         ax.set_yscale("log")
@@ -297,9 +336,16 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) 
         name = "layers_" + "".join(c if c.isalnum() or c in "-_." else "_" for c in r["run"]) + ".png"
         if _plot_layers(r, out_dir / name):
             plots.append(name)
-    data = {"runs": [{k: v for k, v in r.items() if k not in ("layers", "layers_structured")} |
-                     {"layers_structured": r["layers_structured"] or None} for r in runs],
-            "datasets": datasets, "tasks": tasks, "plots": plots}
+    data = {
+        "runs": [
+            {k: v for k, v in r.items() if k not in ("layers", "layers_structured")}
+            | {"layers_structured": r["layers_structured"] or None}
+            for r in runs
+        ],
+        "datasets": datasets,
+        "tasks": tasks,
+        "plots": plots,
+    }
     (out_dir / "report.json").write_text(json.dumps(data, indent=2) + "\n")
     (out_dir / "report.md").write_text(render_markdown({**data, "runs": runs}))
     return data

@@ -61,15 +61,18 @@ def _source_dir(model_dir: str | os.PathLike | None) -> Path:
 
     source = Path(resolve_model(model_dir))
     if not source.is_dir():
-        raise LlmpruneError(f"streaming reads a local checkpoint, and {model_dir!r} is not a directory: "
-                            "download the model first (e.g. huggingface-cli download) and pass its folder")
+        raise LlmpruneError(
+            f"streaming reads a local checkpoint, and {model_dir!r} is not a directory: "
+            "download the model first (e.g. huggingface-cli download) and pass its folder"
+        )
     check_trusted(source)
     check_format(source)
     return source
 
 
-def _method(name: str, ratio: float | None, pattern: str | None, update: str | None,
-            options: dict) -> tuple[Any, Any, str | None]:
+def _method(
+    name: str, ratio: float | None, pattern: str | None, update: str | None, options: dict
+) -> tuple[Any, Any, str | None]:
     """The unstructured method ``name`` built and validated by its Config (``update`` is its
     ``update`` option)."""
     from .methods import get_method, method_names
@@ -77,9 +80,11 @@ def _method(name: str, ratio: float | None, pattern: str | None, update: str | N
 
     cls = get_method(name)
     if not issubclass(cls, LayerwiseMethod):
-        raise LlmpruneError(f"streamed pruning runs the unstructured methods "
-                            f"({', '.join(method_names('unstructured'))}), not {name!r}: use llmprune.prune "
-                            "for structured methods")
+        raise LlmpruneError(
+            f"streamed pruning runs the unstructured methods "
+            f"({', '.join(method_names('unstructured'))}), not {name!r}: use llmprune.prune "
+            "for structured methods"
+        )
     if update is not None:
         options = dict(options, update=update)
     method_obj = cls.build(ratio, pattern, options)
@@ -91,13 +96,29 @@ def _nonzero(t: torch.Tensor) -> int:
     return int(torch.count_nonzero(t).item())
 
 
-def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str | os.PathLike,
-                   ratio: float | None = None, pattern: str | None = None, *, calib_samples: int = 128,
-                   seqlen: int = 2048, seed: int = 0, calib_dataset: str = "wikitext2",
-                   data_dir: str | os.PathLike | None = None, calib_ids: torch.Tensor | None = None,
-                   dtype: str | torch.dtype | None = None, device: str = "cpu", activations: str = "memory",
-                   resume: bool = True, force: bool = False, progress: bool = True, update: str | None = None,
-                   on_block_done: Callable[[int], None] | None = None, **options: Any) -> dict:
+def _prune_streamed(
+    model_dir: str | os.PathLike | None,
+    method: str,
+    out: str | os.PathLike,
+    ratio: float | None = None,
+    pattern: str | None = None,
+    *,
+    calib_samples: int = 128,
+    seqlen: int = 2048,
+    seed: int = 0,
+    calib_dataset: str = "wikitext2",
+    data_dir: str | os.PathLike | None = None,
+    calib_ids: torch.Tensor | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str = "cpu",
+    activations: str = "memory",
+    resume: bool = True,
+    force: bool = False,
+    progress: bool = True,
+    update: str | None = None,
+    on_block_done: Callable[[int], None] | None = None,
+    **options: Any,
+) -> dict:
     """Prune the checkpoint in ``model_dir`` (None: the default SmolLM2-135M) block by block
     from disk and write the pruned checkpoint to ``out``; return the report.
 
@@ -115,8 +136,16 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
     from . import api
     from .engine.layerwise import LayerwiseEngine, peak_rss_mb
     from .engine.resume import Progress, RunState, fingerprint
-    from .engine.streaming import (CheckpointReader, DiskActivations, StreamRunner, build_skeleton,
-                                   module_prefix, persistent_names, set_tensor, to_meta)
+    from .engine.streaming import (
+        CheckpointReader,
+        DiskActivations,
+        StreamRunner,
+        build_skeleton,
+        module_prefix,
+        persistent_names,
+        set_tensor,
+        to_meta,
+    )
     from .export import check_output_dir
     from .modeling.modeling_llmprune import LAYOUT_KEY
     from .export.shards import shard_name, write_index, write_shard
@@ -126,8 +155,10 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
     out_path = check_output_dir(Path(out), force)
     dev = _check_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise LlmpruneError("prune-streamed runs in one process; under torchrun use `llmprune prune` (data-parallel "
-                            "calibration), or run prune-streamed without torchrun")
+        raise LlmpruneError(
+            "prune-streamed runs in one process; under torchrun use `llmprune prune` (data-parallel "
+            "calibration), or run prune-streamed without torchrun"
+        )
     dtype_name, torch_dtype = _dtype(dtype if dtype is not None else default_dtype(device))
     if activations not in ACTIVATIONS:
         raise LlmpruneError(f"activations={activations!r}: use 'memory' or 'disk'")
@@ -138,8 +169,10 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
     source = _source_dir(model_dir)
     config = AutoConfig.from_pretrained(str(source), trust_remote_code=False)
     if getattr(config, LAYOUT_KEY, None):
-        raise LlmpruneError(f"{source} is a structurally pruned llmprune checkpoint with per-block widths: "
-                            "prune it in memory with llmprune.prune")
+        raise LlmpruneError(
+            f"{source} is a structurally pruned llmprune checkpoint with per-block widths: "
+            "prune it in memory with llmprune.prune"
+        )
     reader = CheckpointReader(source)
 
     partial = out_path.parent / f".{out_path.name}.partial"
@@ -155,14 +188,30 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
     torch.manual_seed(seed)
     calib = None
     if needs_calib:
-        calib = calib_ids if calib_ids is not None else api.calibration_data(
-            tokenizer, calib_samples, seqlen, seed, calib_dataset, data_dir)
-    settings = fingerprint(model=str(source.resolve()), method=method.lower(), ratio=sparsity.ratio,
-                           pattern=pattern, update=update, options=method_obj.options(), dtype=dtype_name,
-                           device=dev.type, activations=activations,
-                           calibration=None if calib is None else {
-                               "dataset": calib_dataset if calib_ids is None else "calib_ids",
-                               "shape": list(calib.shape), "seed": seed, "sum": int(calib.long().sum())})
+        calib = (
+            calib_ids
+            if calib_ids is not None
+            else api.calibration_data(tokenizer, calib_samples, seqlen, seed, calib_dataset, data_dir)
+        )
+    settings = fingerprint(
+        model=str(source.resolve()),
+        method=method.lower(),
+        ratio=sparsity.ratio,
+        pattern=pattern,
+        update=update,
+        options=method_obj.options(),
+        dtype=dtype_name,
+        device=dev.type,
+        activations=activations,
+        calibration=None
+        if calib is None
+        else {
+            "dataset": calib_dataset if calib_ids is None else "calib_ids",
+            "shape": list(calib.shape),
+            "seed": seed,
+            "sum": int(calib.long().sum()),
+        },
+    )
     prog = state.load(settings) if resume else None
     resumed_from = prog.done if prog is not None else 0
     if prog is None:
@@ -183,14 +232,19 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
     expected = set(persistent_names(model))
     unknown = [n for n in names if n not in expected]
     if unknown:
-        raise LlmpruneError(f"{source}: tensor {unknown[0]} is not in the model config.json builds: "
-                            "the checkpoint does not match its config (re-save it with save_pretrained)")
+        raise LlmpruneError(
+            f"{source}: tensor {unknown[0]} is not in the model config.json builds: "
+            "the checkpoint does not match its config (re-save it with save_pretrained)"
+        )
     for name, value in reader.read(outer, "cpu", torch_dtype).items():
         set_tensor(model, name, value)
     hf: Any = model
     hf.tie_weights()
-    missing = [n for n, t in model.state_dict(keep_vars=True).items()
-               if t.device.type == "meta" and not any(n.startswith(p) for p in prefixes)]
+    missing = [
+        n
+        for n, t in model.state_dict(keep_vars=True).items()
+        if t.device.type == "meta" and not any(n.startswith(p) for p in prefixes)
+    ]
     if missing:
         raise LlmpruneError(f"{source}: tensor {missing[0]} is missing from the checkpoint: re-download the model")
     if prog.done == 0:
@@ -228,18 +282,25 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
         torch.cuda.reset_peak_memory_stats(dev)
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(prog.done, n_blocks), desc=f"{method_obj.name} (streamed)", disable=not progress,
-               file=sys.stderr, initial=prog.done, total=n_blocks)
+    bar = tqdm(
+        range(prog.done, n_blocks),
+        desc=f"{method_obj.name} (streamed)",
+        disable=not progress,
+        file=sys.stderr,
+        initial=prog.done,
+        total=n_blocks,
+    )
     for i in bar:
         tb = time.perf_counter()
         block, prefix = blocks[i], prefixes[i]
-        local = [n[len(prefix):] for n in block_names[i]]
+        local = [n[len(prefix) :] for n in block_names[i]]
         for name, value in reader.read(block_names[i], dev, torch_dtype).items():
-            set_tensor(block, name[len(prefix):], value)
+            set_tensor(block, name[len(prefix) :], value)
         still_meta = [n for n, t in block.state_dict(keep_vars=True).items() if t.device.type == "meta"]
         if still_meta:
-            raise LlmpruneError(f"{source}: tensor {prefix}{still_meta[0]} is missing from the checkpoint: "
-                                "re-download the model")
+            raise LlmpruneError(
+                f"{source}: tensor {prefix}{still_meta[0]} is missing from the checkpoint: re-download the model"
+            )
         prog.nonzero_before += sum(_nonzero(t) for t in block.state_dict().values())
         runner = None
         if calib is not None:
@@ -255,8 +316,9 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
             with torch.no_grad():
                 lin.weight.copy_(new.to(lin.weight.dtype))
             zeros = int((lin.weight == 0).sum())
-            prog.layers.append({"block": i, "linear": name, "shape": list(lin.weight.shape),
-                                "sparsity": zeros / lin.weight.numel()})
+            prog.layers.append(
+                {"block": i, "linear": name, "shape": list(lin.weight.shape), "sparsity": zeros / lin.weight.numel()}
+            )
         del stats
         next_hidden = None
         if runner is not None and i + 1 < n_blocks:
@@ -308,9 +370,14 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
         "update": update,
         "options": method_obj.options(),
         "model_type": config.model_type,
-        "calibration": None if calib is None else {
-            "dataset": calib_dataset if calib_ids is None else "calib_ids", "samples": int(calib.shape[0]),
-            "seqlen": int(calib.shape[1]), "seed": seed},
+        "calibration": None
+        if calib is None
+        else {
+            "dataset": calib_dataset if calib_ids is None else "calib_ids",
+            "samples": int(calib.shape[0]),
+            "seqlen": int(calib.shape[1]),
+            "seed": seed,
+        },
         "params_before": prog.nonzero_before,
         "params_after": prog.nonzero,
         "params_note": "non-zero parameters (tied embeddings counted once); unstructured sparsity keeps tensor shapes",
@@ -322,8 +389,13 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
         "peak_device_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
         "device": str(device),
         "dtype": dtype_name,
-        "streamed": {"blocks": n_blocks, "resumed_from_block": resumed_from, "activations": activations,
-                     "block_seconds": prog.block_seconds, "shard_bytes": total_size},
+        "streamed": {
+            "blocks": n_blocks,
+            "resumed_from_block": resumed_from,
+            "activations": activations,
+            "block_seconds": prog.block_seconds,
+            "shard_bytes": total_size,
+        },
         "layers": prog.layers,
         "export": {"kind": "dense", "remote_code": False, "note": "same shapes as the original config"},
         "environment": api.environment(),
@@ -335,8 +407,9 @@ def _prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str |
 
 
 @functools.wraps(_prune_streamed)
-def prune_streamed(model_dir: str | os.PathLike | None, method: str, out: str | os.PathLike, *args: Any,
-                   **kwargs: Any) -> dict:
+def prune_streamed(
+    model_dir: str | os.PathLike | None, method: str, out: str | os.PathLike, *args: Any, **kwargs: Any
+) -> dict:
     try:
         return _prune_streamed(model_dir, method, out, *args, **kwargs)
     except BaseException:

@@ -92,7 +92,9 @@ def _from_hub(name: str, split: str) -> str:
         return "\n\n".join(rows)
     except Exception as exc:  # network/hub errors come in many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LlmpruneError(f"cannot fetch {name} from the hub ({first}): pass --data-dir DIR with local files") from None
+        raise LlmpruneError(
+            f"cannot fetch {name} from the hub ({first}): pass --data-dir DIR with local files"
+        ) from None
 
 
 def load_text(name: str, split: str = "test", data_dir: str | os.PathLike | None = None) -> str:

@@ -97,7 +97,7 @@ class Dist:
         pos = 0
         for p in params:
             assert p.grad is not None
-            p.grad.copy_(flat[pos:pos + p.numel()].view_as(p))
+            p.grad.copy_(flat[pos : pos + p.numel()].view_as(p))
             pos += p.numel()
 
 

@@ -93,6 +93,7 @@ class BlockRunner:
         outs = torch.empty_like(self.inputs) if keep_outputs else None
         handle = None
         if stop_after is not None:
+
             def stop(module: nn.Module, args: Any, output: Any) -> None:
                 raise _StopForward
 
@@ -114,8 +115,13 @@ class BlockRunner:
             self.last_outputs = outs
         return outs
 
-    def collect(self, groups: list[LinearGroup], hessian: bool,
-                dtype: torch.dtype = torch.float32, stop_after: nn.Module | None = None) -> dict[str, InputStats]:
+    def collect(
+        self,
+        groups: list[LinearGroup],
+        hessian: bool,
+        dtype: torch.dtype = torch.float32,
+        stop_after: nn.Module | None = None,
+    ) -> dict[str, InputStats]:
         """Statistics of the inputs of ``groups`` over all calibration samples (``stop_after``:
         see :meth:`forward`)."""
         with collect_inputs(groups, hessian=hessian, dtype=dtype) as stats:
@@ -131,8 +137,14 @@ BlockFn = Callable[[int, nn.Module, BlockRunner], None]
 class LayerwiseEngine:
     """Sequential block-by-block execution with offloading (see module docstring)."""
 
-    def __init__(self, model: nn.Module, adapter: ModelAdapter, device: str | torch.device = "cpu",
-                 offload: bool = True, progress: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: ModelAdapter,
+        device: str | torch.device = "cpu",
+        offload: bool = True,
+        progress: bool = True,
+    ) -> None:
         self.model = model
         self.adapter = adapter
         self.device = torch.device(device)
@@ -165,8 +177,9 @@ class LayerwiseEngine:
             def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
                 h: torch.Tensor = args[0] if args else kwargs.pop("hidden_states")
                 if len(args) > 1:
-                    raise RuntimeError("decoder layers called with extra positional arguments; "
-                                       "the adapter must name them")
+                    raise RuntimeError(
+                        "decoder layers called with extra positional arguments; the adapter must name them"
+                    )
                 if index == 0:
                     hidden.append(h.detach().to(storage))
                 if per_block[index] is None:
@@ -200,9 +213,14 @@ class LayerwiseEngine:
             kwargs_list.append(to_device(kwargs, self.device, memo))
         return torch.cat(hidden, 0), kwargs_list
 
-    def run(self, input_ids: torch.Tensor, on_block: BlockFn, desc: str = "blocks",
-            on_output: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-            reference: bool = False) -> EngineStats:
+    def run(
+        self,
+        input_ids: torch.Tensor,
+        on_block: BlockFn,
+        desc: str = "blocks",
+        on_output: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+        reference: bool = False,
+    ) -> EngineStats:
         """Calibrate and modify every block in order; return time and memory used.
 
         ``on_output(i, inputs, outputs)`` (optional) sees each block's calibration inputs

@@ -68,13 +68,20 @@ class RunState:
             data = json.loads(path.read_text())
             progress = Progress(**data)
         except (OSError, json.JSONDecodeError, TypeError) as exc:
-            raise LlmpruneError(f"resume state {path} is unreadable ({type(exc).__name__}): "
-                                "pass resume=False (--no-resume) to start again") from None
+            raise LlmpruneError(
+                f"resume state {path} is unreadable ({type(exc).__name__}): "
+                "pass resume=False (--no-resume) to start again"
+            ) from None
         if progress.fingerprint != fingerprint:
-            diff = sorted(k for k in set(fingerprint) | set(progress.fingerprint)
-                          if fingerprint.get(k) != progress.fingerprint.get(k))
-            raise LlmpruneError(f"the unfinished run in {self.dir.parent} used other settings ({', '.join(diff)}): "
-                                "rerun with the same settings, or pass resume=False (--no-resume) to start again")
+            diff = sorted(
+                k
+                for k in set(fingerprint) | set(progress.fingerprint)
+                if fingerprint.get(k) != progress.fingerprint.get(k)
+            )
+            raise LlmpruneError(
+                f"the unfinished run in {self.dir.parent} used other settings ({', '.join(diff)}): "
+                "rerun with the same settings, or pass resume=False (--no-resume) to start again"
+            )
         return progress
 
     def commit(self, progress: Progress) -> None:
@@ -104,8 +111,9 @@ class RunState:
 
         path = self.dir / name
         if not path.is_file():
-            raise LlmpruneError(f"resume state names {path}, which is missing: pass resume=False (--no-resume) "
-                                "to start again")
+            raise LlmpruneError(
+                f"resume state names {path}, which is missing: pass resume=False (--no-resume) to start again"
+            )
         return load_file(str(path))["hidden"]
 
     def drop_stale(self, keep: set[str]) -> None:

@@ -22,8 +22,9 @@ from ..models.base import LinearGroup
 class InputStats:
     """Running input statistics of one linear layer."""
 
-    def __init__(self, in_features: int, hessian: bool, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, in_features: int, hessian: bool, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> None:
         self.tokens = 0
         self.sq_norms = torch.zeros(in_features, dtype=torch.float64, device=device)
         self.mean = torch.zeros(in_features, dtype=torch.float64, device=device)
@@ -64,8 +65,9 @@ class InputStats:
 
 
 @contextmanager
-def collect_inputs(groups: list[LinearGroup], hessian: bool,
-                   dtype: torch.dtype = torch.float32) -> Iterator[dict[str, InputStats]]:
+def collect_inputs(
+    groups: list[LinearGroup], hessian: bool, dtype: torch.dtype = torch.float32
+) -> Iterator[dict[str, InputStats]]:
     """Hook one block's linears while it runs; yield ``{name: InputStats}``.
 
     Linears of one :class:`LinearGroup` read the same tensor (q/k/v, gate/up), so the
@@ -83,8 +85,9 @@ def collect_inputs(groups: list[LinearGroup], hessian: bool,
 
         return fn
 
-    def tapped(acc: InputStats, select: Callable[[tuple, torch.Tensor], torch.Tensor]
-               ) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
+    def tapped(
+        acc: InputStats, select: Callable[[tuple, torch.Tensor], torch.Tensor]
+    ) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
         def fn(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             acc.add(select(args, output))
 

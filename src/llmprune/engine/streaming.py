@@ -50,8 +50,10 @@ class CheckpointReader:
             with safe_open(str(single), framework="pt") as f:
                 self.weight_map = {k: SINGLE_FILE for k in f.keys()}
         else:
-            raise LlmpruneError(f"{self.dir} has no {SINGLE_FILE} or {INDEX_FILE}: streaming needs a safetensors "
-                                "checkpoint (re-save the model with save_pretrained)")
+            raise LlmpruneError(
+                f"{self.dir} has no {SINGLE_FILE} or {INDEX_FILE}: streaming needs a safetensors "
+                "checkpoint (re-save the model with save_pretrained)"
+            )
         for file in set(self.weight_map.values()):
             if not (self.dir / file).is_file():
                 raise LlmpruneError(f"{self.dir}: shard {file} named by the index is missing: re-download the model")
@@ -59,8 +61,9 @@ class CheckpointReader:
     def names(self) -> list[str]:
         return list(self.weight_map)
 
-    def read(self, names: list[str], device: torch.device | str = "cpu",
-             dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    def read(
+        self, names: list[str], device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+    ) -> dict[str, torch.Tensor]:
         """Copies of ``names`` (cast to ``dtype`` when floating point) on ``device``."""
         from safetensors import safe_open
 
@@ -119,8 +122,10 @@ def set_tensor(root: nn.Module, name: str, value: torch.Tensor) -> None:
     elif leaf in module._buffers:
         module._buffers[leaf] = value
     else:
-        raise LlmpruneError(f"checkpoint tensor {name} is not a parameter or buffer of the model built from "
-                            "config.json: the checkpoint does not match its config")
+        raise LlmpruneError(
+            f"checkpoint tensor {name} is not a parameter or buffer of the model built from "
+            "config.json: the checkpoint does not match its config"
+        )
 
 
 def persistent_names(module: nn.Module) -> list[str]:
@@ -136,8 +141,9 @@ def to_meta(module: nn.Module, names: list[str]) -> None:
         p = sub._parameters.get(leaf)
         b = sub._buffers.get(leaf)
         if p is not None:
-            sub._parameters[leaf] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device="meta"),
-                                                 requires_grad=False)
+            sub._parameters[leaf] = nn.Parameter(
+                torch.empty(p.shape, dtype=p.dtype, device="meta"), requires_grad=False
+            )
         elif b is not None:
             sub._buffers[leaf] = torch.empty(b.shape, dtype=b.dtype, device="meta")
 
@@ -171,8 +177,9 @@ class DiskActivations:
         path = self.dir / name
         whole = path.is_file() and path.stat().st_size == self.nbytes
         if not create and not whole:
-            raise LlmpruneError(f"activation file {path} is missing or truncated: pass resume=False "
-                                "(--no-resume) to start again")
+            raise LlmpruneError(
+                f"activation file {path} is missing or truncated: pass resume=False (--no-resume) to start again"
+            )
         mm = np.memmap(path, dtype=np.uint8, mode="r+" if whole else "w+", shape=(self.nbytes,))
         self._maps[name] = mm
         return torch.from_numpy(mm).view(self.dtype).view(self.shape)
@@ -188,8 +195,14 @@ class StreamRunner(BlockRunner):
     """:class:`BlockRunner` whose block outputs go into a given tensor (e.g. a memory map)
     instead of a new one; the per-sample computation is BlockRunner's."""
 
-    def __init__(self, block: nn.Module, inputs: torch.Tensor, kwargs: dict, device: torch.device,
-                 outputs: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        block: nn.Module,
+        inputs: torch.Tensor,
+        kwargs: dict,
+        device: torch.device,
+        outputs: torch.Tensor | None = None,
+    ) -> None:
         super().__init__(block, inputs, kwargs, device)
         self.outputs = outputs
 

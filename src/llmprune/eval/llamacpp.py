@@ -19,16 +19,31 @@ import numpy as np
 from ..export.gguf_quantize import llama_cpp_module
 
 
-def open_gguf(path: str | os.PathLike, n_ctx: int = 512, threads: int | None = None, logits_all: bool = True,
-              f32_cache: bool = False):
+def open_gguf(
+    path: str | os.PathLike,
+    n_ctx: int = 512,
+    threads: int | None = None,
+    logits_all: bool = True,
+    f32_cache: bool = False,
+):
     """A ``llama_cpp.Llama`` on CPU for ``path`` (quiet, fixed seed). ``f32_cache`` keeps
     keys and values in float32 (llama.cpp's default is float16), for exact comparisons."""
     llama_cpp = llama_cpp_module()
     threads = int(threads or os.cpu_count() or 1)
     cache = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32} if f32_cache else {}
-    return llama_cpp.Llama(model_path=str(Path(path)), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
-                           n_threads=threads, n_threads_batch=threads, logits_all=logits_all, seed=0,
-                           verbose=False, n_gpu_layers=0, **cache)
+    return llama_cpp.Llama(
+        model_path=str(Path(path)),
+        n_ctx=n_ctx,
+        n_batch=n_ctx,
+        n_ubatch=n_ctx,
+        n_threads=threads,
+        n_threads_batch=threads,
+        logits_all=logits_all,
+        seed=0,
+        verbose=False,
+        n_gpu_layers=0,
+        **cache,
+    )
 
 
 def greedy(llm, prompt: Sequence[int], new_tokens: int) -> list[int]:
@@ -57,7 +72,7 @@ def perplexity(llm, windows: np.ndarray) -> float:
     for w in np.asarray(windows):
         logits = prompt_logits(llm, w)[:-1].astype(np.float64)
         m = logits.max(axis=1, keepdims=True)
-        lse = (m[:, 0] + np.log(np.exp(logits - m).sum(axis=1)))
+        lse = m[:, 0] + np.log(np.exp(logits - m).sum(axis=1))
         nll += float((lse - logits[np.arange(len(w) - 1), w[1:]]).sum())
         count += len(w) - 1
     return math.exp(nll / count)

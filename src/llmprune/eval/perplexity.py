@@ -22,8 +22,13 @@ from ..errors import LlmpruneError
 EVAL_SPLIT = {"wikitext2": "test", "ptb": "test", "c4": "validation"}
 
 
-def perplexity(model: nn.Module, windows: torch.Tensor, device: str | torch.device = "cpu",
-               progress: bool = True, desc: str = "ppl") -> float:
+def perplexity(
+    model: nn.Module,
+    windows: torch.Tensor,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    desc: str = "ppl",
+) -> float:
     """Perplexity of ``model`` on ``windows`` ([n, seqlen]), batch 1, float32 loss."""
     nll, count = 0.0, 0
     with torch.inference_mode():
@@ -41,9 +46,16 @@ def perplexity(model: nn.Module, windows: torch.Tensor, device: str | torch.devi
     return math.exp(nll / count)
 
 
-def evaluate_ppl(model: nn.Module, tokenizer, datasets: list[str], seqlen: int = 2048,
-                 max_windows: int | None = None, data_dir: str | os.PathLike | None = None,
-                 device: str | torch.device = "cpu", progress: bool = True) -> dict:
+def evaluate_ppl(
+    model: nn.Module,
+    tokenizer,
+    datasets: list[str],
+    seqlen: int = 2048,
+    max_windows: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict:
     """``{"ppl": {name: value}, "protocol": {name: {...}}}`` for each dataset."""
     result: dict = {"ppl": {}, "protocol": {}}
     for name in datasets:

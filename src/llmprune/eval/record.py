@@ -28,8 +28,9 @@ def load_eval(model_dir: str | os.PathLike) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise LlmpruneError(f"{path} is not valid JSON ({exc}): delete it and re-run `llmprune eval "
-                            f"{model_dir} --save`") from None
+        raise LlmpruneError(
+            f"{path} is not valid JSON ({exc}): delete it and re-run `llmprune eval {model_dir} --save`"
+        ) from None
     if not isinstance(data, dict):
         raise LlmpruneError(f"{path} is not a JSON object: delete it and re-run `llmprune eval {model_dir} --save`")
     return data
@@ -50,8 +51,10 @@ def save_eval(model_dir: str | os.PathLike, result: dict) -> Path:
     """Merge ``result`` into ``model_dir/eval.json`` atomically; returns its path."""
     directory = Path(model_dir).expanduser()
     if not directory.is_dir():
-        raise LlmpruneError(f"--save writes eval.json into the model directory, but {model_dir} is not a "
-                            "directory: evaluate a saved model directory or drop --save")
+        raise LlmpruneError(
+            f"--save writes eval.json into the model directory, but {model_dir} is not a "
+            "directory: evaluate a saved model directory or drop --save"
+        )
     path = directory / EVAL_FILE
     text = json.dumps(merge_eval(load_eval(directory), result), indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{EVAL_FILE}.", suffix=".tmp", dir=directory)

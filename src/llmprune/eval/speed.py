@@ -120,8 +120,9 @@ def _prefill(model: nn.Module, ids: torch.Tensor, arg: str) -> tuple[Any, torch.
 
 
 @torch.inference_mode()
-def _decode(model: nn.Module, cache: Any, token: torch.Tensor, steps: int, arg: str,
-            tokens: list[torch.Tensor] | None = None) -> torch.Tensor:
+def _decode(
+    model: nn.Module, cache: Any, token: torch.Tensor, steps: int, arg: str, tokens: list[torch.Tensor] | None = None
+) -> torch.Tensor:
     """``steps`` greedy decode steps, one forward per token on ``cache``; the chosen tokens
     are appended to ``tokens`` if given."""
     for _ in range(steps):
@@ -143,8 +144,9 @@ def greedy_decode(model: nn.Module, ids: torch.Tensor, new_tokens: int) -> torch
     return torch.cat(tokens, dim=1)
 
 
-def _one_trial(model: nn.Module, ids1: torch.Tensor, ids8: torch.Tensor, new_tokens: int,
-               timer: _Timer) -> dict[str, float]:
+def _one_trial(
+    model: nn.Module, ids1: torch.Tensor, ids8: torch.Tensor, new_tokens: int, timer: _Timer
+) -> dict[str, float]:
     res: dict[str, float] = {}
     arg = cache_arg(model)
     t, (cache, tok) = timer.measure(lambda: _prefill(model, ids1, arg))
@@ -163,8 +165,16 @@ def _config(model: nn.Module) -> Any:
     return model.config
 
 
-def benchmark(models: dict[str, nn.Module], device: str = "cpu", prompt_len: int = 128, new_tokens: int = 64,
-              batch: int = 8, trials: int = 5, warmup: int = 1, seed: int = 0) -> dict:
+def benchmark(
+    models: dict[str, nn.Module],
+    device: str = "cpu",
+    prompt_len: int = 128,
+    new_tokens: int = 64,
+    batch: int = 8,
+    trials: int = 5,
+    warmup: int = 1,
+    seed: int = 0,
+) -> dict:
     """Measure every model in ``models`` (name -> model, already on ``device``)."""
     dev = torch.device(device)
     timer = _Timer(dev)
@@ -192,15 +202,25 @@ def benchmark(models: dict[str, nn.Module], device: str = "cpu", prompt_len: int
                 peak = sampler.peak_mb
             if peak is not None:
                 peaks[name] = max(peaks.get(name) or 0.0, peak)
-    result: dict = {"protocol": {
-        "device": str(dev), "prompt_len": prompt_len, "new_tokens": new_tokens, "batch_sizes": [1, batch],
-        "trials": trials, "warmup": warmup, "seed": seed, "threads": torch.get_num_threads(),
-        "timing": "CUDA events" if dev.type == "cuda" else "perf_counter",
-        "memory": "max_memory_allocated above the weights" if dev.type == "cuda"
-                  else "peak process RSS above the level before each trial (sampled every 2 ms)",
-        "decode": "greedy, one forward per token with the transformers KV cache",
-        "order": "models alternate inside every trial",
-    }, "models": {}}
+    result: dict = {
+        "protocol": {
+            "device": str(dev),
+            "prompt_len": prompt_len,
+            "new_tokens": new_tokens,
+            "batch_sizes": [1, batch],
+            "trials": trials,
+            "warmup": warmup,
+            "seed": seed,
+            "threads": torch.get_num_threads(),
+            "timing": "CUDA events" if dev.type == "cuda" else "perf_counter",
+            "memory": "max_memory_allocated above the weights"
+            if dev.type == "cuda"
+            else "peak process RSS above the level before each trial (sampled every 2 ms)",
+            "decode": "greedy, one forward per token with the transformers KV cache",
+            "order": "models alternate inside every trial",
+        },
+        "models": {},
+    }
     for name, model in models.items():
         metrics = {}
         for key in runs[name][0]:
@@ -216,7 +236,8 @@ def benchmark(models: dict[str, nn.Module], device: str = "cpu", prompt_len: int
     if len(names) == 2:
         a, b = (result["models"][n]["metrics"] for n in names)
         result["speedup"] = {
-            "of": names[0], "vs": names[1],
+            "of": names[0],
+            "vs": names[1],
             **{k: a[k]["median"] / b[k]["median"] for k in a if k.endswith("tok_s_b1") or k.endswith("tok_s_b8")},
             "ttft_s": b["ttft_s"]["median"] / a["ttft_s"]["median"],
         }

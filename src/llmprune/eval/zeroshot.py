@@ -44,8 +44,11 @@ def offline() -> Iterator[None]:
     import datasets.config
     import huggingface_hub.constants
 
-    for module, attr in ((datasets.config, "HF_DATASETS_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"),
-                         (huggingface_hub.constants, "HF_HUB_OFFLINE")):
+    for module, attr in (
+        (datasets.config, "HF_DATASETS_OFFLINE"),
+        (datasets.config, "HF_HUB_OFFLINE"),
+        (huggingface_hub.constants, "HF_HUB_OFFLINE"),
+    ):
         if hasattr(module, attr):
             patched.append((module, attr, getattr(module, attr)))
             setattr(module, attr, True)
@@ -135,8 +138,9 @@ def _item_range(f: TaskFile, items: tuple[int, int]) -> tuple[int, int]:
     """``items`` clipped to the file; a range that starts past the end is an error."""
     start, end = items
     if start >= f.rows:
-        raise LlmpruneError(f"--items {start}:{end} starts past the end of {f.task.filename} "
-                            f"({f.rows} items): use START < {f.rows}")
+        raise LlmpruneError(
+            f"--items {start}:{end} starts past the end of {f.task.filename} ({f.rows} items): use START < {f.rows}"
+        )
     return start, min(end, f.rows)
 
 
@@ -153,8 +157,10 @@ def merge_item_ranges(parts: Sequence[dict], n_available: int) -> dict:
     for part in ordered:
         start, end = part["items"]
         if start != position or part["n"] != end - start:
-            raise LlmpruneError(f"item ranges do not tile 0:{n_available}: expected one starting at {position}, "
-                                f"got {start}:{end} with n={part['n']}; run the missing range with --items")
+            raise LlmpruneError(
+                f"item ranges do not tile 0:{n_available}: expected one starting at {position}, "
+                f"got {start}:{end} with n={part['n']}; run the missing range with --items"
+            )
         position = end
     if position != n_available:
         raise LlmpruneError(f"item ranges cover 0:{position} of 0:{n_available}: run --items {position}:{n_available}")
@@ -172,8 +178,15 @@ def merge_item_ranges(parts: Sequence[dict], n_available: int) -> dict:
     return out
 
 
-def protocol(f: TaskFile, n: int, limit: int | None, batch_size: int, version: str, dtype: str,
-             items: tuple[int, int] | None = None) -> dict:
+def protocol(
+    f: TaskFile,
+    n: int,
+    limit: int | None,
+    batch_size: int,
+    version: str,
+    dtype: str,
+    items: tuple[int, int] | None = None,
+) -> dict:
     """What a zero-shot number means: engine, prompt source, data file, sample count."""
     return {
         "engine": f"lm-eval {version} (HFLM over the loaded model)",
@@ -203,9 +216,13 @@ def _metrics(raw: dict, f: TaskFile, n: int) -> dict:
     return out
 
 
-def check_zeroshot(tasks: str | Sequence[str], data_dir: str | os.PathLike | None,
-                   limit: int | None = None, batch_size: int = 8,
-                   items: str | Sequence[int] | None = None) -> list[TaskFile]:
+def check_zeroshot(
+    tasks: str | Sequence[str],
+    data_dir: str | os.PathLike | None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    items: str | Sequence[int] | None = None,
+) -> list[TaskFile]:
     """Validate the arguments, lm-eval's presence and every data file (before any model work)."""
     names = parse_tasks(tasks if isinstance(tasks, str) else list(tasks))
     if limit is not None and limit < 1:
@@ -223,10 +240,16 @@ def check_zeroshot(tasks: str | Sequence[str], data_dir: str | os.PathLike | Non
     return files
 
 
-def evaluate_zeroshot(model: nn.Module, tokenizer, tasks: str | Sequence[str],
-                      data_dir: str | os.PathLike | None, limit: int | None = None,
-                      batch_size: int = 8, progress: bool = True,
-                      items: str | Sequence[int] | None = None) -> dict:
+def evaluate_zeroshot(
+    model: nn.Module,
+    tokenizer,
+    tasks: str | Sequence[str],
+    data_dir: str | os.PathLike | None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+    items: str | Sequence[int] | None = None,
+) -> dict:
     """Zero-shot acc / acc_norm of ``model`` on each task (first ``limit`` items if given, or
     items ``START:END`` of the file, clipped to its length, if ``items`` is given).
 
@@ -239,8 +262,13 @@ def evaluate_zeroshot(model: nn.Module, tokenizer, tasks: str | Sequence[str],
     ranges = {f.task.name: _item_range(f, rng) for f in files} if rng is not None else {}
     samples = {f.task.lm_eval_name: list(range(*ranges[f.task.name])) for f in files} if ranges else None
     check_finite_model(model, "evaluate zero-shot accuracy")
-    with offline(), _quiet_lm_eval(), _no_git_probe(), _finite_logits(model), \
-            tempfile.TemporaryDirectory(prefix="llmprune-tasks-") as tmp:
+    with (
+        offline(),
+        _quiet_lm_eval(),
+        _no_git_probe(),
+        _finite_logits(model),
+        tempfile.TemporaryDirectory(prefix="llmprune-tasks-") as tmp,
+    ):
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
@@ -248,8 +276,15 @@ def evaluate_zeroshot(model: nn.Module, tokenizer, tasks: str | Sequence[str],
         write_task_dir(files, tmp)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         manager = TaskManager(include_path=tmp, include_defaults=False)
-        out = simple_evaluate(model=lm, tasks=[f.task.lm_eval_name for f in files], task_manager=manager,
-                              num_fewshot=0, limit=limit, samples=samples, log_samples=False)
+        out = simple_evaluate(
+            model=lm,
+            tasks=[f.task.lm_eval_name for f in files],
+            task_manager=manager,
+            num_fewshot=0,
+            limit=limit,
+            samples=samples,
+            log_samples=False,
+        )
     if out is None:
         raise LlmpruneError("lm-eval returned no results (non-zero rank?): run on a single process")
     result: dict = {"zeroshot": {}, "protocol": {}}

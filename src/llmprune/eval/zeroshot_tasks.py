@@ -43,9 +43,14 @@ def _lettered(row: dict, stem: str) -> str | None:
     if problem:
         return problem
     choices = row.get("choices")
-    if not isinstance(choices, dict) or not isinstance(choices.get("text"), list) \
-            or not isinstance(choices.get("label"), list) or len(choices["text"]) != len(choices["label"]) \
-            or len(choices["text"]) < 2 or not all(isinstance(t, str) for t in choices["text"]):
+    if (
+        not isinstance(choices, dict)
+        or not isinstance(choices.get("text"), list)
+        or not isinstance(choices.get("label"), list)
+        or len(choices["text"]) != len(choices["label"])
+        or len(choices["text"]) < 2
+        or not all(isinstance(t, str) for t in choices["text"])
+    ):
         return "field 'choices' must be {text: [str, ...], label: [...]} of equal lengths"
     key = row.get("answerKey")
     if not isinstance(key, str) or key.lstrip() not in choices["label"]:
@@ -70,7 +75,7 @@ def _check_winogrande(row: dict) -> str | None:
         return problem
     if "_" not in row["sentence"]:
         return "field 'sentence' must contain the blank '_'"
-    return None if row.get("answer") in ("1", "2") else "field 'answer' must be \"1\" or \"2\""
+    return None if row.get("answer") in ("1", "2") else 'field \'answer\' must be "1" or "2"'
 
 
 def _check_boolq(row: dict) -> str | None:
@@ -96,19 +101,32 @@ class ZeroShotTask:
         return TASK_PREFIX + self.name
 
 
-TASKS: dict[str, ZeroShotTask] = {t.name: t for t in (
-    ZeroShotTask("piqa", "validation", "{goal, sol1, sol2, label:int}", _check_piqa),
-    ZeroShotTask("hellaswag", "validation", "{query, choices[4], label:int}", _check_hellaswag),
-    ZeroShotTask("winogrande", "validation", '{sentence, option1, option2, answer:"1"|"2"}',
-                 _check_winogrande, ("acc",)),
-    ZeroShotTask("arc_easy", "test", "{question, choices:{text[], label[]}, answerKey}",
-                 lambda r: _lettered(r, "question")),
-    ZeroShotTask("arc_challenge", "test", "{question, choices:{text[], label[]}, answerKey}",
-                 lambda r: _lettered(r, "question")),
-    ZeroShotTask("boolq", "validation", "{question, passage, label:int (1 = yes)}", _check_boolq, ("acc",)),
-    ZeroShotTask("openbookqa", "test", "{question_stem, choices:{text[], label[]}, answerKey}",
-                 lambda r: _lettered(r, "question_stem")),
-)}
+TASKS: dict[str, ZeroShotTask] = {
+    t.name: t
+    for t in (
+        ZeroShotTask("piqa", "validation", "{goal, sol1, sol2, label:int}", _check_piqa),
+        ZeroShotTask("hellaswag", "validation", "{query, choices[4], label:int}", _check_hellaswag),
+        ZeroShotTask(
+            "winogrande", "validation", '{sentence, option1, option2, answer:"1"|"2"}', _check_winogrande, ("acc",)
+        ),
+        ZeroShotTask(
+            "arc_easy", "test", "{question, choices:{text[], label[]}, answerKey}", lambda r: _lettered(r, "question")
+        ),
+        ZeroShotTask(
+            "arc_challenge",
+            "test",
+            "{question, choices:{text[], label[]}, answerKey}",
+            lambda r: _lettered(r, "question"),
+        ),
+        ZeroShotTask("boolq", "validation", "{question, passage, label:int (1 = yes)}", _check_boolq, ("acc",)),
+        ZeroShotTask(
+            "openbookqa",
+            "test",
+            "{question_stem, choices:{text[], label[]}, answerKey}",
+            lambda r: _lettered(r, "question_stem"),
+        ),
+    )
+}
 
 
 def parse_tasks(tasks: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -148,19 +166,25 @@ def locate(task: ZeroShotTask, data_dir: str | os.PathLike | None) -> TaskFile:
         try:
             line = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise LlmpruneError(f"zero-shot data file {path} line {lineno} is not valid UTF-8 (byte {exc.start}): "
-                                f"re-create it as UTF-8, one {task.fields} object per line") from None
+            raise LlmpruneError(
+                f"zero-shot data file {path} line {lineno} is not valid UTF-8 (byte {exc.start}): "
+                f"re-create it as UTF-8, one {task.fields} object per line"
+            ) from None
         if not line.strip():
             continue
         try:
             row: Any = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise LlmpruneError(f"zero-shot data file {path} line {lineno} is not JSON ({exc.msg}): "
-                                f"re-create it as one {task.fields} object per line") from None
+            raise LlmpruneError(
+                f"zero-shot data file {path} line {lineno} is not JSON ({exc.msg}): "
+                f"re-create it as one {task.fields} object per line"
+            ) from None
         problem = "not a JSON object" if not isinstance(row, dict) else task.check(row)
         if problem:
-            raise LlmpruneError(f"zero-shot data file {path} line {lineno}: {problem}: "
-                                f"re-create it as one {task.fields} object per line")
+            raise LlmpruneError(
+                f"zero-shot data file {path} line {lineno}: {problem}: "
+                f"re-create it as one {task.fields} object per line"
+            )
         rows += 1
     if rows == 0:
         raise LlmpruneError(f"zero-shot data file {path} is empty: re-create it as one {task.fields} object per line")
@@ -193,8 +217,10 @@ def snapshot(f: TaskFile) -> Path:
         tmp.write_bytes(f.data)
         os.replace(tmp, target)
     except OSError as exc:
-        raise LlmpruneError(f"cannot write the zero-shot data snapshot {target} ({exc.strerror}): "
-                            "set LLMPRUNE_CACHE to a writable folder") from None
+        raise LlmpruneError(
+            f"cannot write the zero-shot data snapshot {target} ({exc.strerror}): "
+            "set LLMPRUNE_CACHE to a writable folder"
+        ) from None
     return target
 
 

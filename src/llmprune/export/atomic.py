@@ -80,8 +80,9 @@ def _check_writable(parent: Path, out: Path) -> None:
         probe = tempfile.mkdtemp(prefix=".llmprune-probe-", dir=parent)
         os.rmdir(probe)
     except OSError as exc:
-        raise LlmpruneError(f"cannot write --out {out}: {parent} is not writable ({exc.strerror}); "
-                            "choose another --out") from None
+        raise LlmpruneError(
+            f"cannot write --out {out}: {parent} is not writable ({exc.strerror}); choose another --out"
+        ) from None
 
 
 def _check_free_space(parent: Path, out: Path, need: int) -> None:
@@ -90,8 +91,10 @@ def _check_free_space(parent: Path, out: Path, need: int) -> None:
     except OSError:
         return
     if free < need:
-        raise LlmpruneError(f"not enough free space for --out {out}: about {need / 2**20:.1f} MiB needed, "
-                            f"{free / 2**20:.1f} MiB free on {parent}; free space or choose another --out")
+        raise LlmpruneError(
+            f"not enough free space for --out {out}: about {need / 2**20:.1f} MiB needed, "
+            f"{free / 2**20:.1f} MiB free on {parent}; free space or choose another --out"
+        )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -122,8 +125,10 @@ def sweep_stale(path: Path) -> list[Path]:
         shutil.rmtree(entry, ignore_errors=True)
         if not entry.exists():
             removed.append(entry)
-            print(f"warning: removed {entry}, a temporary folder left by an interrupted llmprune run "
-                  f"(pid {m.group(1)})", file=sys.stderr)
+            print(
+                f"warning: removed {entry}, a temporary folder left by an interrupted llmprune run (pid {m.group(1)})",
+                file=sys.stderr,
+            )
     return removed
 
 
@@ -138,15 +143,18 @@ def check_output_dir(out: str | Path, force: bool, model: nn.Module | None = Non
     resolved = path.resolve()
     cwd = Path.cwd().resolve()
     if cwd == resolved or resolved in cwd.parents:
-        raise LlmpruneError(f"--out {out} is (or contains) the current directory: choose a new folder such as "
-                            "--out pruned-model")
+        raise LlmpruneError(
+            f"--out {out} is (or contains) the current directory: choose a new folder such as --out pruned-model"
+        )
     if path.exists() and not path.is_dir():
         raise LlmpruneError(f"output path {path} exists and is not a directory: choose another --out")
     if path.exists() and not force:
         raise LlmpruneError(f"output directory {path} already exists: choose another --out or pass --force")
     if path.exists() and any(path.iterdir()) and not is_llmprune_output(path):
-        raise LlmpruneError(f"--force replaces only an llmprune output (with its {REPORT_FILE}) or an empty "
-                            f"directory, and {path} is neither: choose another --out")
+        raise LlmpruneError(
+            f"--force replaces only an llmprune output (with its {REPORT_FILE}) or an empty "
+            f"directory, and {path} is neither: choose another --out"
+        )
     sweep_stale(path)
     parent = _existing_ancestor(resolved.parent)
     _check_writable(parent, path)
@@ -219,8 +227,10 @@ def atomic_directory(out: str | Path, force: bool = False, need_bytes: int | Non
             except LlmpruneError:
                 raise
             except Exception as exc:
-                raise LlmpruneError(f"writing {path} failed ({_first_line(exc)}); nothing was written: check "
-                                    "free space and permissions, or choose another --out") from None
+                raise LlmpruneError(
+                    f"writing {path} failed ({_first_line(exc)}); nothing was written: check "
+                    "free space and permissions, or choose another --out"
+                ) from None
             _commit(tmp, path, force)
         finally:
             if tmp.exists():
@@ -231,12 +241,16 @@ def _commit(tmp: Path, path: Path, force: bool) -> None:
     """Rename ``tmp`` to ``path`` under the parent's lock, re-checking what is there now."""
     with _parent_lock(path.parent):
         if path.exists() and not force:
-            raise LlmpruneError(f"output directory {path} appeared while this run was working (another run "
-                                "writing the same --out?): nothing was replaced; choose another --out or pass --force")
+            raise LlmpruneError(
+                f"output directory {path} appeared while this run was working (another run "
+                "writing the same --out?): nothing was replaced; choose another --out or pass --force"
+            )
         if path.exists():
             if not path.is_dir() or (any(path.iterdir()) and not is_llmprune_output(path)):
-                raise LlmpruneError(f"--force replaces only an llmprune output or an empty directory, and {path} "
-                                    "is neither now: choose another --out")
+                raise LlmpruneError(
+                    f"--force replaces only an llmprune output or an empty directory, and {path} "
+                    "is neither now: choose another --out"
+                )
             trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_OLD_TAG}-{os.getpid()}-", dir=path.parent))
             old = trash / path.name
             try:
@@ -257,8 +271,9 @@ def _commit(tmp: Path, path: Path, force: bool) -> None:
         try:
             tmp.rename(path)
         except OSError as exc:
-            raise LlmpruneError(f"cannot rename the finished output to {path} ({exc.strerror}): "
-                                "choose another --out") from None
+            raise LlmpruneError(
+                f"cannot rename the finished output to {path} ({exc.strerror}): choose another --out"
+            ) from None
 
 
 def check_out_file(out: str | os.PathLike, force: bool = False) -> Path:

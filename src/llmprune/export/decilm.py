@@ -32,14 +32,24 @@ from torch import nn
 
 from ..models.base import ModelAdapter, stock_architecture
 from ..modeling.modeling_llmprune import LAYOUT_KEY, NoAttention
-from ..models.decilm import (LLAMA_KEYS, ARCHITECTURE, AUTO_MAP, BASE_KEY, CONFIG_FILE, LLAMA_STYLE, MODEL_TYPE,
-                             MODELING_FILE)
+from ..models.decilm import (
+    LLAMA_KEYS,
+    ARCHITECTURE,
+    AUTO_MAP,
+    BASE_KEY,
+    CONFIG_FILE,
+    LLAMA_STYLE,
+    MODEL_TYPE,
+    MODELING_FILE,
+)
 
 _SHARED_BOUNDS = "vLLM's per-layer format (DeciLM block_configs) keeps the hidden size global"
 
 
 def _indexed(lin: nn.Linear | None) -> bool:
-    return lin is not None and (getattr(lin, "in_index", None) is not None or getattr(lin, "out_index", None) is not None)
+    return lin is not None and (
+        getattr(lin, "in_index", None) is not None or getattr(lin, "out_index", None) is not None
+    )
 
 
 def _sliding(config) -> bool:
@@ -69,9 +79,11 @@ def stock_obstacle(model: nn.Module) -> str | None:
     config: Any = model.config
     head_dim = getattr(config, "head_dim", None)
     if config.model_type == "qwen2" and head_dim and head_dim * config.num_attention_heads != config.hidden_size:
-        return (f"vLLM's Qwen2 derives head_dim from hidden_size / num_attention_heads "
-                f"({config.hidden_size} / {config.num_attention_heads}), not the config's {head_dim}; "
-                "`llmprune export DIR --format vllm --out NEW` writes a servable copy")
+        return (
+            f"vLLM's Qwen2 derives head_dim from hidden_size / num_attention_heads "
+            f"({config.hidden_size} / {config.num_attention_heads}), not the config's {head_dim}; "
+            "`llmprune export DIR --format vllm --out NEW` writes a servable copy"
+        )
     return None
 
 
@@ -81,8 +93,10 @@ def obstacle(model: nn.Module, adapter: ModelAdapter) -> str | None:
     config: Any = model.config
     family = getattr(config, "model_type", None)
     if family not in LLAMA_STYLE:
-        return (f"the {family} family is not LLaMA-style; vLLM's per-layer format (DeciLM block_configs) "
-                f"describes LLaMA blocks only ({', '.join(LLAMA_STYLE)})")
+        return (
+            f"the {family} family is not LLaMA-style; vLLM's per-layer format (DeciLM block_configs) "
+            f"describes LLaMA blocks only ({', '.join(LLAMA_STYLE)})"
+        )
     if _sliding(config):
         return "the model uses sliding-window attention, which vLLM's per-layer format does not describe"
     heads, head_dim = config.num_attention_heads, getattr(config, "head_dim", None)
@@ -93,29 +107,38 @@ def obstacle(model: nn.Module, adapter: ModelAdapter) -> str | None:
         if att is None and mlp.channels and not any_attention:
             # vLLM's DeciLM forward starts the residual in the first attention block; an MLP
             # before it gets no residual from the fused norm (measured: vLLM 0.32 fails)
-            return (f"block {i} keeps its MLP but no attention and no earlier block has attention; vLLM's "
-                    "DeciLM code needs an attention block before the first MLP")
+            return (
+                f"block {i} keeps its MLP but no attention and no earlier block has attention; vLLM's "
+                "DeciLM code needs an attention block before the first MLP"
+            )
         if any(_indexed(lin) for lin in (mlp.up, mlp.down) + ((att.q, att.o) if att is not None else ())):
             return f"block {i} reads or writes a subset of the residual stream; {_SHARED_BOUNDS}"
         if att is None:
             removed = next((m for m in block.modules() if isinstance(m, NoAttention)), None)
             if removed is not None and removed.bias is not None:
-                return (f"block {i} removed its attention but keeps the output-projection bias, which "
-                        "vLLM's per-layer format cannot hold")
+                return (
+                    f"block {i} removed its attention but keeps the output-projection bias, which "
+                    "vLLM's per-layer format cannot hold"
+                )
         else:
             any_attention = True
             if att.num_heads != heads:
-                return (f"block {i} removes query heads ({att.num_heads} of {heads} kept); vLLM's per-layer "
-                        "format keeps the query-head count global")
+                return (
+                    f"block {i} removes query heads ({att.num_heads} of {heads} kept); vLLM's per-layer "
+                    "format keeps the query-head count global"
+                )
             if head_dim is not None and att.head_dim != head_dim:
                 return f"block {i} has head_dim {att.head_dim}, not the global {head_dim}"
-            if {lin.bias is not None for lin in (att.q, att.k, att.v)} != {bias["qkv"]} or \
-                    (att.o.bias is not None) != bias["o"]:
+            if {lin.bias is not None for lin in (att.q, att.k, att.v)} != {bias["qkv"]} or (
+                att.o.bias is not None
+            ) != bias["o"]:
                 return f"block {i} has different attention biases than the other blocks"
         if mlp.channels == 0:
             if mlp.down.bias is not None:
-                return (f"block {i} removed all MLP channels but keeps the down-projection bias, which "
-                        "vLLM's per-layer format cannot hold")
+                return (
+                    f"block {i} removed all MLP channels but keeps the down-projection bias, which "
+                    "vLLM's per-layer format cannot hold"
+                )
         elif {lin.bias is not None for lin in (mlp.gate, mlp.up, mlp.down) if lin is not None} != {bias["mlp"]}:
             return f"block {i} has different MLP biases than the other blocks"
     if not any_attention:
@@ -128,10 +151,16 @@ def block_configs(adapter: ModelAdapter, heads: int) -> list[dict]:
     out = []
     for block in adapter.blocks():
         att, mlp = adapter.attention(block), adapter.mlp(block)
-        attention: dict[str, Any] = {"no_op": att is None, "replace_with_linear": False,
-                                     "n_heads_in_group": None if att is None else heads // att.num_kv_heads}
-        ffn: dict[str, Any] = {"no_op": mlp.channels == 0, "replace_with_linear": False,
-                               "intermediate_size": mlp.channels or None}
+        attention: dict[str, Any] = {
+            "no_op": att is None,
+            "replace_with_linear": False,
+            "n_heads_in_group": None if att is None else heads // att.num_kv_heads,
+        }
+        ffn: dict[str, Any] = {
+            "no_op": mlp.channels == 0,
+            "replace_with_linear": False,
+            "intermediate_size": mlp.channels or None,
+        }
         out.append({"attention": attention, "ffn": ffn})
     return out
 
@@ -156,21 +185,23 @@ def decilm_config(model: nn.Module, adapter: ModelAdapter) -> dict:
     kv = next(heads // b["attention"]["n_heads_in_group"] for b in blocks if not b["attention"]["no_op"])
     widths = [b["ffn"]["intermediate_size"] for b in blocks if not b["ffn"]["no_op"]]
     bias = _biases(adapter)
-    config.update({
-        "architectures": [ARCHITECTURE],
-        "model_type": MODEL_TYPE,
-        "auto_map": dict(AUTO_MAP),
-        "num_hidden_layers": len(blocks),
-        "num_key_value_heads": kv,
-        "head_dim": getattr(hf.config, "head_dim", None) or hf.config.hidden_size // heads,
-        "intermediate_size": max(widths) if widths else hf.config.intermediate_size,
-        "hidden_act": getattr(hf.config, "hidden_act", "silu"),
-        "attention_bias": bias["o"],
-        "mlp_bias": bias["mlp"],
-        "dtype": base["dtype"],
-        "block_configs": blocks,
-        BASE_KEY: base,
-    })
+    config.update(
+        {
+            "architectures": [ARCHITECTURE],
+            "model_type": MODEL_TYPE,
+            "auto_map": dict(AUTO_MAP),
+            "num_hidden_layers": len(blocks),
+            "num_key_value_heads": kv,
+            "head_dim": getattr(hf.config, "head_dim", None) or hf.config.hidden_size // heads,
+            "intermediate_size": max(widths) if widths else hf.config.intermediate_size,
+            "hidden_act": getattr(hf.config, "hidden_act", "silu"),
+            "attention_bias": bias["o"],
+            "mlp_bias": bias["mlp"],
+            "dtype": base["dtype"],
+            "block_configs": blocks,
+            BASE_KEY: base,
+        }
+    )
     if bias["qkv"] != bias["o"]:
         config["qkv_bias"] = bias["qkv"]
     return config

@@ -58,8 +58,11 @@ class _Tensors:
 def _file_type(outtype: str) -> int:
     import gguf
 
-    return {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
+    return {
+        "f32": gguf.LlamaFileType.ALL_F32,
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[outtype]
 
 
 def _weight(module: nn.Module | None) -> torch.Tensor:
@@ -127,8 +130,14 @@ def _add_layer(t: _Tensors, n: int, block: nn.Module, adapter, layer, plan: Gguf
             t.add(f"{p}.{name}.bias", lin.bias.data)
 
 
-def write_gguf(model: nn.Module, tokenizer, out: str | os.PathLike, outtype: str = "f32",
-               source_gguf: str | os.PathLike | None = None, force: bool = False) -> dict:
+def write_gguf(
+    model: nn.Module,
+    tokenizer,
+    out: str | os.PathLike,
+    outtype: str = "f32",
+    source_gguf: str | os.PathLike | None = None,
+    force: bool = False,
+) -> dict:
     """Write ``model`` to ``out`` (.gguf); tokenizer metadata from ``source_gguf`` when
     given (the file the model was converted from), else built from ``tokenizer``.
     Returns what was written: architecture, per-layer widths, notes, bytes."""
@@ -164,10 +173,15 @@ def write_gguf(model: nn.Module, tokenizer, out: str | os.PathLike, outtype: str
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-    return {"path": str(path), "arch": plan.arch, "outtype": outtype, "bytes": path.stat().st_size,
-            "tokenizer_from": tokenizer_from, "notes": plan.notes,
-            "layers": [{"block": lp.block, "heads": lp.heads, "kv_heads": lp.kv_heads, "ff": lp.ff}
-                       for lp in plan.layers]}
+    return {
+        "path": str(path),
+        "arch": plan.arch,
+        "outtype": outtype,
+        "bytes": path.stat().st_size,
+        "tokenizer_from": tokenizer_from,
+        "notes": plan.notes,
+        "layers": [{"block": lp.block, "heads": lp.heads, "kv_heads": lp.kv_heads, "ff": lp.ff} for lp in plan.layers],
+    }
 
 
 def source_gguf_for(src: str | os.PathLike | None, tokenizer) -> Path | None:
@@ -209,8 +223,14 @@ def _same_vocab(path: Path, tokenizer) -> bool:
     return len(vocab) == len(tokens) and all(tokens[i] == text for text, i in vocab.items())
 
 
-def export_gguf(src: str | os.PathLike | None, out: str | os.PathLike, outtype: str = "f32",
-                quantize: str | None = None, force: bool = False, threads: int | None = None) -> dict:
+def export_gguf(
+    src: str | os.PathLike | None,
+    out: str | os.PathLike,
+    outtype: str = "f32",
+    quantize: str | None = None,
+    force: bool = False,
+    threads: int | None = None,
+) -> dict:
     """``llmprune export SRC --format gguf``: load ``src`` (a model spec or llmprune
     output), write it as GGUF, optionally re-quantize it with llama.cpp into ``out``."""
     from .. import api
@@ -244,10 +264,15 @@ def describe(info: dict) -> str:
     """One line per fact for the CLI: what was written, how, and its size."""
     layers = info["layers"]
     widths = {(lp["heads"], lp["kv_heads"], lp["ff"]) for lp in layers}
-    shape = (f"{len(layers)} layers, heads/kv/ffn {layers[0]['heads']}/{layers[0]['kv_heads']}/{layers[0]['ff']}"
-             if len(widths) == 1 else f"{len(layers)} layers with per-layer widths")
-    lines = [f"wrote {info['path']}: llama.cpp architecture {info['arch']}, {shape}, {info['outtype']}"
-             + (f" re-quantized by llama.cpp to {info['quantize']}" if "quantize" in info else "")
-             + f", {info['bytes'] / 2**20:.1f} MiB; tokenizer from {info['tokenizer_from']}"]
+    shape = (
+        f"{len(layers)} layers, heads/kv/ffn {layers[0]['heads']}/{layers[0]['kv_heads']}/{layers[0]['ff']}"
+        if len(widths) == 1
+        else f"{len(layers)} layers with per-layer widths"
+    )
+    lines = [
+        f"wrote {info['path']}: llama.cpp architecture {info['arch']}, {shape}, {info['outtype']}"
+        + (f" re-quantized by llama.cpp to {info['quantize']}" if "quantize" in info else "")
+        + f", {info['bytes'] / 2**20:.1f} MiB; tokenizer from {info['tokenizer_from']}"
+    ]
     lines += [f"note: {n}" for n in info["notes"]]
     return "\n".join(lines)

@@ -74,8 +74,9 @@ def _rope_theta(config) -> float:
     if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type", "default")) != "default":
         kind = scaling.get("rope_type", scaling.get("type"))
     if kind not in ("default", None):
-        raise LlmpruneError(f"GGUF export: RoPE scaling {kind!r} is not implemented (only plain RoPE): "
-                            "export to safetensors instead")
+        raise LlmpruneError(
+            f"GGUF export: RoPE scaling {kind!r} is not implemented (only plain RoPE): export to safetensors instead"
+        )
     theta = params.get("rope_theta") if isinstance(params, dict) else None
     return float(theta if theta is not None else getattr(config, "rope_theta", 10000.0))
 
@@ -92,14 +93,19 @@ def check_family(model: nn.Module) -> str:
     if model_type not in UNIFORM_ARCH:
         raise LlmpruneError(
             f"GGUF export supports LLaMA-layout models (llama, mistral, SmolLM2) and qwen2; {model_type!r} is not "
-            "supported: export it to safetensors (llmprune prune --out DIR) instead")
+            "supported: export it to safetensors (llmprune prune --out DIR) instead"
+        )
     if model_type == "mistral" and getattr(config, "sliding_window", None) is not None:
-        raise LlmpruneError("GGUF export: Mistral with sliding-window attention has no llama.cpp mapping here: "
-                            "export to safetensors instead")
+        raise LlmpruneError(
+            "GGUF export: Mistral with sliding-window attention has no llama.cpp mapping here: "
+            "export to safetensors instead"
+        )
     act = getattr(config, "hidden_act", "silu")
     if act != "silu":
-        raise LlmpruneError(f"GGUF export: activation {act!r} is not SiLU, which llama.cpp's llama/qwen2/deci "
-                            "graphs assume: export to safetensors instead")
+        raise LlmpruneError(
+            f"GGUF export: activation {act!r} is not SiLU, which llama.cpp's llama/qwen2/deci "
+            "graphs assume: export to safetensors instead"
+        )
     _rope_theta(config)
     return model_type
 
@@ -109,7 +115,8 @@ def _refuse_residual_subsets(model: nn.Module) -> None:
         if isinstance(module, IndexedLinear):
             raise LlmpruneError(
                 f"GGUF export: {name} reads or writes a subset of the residual stream (DISP-style dimension-"
-                "independent blocks); no llama.cpp architecture can express that: keep the safetensors export")
+                "independent blocks); no llama.cpp architecture can express that: keep the safetensors export"
+            )
 
 
 def plan_gguf(model: nn.Module, adapter: ModelAdapter) -> GgufPlan:
@@ -125,15 +132,19 @@ def plan_gguf(model: nn.Module, adapter: ModelAdapter) -> GgufPlan:
             gone = getattr(block, "self_attn", None)
             bias = getattr(gone, "bias", None) if isinstance(gone, NoAttention) or att is None else att.o.bias
             if isinstance(bias, torch.Tensor) and bool(torch.any(bias != 0)):
-                raise LlmpruneError(f"GGUF export: block {i} lost its attention but keeps an output bias; "
-                                    "llama.cpp's attention-free layer adds none: keep the safetensors export")
+                raise LlmpruneError(
+                    f"GGUF export: block {i} lost its attention but keeps an output bias; "
+                    "llama.cpp's attention-free layer adds none: keep the safetensors export"
+                )
             raw.append((i, 0, 0, mlp.channels))
             continue
         if head_dim is None:
             head_dim = att.head_dim
         elif att.head_dim != head_dim:
-            raise LlmpruneError(f"GGUF export: head size differs between layers ({head_dim} vs {att.head_dim} in "
-                                f"block {i}); llama.cpp has one head size per model")
+            raise LlmpruneError(
+                f"GGUF export: head size differs between layers ({head_dim} vs {att.head_dim} in "
+                f"block {i}); llama.cpp has one head size per model"
+            )
         raw.append((i, att.num_heads, att.num_kv_heads, mlp.channels))
     if head_dim is None:
         head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
@@ -159,12 +170,16 @@ def plan_gguf(model: nn.Module, adapter: ModelAdapter) -> GgufPlan:
         layer = LayerPlan(i, h, kv, ff, attention=h > 0)
         if h == 0 and pos == 0:
             layer.heads, layer.kv_heads, layer.dummy_attention = 1, 1, True
-            notes.append(f"block {i}: attention-free first layer written with one zero-weight head "
-                         "(llama.cpp derives the head size from layer 0)")
+            notes.append(
+                f"block {i}: attention-free first layer written with one zero-weight head "
+                "(llama.cpp derives the head size from layer 0)"
+            )
         if ff == 0:
             layer.ff, layer.zero_ffn = 1, True
-            notes.append(f"block {i}: removed MLP written as one zero channel (llama.cpp's deci graph skips a "
-                         "layer with no FFN, attention included)")
+            notes.append(
+                f"block {i}: removed MLP written as one zero channel (llama.cpp's deci graph skips a "
+                "layer with no FFN, attention included)"
+            )
         layers.append(layer)
     return GgufPlan("deci", head_dim, layers, notes)
 

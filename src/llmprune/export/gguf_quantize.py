@@ -10,8 +10,11 @@ from pathlib import Path
 from ..errors import LlmpruneError
 
 #: ``--quantize`` name -> llama.cpp ``llama_ftype`` constant name.
-QUANT_TYPES = {"q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-               "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
+QUANT_TYPES = {
+    "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+}
 
 
 def check_quantize(name: str) -> str:
@@ -26,13 +29,16 @@ def llama_cpp_module():
     try:
         import llama_cpp
     except ImportError:
-        raise LlmpruneError("re-quantizing with llama.cpp needs llama-cpp-python: run `make llamacpp-env` and use "
-                            ".venv-llamacpp/bin/llmprune (or pip install llama-cpp-python)") from None
+        raise LlmpruneError(
+            "re-quantizing with llama.cpp needs llama-cpp-python: run `make llamacpp-env` and use "
+            ".venv-llamacpp/bin/llmprune (or pip install llama-cpp-python)"
+        ) from None
     return llama_cpp
 
 
-def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, qtype: str, threads: int | None = None,
-                  force: bool = False) -> dict:
+def quantize_gguf(
+    src: str | os.PathLike, out: str | os.PathLike, qtype: str, threads: int | None = None, force: bool = False
+) -> dict:
     """Quantize ``src`` into ``out`` with llama.cpp (``qtype``: q4_1, q4_k_m, q8_0)."""
     from .atomic import atomic_file, check_out_file
 
@@ -45,6 +51,7 @@ def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, qtype: str, th
     with atomic_file(path) as tmp:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
         if rc != 0:
-            raise LlmpruneError(f"llama.cpp could not quantize {Path(src).name} to {qtype} (status {rc}): see its "
-                                "log above")
+            raise LlmpruneError(
+                f"llama.cpp could not quantize {Path(src).name} to {qtype} (status {rc}): see its log above"
+            )
     return {"quantize": qtype, "bytes": path.stat().st_size}

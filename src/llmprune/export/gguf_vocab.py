@@ -13,8 +13,13 @@ from pathlib import Path
 from ..errors import LlmpruneError
 
 #: ``general.*`` keys that describe the *source* file's encoding or size, not the model.
-_SOURCE_ONLY = {"general.architecture", "general.file_type", "general.quantization_version", "general.size_label",
-                "general.alignment"}
+_SOURCE_ONLY = {
+    "general.architecture",
+    "general.file_type",
+    "general.quantization_version",
+    "general.size_label",
+    "general.alignment",
+}
 
 # GGUF token types (llama.cpp's llama_token_type)
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
@@ -47,8 +52,10 @@ def carry_over(writer, source: Path, n_vocab: int) -> list[str]:
     if tokens is None:
         raise LlmpruneError(f"{source.name} has no tokenizer.ggml.tokens: cannot carry its tokenizer over")
     if len(tokens[0]) != n_vocab:
-        raise LlmpruneError(f"{source.name} lists {len(tokens[0])} tokens but the model has {n_vocab} embedding "
-                            "rows: the model does not come from that GGUF")
+        raise LlmpruneError(
+            f"{source.name} lists {len(tokens[0])} tokens but the model has {n_vocab} embedding "
+            "rows: the model does not come from that GGUF"
+        )
     copied = []
     for key, (value, vtype, sub) in fields.items():
         if key not in _SOURCE_ONLY:
@@ -60,8 +67,10 @@ def carry_over(writer, source: Path, n_vocab: int) -> list[str]:
 def _backend_json(tokenizer) -> dict:
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
     if backend is None or not hasattr(backend, "to_str"):
-        raise LlmpruneError("GGUF export needs a fast (tokenizers) tokenizer to build the vocabulary: "
-                            "save the model with its tokenizer.json")
+        raise LlmpruneError(
+            "GGUF export needs a fast (tokenizers) tokenizer to build the vocabulary: "
+            "save the model with its tokenizer.json"
+        )
     return json.loads(backend.to_str())
 
 
@@ -84,13 +93,19 @@ def add_hf_vocab(writer, tokenizer, n_vocab: int) -> None:
     spec = _backend_json(tokenizer)
     model = spec.get("model", {})
     if model.get("type") != "BPE" or model.get("byte_fallback") or not _is_byte_level(spec):
-        kind = model.get("type", "?") + (" with byte fallback (SentencePiece-style)" if model.get("byte_fallback") else "")
-        raise LlmpruneError(f"GGUF export builds byte-level BPE vocabularies only; this tokenizer is {kind}: "
-                            "SentencePiece/Unigram vocabularies are not implemented")
+        kind = model.get("type", "?") + (
+            " with byte fallback (SentencePiece-style)" if model.get("byte_fallback") else ""
+        )
+        raise LlmpruneError(
+            f"GGUF export builds byte-level BPE vocabularies only; this tokenizer is {kind}: "
+            "SentencePiece/Unigram vocabularies are not implemented"
+        )
     vocab = tokenizer.get_vocab()
     if max(vocab.values()) >= n_vocab:
-        raise LlmpruneError(f"the tokenizer has ids up to {max(vocab.values())} but the model only {n_vocab} "
-                            "embedding rows: tokenizer and model do not match")
+        raise LlmpruneError(
+            f"the tokenizer has ids up to {max(vocab.values())} but the model only {n_vocab} "
+            "embedding rows: tokenizer and model do not match"
+        )
     added = {t["id"]: t for t in spec.get("added_tokens", [])}
     tokens: list[str] = [f"[PAD{i}]" for i in range(n_vocab)]
     types = [UNUSED] * n_vocab
@@ -103,8 +118,12 @@ def add_hf_vocab(writer, tokenizer, n_vocab: int) -> None:
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
-    for name, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
-                      ("unk", writer.add_unk_token_id), ("pad", writer.add_pad_token_id)):
+    for name, add in (
+        ("bos", writer.add_bos_token_id),
+        ("eos", writer.add_eos_token_id),
+        ("unk", writer.add_unk_token_id),
+        ("pad", writer.add_pad_token_id),
+    ):
         value = getattr(tokenizer, f"{name}_token_id", None)
         if value is not None:
             add(int(value))

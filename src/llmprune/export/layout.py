@@ -33,8 +33,12 @@ from ..surgery.structural import GROUP_ATTRS, HEAD_ATTRS, KV_ATTRS
 
 
 #: ``--format`` names (what the user asks for) and the kinds they allow
-FORMATS = {"auto": ("dense", "stock", "block_configs", "layout"), "vllm": ("block_configs",),
-           "stock": ("dense", "stock"), "layout": ("layout",)}
+FORMATS = {
+    "auto": ("dense", "stock", "block_configs", "layout"),
+    "vllm": ("block_configs",),
+    "stock": ("dense", "stock"),
+    "layout": ("layout",),
+}
 
 
 @dataclass
@@ -71,9 +75,13 @@ def describe_layout(model: nn.Module, adapter: ModelAdapter) -> dict:
         spec: dict[str, Any] = {"linears": {}, "attrs": {}}
         for name, module in block.named_modules():
             if isinstance(module, NoAttention):
-                spec["no_attention"] = {"path": name, "hidden_size": module.hidden_size,
-                                        "head_dim": module.head_dim, "layer_idx": module.layer_idx,
-                                        "bias": module.bias is not None}
+                spec["no_attention"] = {
+                    "path": name,
+                    "hidden_size": module.hidden_size,
+                    "head_dim": module.head_dim,
+                    "layer_idx": module.layer_idx,
+                    "bias": module.bias is not None,
+                }
             elif isinstance(module, nn.Linear):
                 spec["linears"][name] = _linear_spec(module)
         att = adapter.attention(block)
@@ -169,10 +177,15 @@ def plan_export(model: nn.Module, adapter: ModelAdapter, fmt: str = "auto") -> E
                 probe.config = config
                 return ExportPlan("stock", updates, vllm_obstacle=stock_obstacle(probe))
         if fmt == "stock":
-            why = _not_uniform(adapter) if widths is None else \
-                f"the {config.model_type} config cannot express these widths"
-            raise LlmpruneError(f"cannot write a stock config: {why}; a stock config has the same widths in "
-                                "every block (use --format vllm or --format layout)")
+            why = (
+                _not_uniform(adapter)
+                if widths is None
+                else f"the {config.model_type} config cannot express these widths"
+            )
+            raise LlmpruneError(
+                f"cannot write a stock config: {why}; a stock config has the same widths in "
+                "every block (use --format vllm or --format layout)"
+            )
     reason = obstacle(model, adapter)
     if "block_configs" in kinds:
         if reason is None:

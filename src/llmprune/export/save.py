@@ -33,44 +33,60 @@ REMOTE_CLASS = "LlmprunePrunedForCausalLM"
 def remote_code_source(base_architecture: str) -> str:
     """The modeling file written into heterogeneous checkpoints."""
     source = inspect.getsource(modeling_llmprune)
-    return (source.rstrip() + "\n\n\nimport transformers as _transformers  # noqa: E402\n\n"
-            f"{REMOTE_CLASS} = pruned_class(_transformers.{base_architecture})\n")
+    return (
+        source.rstrip() + "\n\n\nimport transformers as _transformers  # noqa: E402\n\n"
+        f"{REMOTE_CLASS} = pruned_class(_transformers.{base_architecture})\n"
+    )
 
 
-_NOTES = {"dense": "same shapes as the model's own config",
-          "stock": "uniform widths in a stock config (no remote code)",
-          "block_configs": "per-block widths in the DeciLM / Nemotron-NAS block_configs format: serves in vLLM; "
-                           "load with llmprune.load or trust_remote_code=True",
-          "layout": "per-block widths in config.llmprune_layout; load with llmprune.load or trust_remote_code=True"}
+_NOTES = {
+    "dense": "same shapes as the model's own config",
+    "stock": "uniform widths in a stock config (no remote code)",
+    "block_configs": "per-block widths in the DeciLM / Nemotron-NAS block_configs format: serves in vLLM; "
+    "load with llmprune.load or trust_remote_code=True",
+    "layout": "per-block widths in config.llmprune_layout; load with llmprune.load or trust_remote_code=True",
+}
 
 
 def export_record(plan: ExportPlan) -> dict[str, Any]:
     """The ``export`` entry of ``report.json``: the format written and whether vLLM serves it."""
-    record: dict[str, Any] = {"kind": plan.kind, "remote_code": plan.kind in ("block_configs", "layout"),
-                              "vllm": plan.kind != "layout" and plan.vllm_obstacle is None,
-                              "note": _NOTES[plan.kind]}
+    record: dict[str, Any] = {
+        "kind": plan.kind,
+        "remote_code": plan.kind in ("block_configs", "layout"),
+        "vllm": plan.kind != "layout" and plan.vllm_obstacle is None,
+        "note": _NOTES[plan.kind],
+    }
     if plan.kind == "stock" and plan.vllm_obstacle:
         record["vllm_obstacle"] = plan.vllm_obstacle
     if plan.kind == "layout":
-        record["vllm_obstacle"] = plan.vllm_obstacle or ("the llmprune layout was asked for; `llmprune export DIR "
-                                                         "--format vllm --out NEW` writes a servable copy")
+        record["vllm_obstacle"] = plan.vllm_obstacle or (
+            "the llmprune layout was asked for; `llmprune export DIR --format vllm --out NEW` writes a servable copy"
+        )
     return record
 
 
 def describe_export(record: dict[str, Any]) -> str:
     """One line for stdout: which format was written and, if vLLM cannot serve it, why."""
-    names = {"dense": "the family's own config (every block as config.json says)",
-             "stock": "stock config (uniform widths)",
-             "block_configs": "DeciLM block_configs (per-block widths, servable by vLLM with trust_remote_code=True)",
-             "layout": "llmprune layout (per-block widths, transformers with trust_remote_code=True)"}
+    names = {
+        "dense": "the family's own config (every block as config.json says)",
+        "stock": "stock config (uniform widths)",
+        "block_configs": "DeciLM block_configs (per-block widths, servable by vLLM with trust_remote_code=True)",
+        "layout": "llmprune layout (per-block widths, transformers with trust_remote_code=True)",
+    }
     line = f"format: {names[record['kind']]}"
     if not record.get("vllm", True):
         line += f"; not servable by vLLM: {record['vllm_obstacle']}"
     return line
 
 
-def save_pruned(model: nn.Module, tokenizer: Any, out: str | os.PathLike, report: PruneReport | dict | None,
-                force: bool = False, fmt: str = "auto") -> Path:
+def save_pruned(
+    model: nn.Module,
+    tokenizer: Any,
+    out: str | os.PathLike,
+    report: PruneReport | dict | None,
+    force: bool = False,
+    fmt: str = "auto",
+) -> Path:
     """Save as safetensors + config (+ tokenizer, + ``report.json`` and ``recipe.yaml``); returns the path.
 
     ``fmt`` is ``auto`` (the simplest format that holds the model) or one of ``vllm``,

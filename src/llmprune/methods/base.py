@@ -38,8 +38,9 @@ class MethodConfig(BaseModel):
     @classmethod
     def options_help(cls) -> str:
         """``name (type, default)`` of every option, comma-separated."""
-        return ", ".join(f"{n} ({_type_name(f.annotation)}, default {f.default!r})"
-                         for n, f in cls.model_fields.items())
+        return ", ".join(
+            f"{n} ({_type_name(f.annotation)}, default {f.default!r})" for n, f in cls.model_fields.items()
+        )
 
     @classmethod
     def parse(cls, method: str, options: Mapping[str, Any]) -> "MethodConfig":
@@ -149,8 +150,9 @@ class Method(ABC):
         return True
 
     @classmethod
-    def build(cls, ratio: float | str | None = None, pattern: str | None = None,
-              options: Mapping[str, Any] | None = None) -> "Method":
+    def build(
+        cls, ratio: float | str | None = None, pattern: str | None = None, options: Mapping[str, Any] | None = None
+    ) -> "Method":
         """The method for ``--ratio``/``--pattern`` and ``options`` (all validated here)."""
         return cls(cls.target(ratio, pattern), **dict(options or {}))
 

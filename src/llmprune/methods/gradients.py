@@ -76,8 +76,12 @@ def lm_loss_backward(model: nn.Module, ids: torch.Tensor, chunk: int = LOSS_CHUN
         logits = head(hd[:, t0:t1])
         if cap is not None:
             logits = torch.tanh(logits / cap) * cap
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, t0 + 1 : t1 + 1].reshape(-1),
-                               reduction="sum") / count
+        loss = (
+            F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), ids[:, t0 + 1 : t1 + 1].reshape(-1), reduction="sum"
+            )
+            / count
+        )
         loss.backward()
         total += float(loss.detach())
     if h.requires_grad and hd.grad is not None:
@@ -85,9 +89,16 @@ def lm_loss_backward(model: nn.Module, ids: torch.Tensor, chunk: int = LOSS_CHUN
     return total
 
 
-def backward_windows(model: nn.Module, calib: torch.Tensor, device: str, trainable: Iterable[torch.Tensor] = (),
-                     checkpointing: bool = False, progress: bool = True, desc: str = "gradients",
-                     loss_chunk: int = LOSS_CHUNK) -> None:
+def backward_windows(
+    model: nn.Module,
+    calib: torch.Tensor,
+    device: str,
+    trainable: Iterable[torch.Tensor] = (),
+    checkpointing: bool = False,
+    progress: bool = True,
+    desc: str = "gradients",
+    loss_chunk: int = LOSS_CHUNK,
+) -> None:
     """Accumulate ``∂L/∂t`` (LM loss, summed over the windows of ``calib``) into ``.grad``
     of every tensor in ``trainable`` and of any leaf tensor hooks put in the graph.
 

@@ -53,7 +53,8 @@ TAYLOR = ("param_first", "vectorize")
 
 class LLMPrunerConfig(MethodConfig):
     taylor: Literal["param_first", "vectorize"] = Field(
-        "param_first", description="element-wise (param_first) or group-level (vectorize) first-order importance")
+        "param_first", description="element-wise (param_first) or group-level (vectorize) first-order importance"
+    )
     layer_start: int | None = Field(None, description="first pruned block (default: 4/32 of the depth)")
     layer_end: int | None = Field(None, description="end of the pruned blocks, exclusive (default: depth - 2/32 of it)")
     checkpointing: bool = Field(False, description="activation checkpointing in the backward passes")
@@ -105,8 +106,10 @@ def _layer_range(n: int, start: int | None, end: int | None) -> tuple[int, int]:
     lo = round(n * 4 / 32) if start is None else start
     hi = n - round(n * 2 / 32) if end is None else end
     if not 0 <= lo < hi <= n:
-        raise LlmpruneError(f"llm-pruner layer range [{lo}, {hi}) is empty or outside the model's {n} blocks: "
-                            "pass layer_start < layer_end within the model")
+        raise LlmpruneError(
+            f"llm-pruner layer range [{lo}, {hi}) is empty or outside the model's {n} blocks: "
+            "pass layer_start < layer_end within the model"
+        )
     return lo, hi
 
 
@@ -123,8 +126,14 @@ class LLMPruner(StructuredMethod):
 
     def options(self) -> dict:
         c = self.config
-        return {"taylor": c.taylor, "layers": self.layers, "allocation": "uniform over the pruned layers",
-                "checkpointing": c.checkpointing, "allow_empty": c.allow_empty, "recovery": None}
+        return {
+            "taylor": c.taylor,
+            "layers": self.layers,
+            "allocation": "uniform over the pruned layers",
+            "checkpointing": c.checkpointing,
+            "allow_empty": c.allow_empty,
+            "recovery": None,
+        }
 
     def _linear_params(self, adapter: ModelAdapter) -> list[torch.Tensor]:
         params: list[torch.Tensor] = []
@@ -144,11 +153,20 @@ class LLMPruner(StructuredMethod):
         total, in_range = sum(cost), sum(cost[lo:hi])
         local = self.ratio * total / in_range if in_range else 1.0
         if local > 0.95:
-            raise LlmpruneError(f"llm-pruner would need to remove {local:.0%} of each of blocks {lo}..{hi - 1} to "
-                                f"reach {self.ratio:.0%} overall: use a smaller --ratio or widen the layer range")
+            raise LlmpruneError(
+                f"llm-pruner would need to remove {local:.0%} of each of blocks {lo}..{hi - 1} to "
+                f"reach {self.ratio:.0%} overall: use a smaller --ratio or widen the layer range"
+            )
         params = self._linear_params(adapter)
-        backward_windows(model, ctx.require_calib(self.name), device, params, c.checkpointing, ctx.progress,
-                         desc="llm-pruner: gradients")
+        backward_windows(
+            model,
+            ctx.require_calib(self.name),
+            device,
+            params,
+            c.checkpointing,
+            ctx.progress,
+            desc="llm-pruner: gradients",
+        )
         grad_rss = peak_rss_mb()
         units: list[Unit] = []
         try:
@@ -164,5 +182,9 @@ class LLMPruner(StructuredMethod):
             model.to("cpu")
         chosen = select_uniform(units, info, local, self.ratio * total, self.allow_empty)
         apply_selection(adapter, chosen, info, compensate=False)
-        return PruneResult(seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), removed=removed_counts(chosen),
-                           stages={"stage1_peak_rss_mb": grad_rss})
+        return PruneResult(
+            seconds=time.perf_counter() - t0,
+            peak_rss_mb=peak_rss_mb(),
+            removed=removed_counts(chosen),
+            stages={"stage1_peak_rss_mb": grad_rss},
+        )

@@ -32,7 +32,9 @@ class Manual(StructuredMethod):
         Method.__init__(self, None, **options)
         spec = self.config.spec
         if spec is None:
-            raise LlmpruneError("--method manual needs a plan: --method-args spec=FILE listing what to remove per layer")
+            raise LlmpruneError(
+                "--method manual needs a plan: --method-args spec=FILE listing what to remove per layer"
+            )
         self.plan = StructuredPlan.from_dict(spec) if isinstance(spec, dict) else load_plan(spec)
 
     @classmethod

@@ -22,7 +22,8 @@ class MRPConfig(MethodConfig):
     blocksize: int = Field(128, description="rows solved together")
     damp: float = Field(0.01, description="Hessian dampening, relative to mean(diag H)")
     precision: Literal["float32", "float64"] = Field(
-        "float32", description="precision of the solver's heavy arithmetic (float32: refined in float64)")
+        "float32", description="precision of the solver's heavy arithmetic (float32: refined in float64)"
+    )
 
     @field_validator("blocksize")
     @classmethod

@@ -60,7 +60,8 @@ def get_method(name: str) -> type[Method]:
         raise LlmpruneError(f"unknown method {name!r}: choose one of {', '.join(method_names())}") from None
 
 
-def build_method(name: str, ratio: float | str | None = None, pattern: str | None = None,
-                 options: Mapping[str, Any] | None = None) -> Method:
+def build_method(
+    name: str, ratio: float | str | None = None, pattern: str | None = None, options: Mapping[str, Any] | None = None
+) -> Method:
     """``get_method(name).build(ratio, pattern, options)``: every check, no model needed."""
     return get_method(name).build(ratio, pattern, options)

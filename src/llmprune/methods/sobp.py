@@ -72,12 +72,19 @@ def _masks(adapter: ModelAdapter) -> Iterator[list[tuple[torch.Tensor | None, to
         yield masks
 
 
-def first_order_scores(model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str = "cpu",
-                       checkpointing: bool = False, progress: bool = True) -> list[tuple[list[float], list[float]]]:
+def first_order_scores(
+    model: nn.Module,
+    adapter: ModelAdapter,
+    calib: torch.Tensor,
+    device: str = "cpu",
+    checkpointing: bool = False,
+    progress: bool = True,
+) -> list[tuple[list[float], list[float]]]:
     """``|Σ_x ∂L/∂m_g|`` for every KV group and channel of every block (stage 1)."""
     with _masks(adapter) as masks:
-        backward_windows(model, calib, device, checkpointing=checkpointing, progress=progress,
-                         desc="sobp: first-order scores")
+        backward_windows(
+            model, calib, device, checkpointing=checkpointing, progress=progress, desc="sobp: first-order scores"
+        )
         return [([] if gm is None else _grad(gm).abs().tolist(), _grad(cm).abs().tolist()) for gm, cm in masks]
 
 
@@ -105,8 +112,14 @@ def _dense_targets(dense: BlockRunner, lins: list[nn.Linear]) -> tuple[list[list
     return ys, outs
 
 
-def _stream_targets(runner: BlockRunner, lin: nn.Linear, module_targets: list[torch.Tensor],
-                    dense_in: torch.Tensor, dense_out: torch.Tensor, first: bool) -> list[torch.Tensor]:
+def _stream_targets(
+    runner: BlockRunner,
+    lin: nn.Linear,
+    module_targets: list[torch.Tensor],
+    dense_in: torch.Tensor,
+    dense_out: torch.Tensor,
+    first: bool,
+) -> list[torch.Tensor]:
     """``refit_target="stream"``: targets that reproduce the dense residual stream.
 
     ``first`` (``o_proj``): ``y_dense + (h_dense_in − h_pruned_in)``, the module output that
@@ -116,8 +129,7 @@ def _stream_targets(runner: BlockRunner, lin: nn.Linear, module_targets: list[to
     reproduce the dense block's output."""
     store = runner.inputs.device
     if first:
-        return [y + (dense_in[i : i + 1] - runner.inputs[i : i + 1]).to(y.dtype)
-                for i, y in enumerate(module_targets)]
+        return [y + (dense_in[i : i + 1] - runner.inputs[i : i + 1]).to(y.dtype) for i, y in enumerate(module_targets)]
     current: list[torch.Tensor] = []
     handle = lin.register_forward_hook(lambda module, args, output: current.append(output.detach().to(store)))
     try:
@@ -135,8 +147,10 @@ def _post_norms(block: nn.Module) -> list[str]:
 
 def _require_two_folds(samples: int) -> None:
     if samples < 2:
-        raise LlmpruneError("sobp refit_damp='heldout' needs at least 2 calibration samples (one per fold): "
-                            "raise --calib-samples or give a fixed dampening")
+        raise LlmpruneError(
+            "sobp refit_damp='heldout' needs at least 2 calibration samples (one per fold): "
+            "raise --calib-samples or give a fixed dampening"
+        )
 
 
 #: calibration tokens from which stage 3 (stream target) measured better than no stage 3
@@ -156,8 +170,14 @@ def _rms_weights(stream: torch.Tensor) -> list[torch.Tensor]:
     return [1.0 / ms[i].clamp_min(1e-12) for i in range(stream.shape[0])]
 
 
-def _refit(runner: BlockRunner, lin: nn.Linear, targets: list[torch.Tensor], damp: float | str,
-           prior: str, weights: list[torch.Tensor] | None = None) -> dict:
+def _refit(
+    runner: BlockRunner,
+    lin: nn.Linear,
+    targets: list[torch.Tensor],
+    damp: float | str,
+    prior: str,
+    weights: list[torch.Tensor] | None = None,
+) -> dict:
     """Least-squares refit of ``lin`` (weight and bias) so that, fed the pruned stream, it
     reproduces ``targets`` (the dense module's outputs on the dense stream): accumulates
     ``Y Zᵀ`` and ``Z Zᵀ`` over one pass of the pruned block (float32 sums, solved in float64).
@@ -230,11 +250,15 @@ class SoBPConfig(MethodConfig):
     checkpointing: bool = Field(False, description="activation checkpointing in stage 1")
     allow_empty: bool = Field(False, description="a layer may lose all its KV groups or channels")
     normalize: Literal["none", "params"] = Field("none", description="rank stage-1 scores as is or per parameter")
-    refit_prior: Literal["current", "zero"] = Field("current", description="stage 3 ridge towards the stage-2 weights or zero")
+    refit_prior: Literal["current", "zero"] = Field(
+        "current", description="stage 3 ridge towards the stage-2 weights or zero"
+    )
     refit_damp: float | Literal["heldout"] | None = Field(
-        None, description="stage 3 dampening (default: damp), or 'heldout' (two-fold cross-validation per module)")
+        None, description="stage 3 dampening (default: damp), or 'heldout' (two-fold cross-validation per module)"
+    )
     refit_target: Literal["auto", "module", "stream"] = Field(
-        "auto", description="stage 3 reproduces the dense residual stream or the dense module outputs")
+        "auto", description="stage 3 reproduces the dense residual stream or the dense module outputs"
+    )
     refit_weight: Literal["none", "rms"] = Field("none", description="stage 3 token weights 1/rms(h)^2 (rms)")
 
     @field_validator("refit_damp", mode="before")
@@ -259,12 +283,20 @@ class SoBP(StructuredMethod):
     config: SoBPConfig
 
     def options(self) -> dict:
-        return {"refine": self.config.refine, "reconstruct": self.config.reconstruct, "global_selection": self.config.global_selection,
-                "damp": self.config.damp, "checkpointing": self.config.checkpointing, "allow_empty": self.allow_empty,
-                "normalize": self.config.normalize, "refit_prior": self.config.refit_prior,
-                "refit_damp": self._refit_damp(), "refit_target": self.config.refit_target,
-                "refit_weight": self.config.refit_weight,
-                "score": "|sum_x dL/dm_g|" + (" per parameter removed" if self.config.normalize == "params" else "")}
+        return {
+            "refine": self.config.refine,
+            "reconstruct": self.config.reconstruct,
+            "global_selection": self.config.global_selection,
+            "damp": self.config.damp,
+            "checkpointing": self.config.checkpointing,
+            "allow_empty": self.allow_empty,
+            "normalize": self.config.normalize,
+            "refit_prior": self.config.refit_prior,
+            "refit_damp": self._refit_damp(),
+            "refit_target": self.config.refit_target,
+            "refit_weight": self.config.refit_weight,
+            "score": "|sum_x dL/dm_g|" + (" per parameter removed" if self.config.normalize == "params" else ""),
+        }
 
     def _block_target(self, block: nn.Module, b: int) -> str:
         """Stage 3's target in block ``b``: ``auto`` is ``module`` under post-norms, else
@@ -273,16 +305,25 @@ class SoBP(StructuredMethod):
         if self.config.refit_target == "auto":
             return "module" if post else "stream"
         if self.config.refit_target == "stream" and post:
-            raise LlmpruneError(f"sobp refit_target='stream': block {b} normalises module outputs before the "
-                                f"residual add ({', '.join(post)}); use refit_target='module'")
+            raise LlmpruneError(
+                f"sobp refit_target='stream': block {b} normalises module outputs before the "
+                f"residual add ({', '.join(post)}); use refit_target='module'"
+            )
         return self.config.refit_target
 
     def _refit_damp(self) -> float | str:
         """Stage 3's dampening: ``refit_damp`` when given, else stage 2's ``damp``."""
         return self.config.damp if self.config.refit_damp is None else self.config.refit_damp
 
-    def _refine(self, adapter: ModelAdapter, block: nn.Module, runner: BlockRunner, b: int,
-                groups_out: set[int], chans_out: set[int]) -> None:
+    def _refine(
+        self,
+        adapter: ModelAdapter,
+        block: nn.Module,
+        runner: BlockRunner,
+        b: int,
+        groups_out: set[int],
+        chans_out: set[int],
+    ) -> None:
         """Stage 2 in block ``b``: remove the stage-1 counts of KV groups and channels one at
         a time by the structured OBS cost, updating the rest (or the stage-1 units as is)."""
         att = adapter.attention(block)
@@ -303,21 +344,24 @@ class SoBP(StructuredMethod):
             if self.config.refine:
                 H = runner.collect([LinearGroup(("down",), (mlp.down,))], hessian=True)["down"].hessian
                 assert H is not None
-                removed, W = greedy_group_obs(mlp.down.weight, H, [[c] for c in range(mlp.channels)],
-                                              len(chans_out), self.config.damp)
+                removed, W = greedy_group_obs(
+                    mlp.down.weight, H, [[c] for c in range(mlp.channels)], len(chans_out), self.config.damp
+                )
                 with torch.no_grad():
                     mlp.down.weight.copy_(W.to(mlp.down.weight.dtype))
                 chans_out = set(removed)
             structural.prune_channels(adapter, block, [c for c in range(mlp.channels) if c not in chans_out], layer=b)
 
-    def _reconstruct(self, adapter: ModelAdapter, block: nn.Module, runner: BlockRunner, dense: BlockRunner,
-                     b: int) -> list[dict]:
+    def _reconstruct(
+        self, adapter: ModelAdapter, block: nn.Module, runner: BlockRunner, dense: BlockRunner, b: int
+    ) -> list[dict]:
         """Stage 3 in block ``b``: refit ``o_proj`` then ``down_proj`` against the dense
         block (``dense``: the engine's reference runner, the dense copy on the dense stream)."""
         d_att, d_mlp = adapter.attention(dense.block), adapter.mlp(dense.block)
         att, mlp = adapter.attention(block), adapter.mlp(block)
-        pairs = ([("o", d_att.o, att.o)] if att is not None and d_att is not None else []) + \
-            ([("down", d_mlp.down, mlp.down)] if mlp.channels else [])
+        pairs = ([("o", d_att.o, att.o)] if att is not None and d_att is not None else []) + (
+            [("down", d_mlp.down, mlp.down)] if mlp.channels else []
+        )
         dense_in = dense.inputs
         targets, dense_out = _dense_targets(dense, [d for _, d, _ in pairs])
         target = self._block_target(block, b)
@@ -326,10 +370,17 @@ class SoBP(StructuredMethod):
             if target == "stream":
                 ys = _stream_targets(runner, lin, ys, dense_in, dense_out, first=name == "o")
             # o_proj's error meets the MLP's norm on about the block's input stream, down_proj's on its output
-            weights = None if self.config.refit_weight == "none" else \
-                _rms_weights(dense_in if name == "o" else dense_out)
-            refits.append({"block": b, "module": name, "target": target,
-                           **_refit(runner, lin, ys, self._refit_damp(), self.config.refit_prior, weights)})
+            weights = (
+                None if self.config.refit_weight == "none" else _rms_weights(dense_in if name == "o" else dense_out)
+            )
+            refits.append(
+                {
+                    "block": b,
+                    "module": name,
+                    "target": target,
+                    **_refit(runner, lin, ys, self._refit_damp(), self.config.refit_prior, weights),
+                }
+            )
         return refits
 
     def run(self, ctx: PruneContext) -> PruneResult:
@@ -338,9 +389,12 @@ class SoBP(StructuredMethod):
         if self.config.reconstruct and self.config.refit_damp == "heldout":
             _require_two_folds(calib.shape[0])  # before any work
         if self.config.reconstruct and calib.numel() < STAGE3_MIN_TOKENS:
-            print(f"sobp: stage 3 (reconstruction) with {calib.numel():,} calibration tokens; on SmolLM2-135M it "
-                  f"helped only from about {STAGE3_MIN_TOKENS:,} and hurt with fewer: consider --method-args reconstruct=false "
-                  "or more --calib-samples", file=sys.stderr)
+            print(
+                f"sobp: stage 3 (reconstruction) with {calib.numel():,} calibration tokens; on SmolLM2-135M it "
+                f"helped only from about {STAGE3_MIN_TOKENS:,} and hurt with fewer: consider --method-args reconstruct=false "
+                "or more --calib-samples",
+                file=sys.stderr,
+            )
         t0 = time.perf_counter()
         blocks = list(adapter.blocks())
         info, units = [], []
@@ -362,8 +416,13 @@ class SoBP(StructuredMethod):
         total = sum(bi.groups * bi.group_cost + bi.channels * bi.channel_cost for bi in info)
         select = select_global if self.config.global_selection else select_uniform
         chosen = select(units, info, self.ratio, self.ratio * total, self.allow_empty)
-        plan = [({u.index for u in chosen if u.block == b and u.kind == "group"},
-                 {u.index for u in chosen if u.block == b and u.kind == "channel"}) for b in range(len(blocks))]
+        plan = [
+            (
+                {u.index for u in chosen if u.block == b and u.kind == "group"},
+                {u.index for u in chosen if u.block == b and u.kind == "channel"},
+            )
+            for b in range(len(blocks))
+        ]
 
         refits: list[dict] = []
         t_sel = time.perf_counter()
@@ -381,10 +440,17 @@ class SoBP(StructuredMethod):
         engine = LayerwiseEngine(model, adapter, device=device, progress=progress)
         engine.run(calib, on_block, desc="sobp: refine + reconstruct", reference=self.config.reconstruct)
         removed = {"groups": sum(len(p[0]) for p in plan), "channels": sum(len(p[1]) for p in plan), "blocks": []}
-        stage_seconds = {"1_scores": t1 - t0, "1_selection": t_sel - t1, "2_refine": spent["refine"],
-                         "3_reconstruct": spent["reconstruct"],
-                         "other": time.perf_counter() - t_sel - spent["refine"] - spent["reconstruct"]}
-        return PruneResult(seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), removed=removed,
-                           stages={"stage1_seconds": t1 - t0, "stage1_peak_rss_mb": stage1_rss},
-                           details={**({"refits": refits} if self.config.reconstruct else {}),
-                                    "stage_seconds": stage_seconds})
+        stage_seconds = {
+            "1_scores": t1 - t0,
+            "1_selection": t_sel - t1,
+            "2_refine": spent["refine"],
+            "3_reconstruct": spent["reconstruct"],
+            "other": time.perf_counter() - t_sel - spent["refine"] - spent["reconstruct"],
+        }
+        return PruneResult(
+            seconds=time.perf_counter() - t0,
+            peak_rss_mb=peak_rss_mb(),
+            removed=removed,
+            stages={"stage1_seconds": t1 - t0, "stage1_peak_rss_mb": stage1_rss},
+            details={**({"refits": refits} if self.config.reconstruct else {}), "stage_seconds": stage_seconds},
+        )

@@ -36,8 +36,17 @@ from ..errors import LlmpruneError
 from ..models.base import AttentionSpec, MLPSpec
 from .base import MethodConfig, PruneContext, PruneResult
 from .registry import register
-from .units import (BlockInfo, StructuredMethod, Unit, apply_selection, group_columns, removed_counts,
-                    select_global, select_uniform, unit_costs)
+from .units import (
+    BlockInfo,
+    StructuredMethod,
+    Unit,
+    apply_selection,
+    group_columns,
+    removed_counts,
+    select_global,
+    select_uniform,
+    unit_costs,
+)
 
 
 class ScoredConfig(MethodConfig):
@@ -57,8 +66,7 @@ class ScoredMethod(StructuredMethod):
     def column_scores(self, lin: nn.Linear, stats: InputStats) -> torch.Tensor:
         raise NotImplementedError
 
-    def score_block(self, i: int, att: AttentionSpec | None, mlp: MLPSpec,
-                    stats: dict[int, InputStats]) -> list[Unit]:
+    def score_block(self, i: int, att: AttentionSpec | None, mlp: MLPSpec, stats: dict[int, InputStats]) -> list[Unit]:
         groups, channels, gcost, ccost = unit_costs(att, mlp)
         units = []
         if att is not None:
@@ -71,11 +79,11 @@ class ScoredMethod(StructuredMethod):
 
     def select(self, units: list[Unit], info: list[BlockInfo], target: float) -> list[Unit]:
         return (select_uniform if self.allocation == "uniform" else select_global)(
-            units, info, self.ratio, target, self.allow_empty)
+            units, info, self.ratio, target, self.allow_empty
+        )
 
     def options(self) -> dict:
-        return {"allocation": self.allocation, "bias_compensation": self.compensate,
-                "allow_empty": self.allow_empty}
+        return {"allocation": self.allocation, "bias_compensation": self.compensate, "allow_empty": self.allow_empty}
 
     def run(self, ctx: PruneContext) -> PruneResult:
         adapter = ctx.adapter
@@ -89,8 +97,11 @@ class ScoredMethod(StructuredMethod):
             block_costs.append(sum(lin.weight.numel() for lin in adapter.prunable_linears(block).values()))
             bi = BlockInfo(*unit_costs(att, mlp))
             if not self.scores_blocks:
-                wanted = [g for g in adapter.linear_groups(block)
-                          if any(lin is mlp.down or (att is not None and lin is att.o) for lin in g.linears)]
+                wanted = [
+                    g
+                    for g in adapter.linear_groups(block)
+                    if any(lin is mlp.down or (att is not None and lin is att.o) for lin in g.linears)
+                ]
                 named = runner.collect(wanted, hessian=False)
                 by_id = {id(lin): named[name] for g in wanted for name, lin in zip(g.names, g.linears)}
                 units.extend(self.score_block(i, att, mlp, by_id))
@@ -115,9 +126,13 @@ class ScoredMethod(StructuredMethod):
                 raise LlmpruneError(f"{self.name} cannot remove every block: use a smaller --ratio")
         chosen = self.select(units, info, target)
         apply_selection(adapter, chosen, info, self.compensate)
-        return PruneResult(seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(),
-                           peak_device_mb=stats.peak_device_mb, removed=removed_counts(chosen),
-                           block_influence=influence or None)
+        return PruneResult(
+            seconds=time.perf_counter() - t0,
+            peak_rss_mb=peak_rss_mb(),
+            peak_device_mb=stats.peak_device_mb,
+            removed=removed_counts(chosen),
+            block_influence=influence or None,
+        )
 
 
 @register

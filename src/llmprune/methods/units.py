@@ -47,7 +47,9 @@ class BlockInfo:
 def unit_costs(att: AttentionSpec | None, mlp: MLPSpec) -> tuple[int, int, int, int]:
     """``(KV groups, channels, weights per group, weights per channel)`` of one block."""
     groups = att.num_kv_heads if att is not None else 0
-    gcost = sum(lin.weight.numel() for lin in (att.q, att.k, att.v, att.o)) // groups if att is not None and groups else 0
+    gcost = (
+        sum(lin.weight.numel() for lin in (att.q, att.k, att.v, att.o)) // groups if att is not None and groups else 0
+    )
     lins = ([mlp.gate] if mlp.gate is not None else []) + [mlp.up, mlp.down]
     ccost = sum(lin.weight.numel() for lin in lins) // mlp.channels if mlp.channels else 0
     return groups, mlp.channels, gcost, ccost
@@ -69,8 +71,11 @@ class Floors:
 
     def __init__(self, info: list[BlockInfo], allow_empty: bool) -> None:
         self.allow_empty = allow_empty
-        self.left = {(b, k): (bi.groups if k == "group" else bi.channels) for b, bi in enumerate(info)
-                     for k in ("group", "channel")}
+        self.left = {
+            (b, k): (bi.groups if k == "group" else bi.channels)
+            for b, bi in enumerate(info)
+            for k in ("group", "channel")
+        }
 
     def allows(self, u: Unit) -> bool:
         return self.allow_empty or self.left[(u.block, u.kind)] > 1
@@ -84,8 +89,9 @@ def half_channel(info: list[BlockInfo]) -> float:
     return min((bi.channel_cost for bi in info if bi.channel_cost), default=0) / 2
 
 
-def select_uniform(units: list[Unit], info: list[BlockInfo], ratio: float, target: float,
-                   allow_empty: bool) -> list[Unit]:
+def select_uniform(
+    units: list[Unit], info: list[BlockInfo], ratio: float, target: float, allow_empty: bool
+) -> list[Unit]:
     """Same fraction in every block: ``round(ratio·G)`` groups, then channels to reach
     ``ratio`` of the block's weights."""
     chosen: list[Unit] = []
@@ -102,8 +108,9 @@ def select_uniform(units: list[Unit], info: list[BlockInfo], ratio: float, targe
     return chosen
 
 
-def select_global(units: list[Unit], info: list[BlockInfo], ratio: float, target: float,
-                  allow_empty: bool) -> list[Unit]:
+def select_global(
+    units: list[Unit], info: list[BlockInfo], ratio: float, target: float, allow_empty: bool
+) -> list[Unit]:
     """Lowest scores first across all blocks until ``target`` weights are removed; a unit
     that would overshoot by more than half a channel is skipped; floors keep one group
     and one channel per block unless ``allow_empty``."""
@@ -131,8 +138,9 @@ def compensate_bias(lin: nn.Linear, cols: list[int], mean: torch.Tensor) -> None
     idx = torch.as_tensor(cols, dtype=torch.long, device=lin.weight.device)
     delta = lin.weight.detach().float().index_select(1, idx) @ mean.to(lin.weight.device).float().index_select(0, idx)
     if lin.bias is None:
-        lin.bias = nn.Parameter(torch.zeros(lin.out_features, dtype=lin.weight.dtype, device=lin.weight.device),
-                                requires_grad=False)
+        lin.bias = nn.Parameter(
+            torch.zeros(lin.out_features, dtype=lin.weight.dtype, device=lin.weight.device), requires_grad=False
+        )
     with torch.no_grad():
         lin.bias.add_(delta.to(lin.bias.dtype))
 
@@ -149,8 +157,12 @@ def apply_selection(adapter: ModelAdapter, chosen: list[Unit], info: list[BlockI
             if att is not None and groups:
                 o_mean = info[b].o_mean
                 assert o_mean is not None
-                cols = [q * att.head_dim + d for g in sorted(groups)
-                        for q in range(g * att.group_size, (g + 1) * att.group_size) for d in range(att.head_dim)]
+                cols = [
+                    q * att.head_dim + d
+                    for g in sorted(groups)
+                    for q in range(g * att.group_size, (g + 1) * att.group_size)
+                    for d in range(att.head_dim)
+                ]
                 compensate_bias(att.o, cols, o_mean)
             if chans:
                 down_mean = info[b].down_mean
@@ -166,9 +178,11 @@ def apply_selection(adapter: ModelAdapter, chosen: list[Unit], info: list[BlockI
 
 
 def removed_counts(chosen: list[Unit]) -> dict[str, Any]:
-    return {"groups": sum(u.kind == "group" for u in chosen),
-            "channels": sum(u.kind == "channel" for u in chosen),
-            "blocks": sorted(u.block for u in chosen if u.kind == "block")}
+    return {
+        "groups": sum(u.kind == "group" for u in chosen),
+        "channels": sum(u.kind == "channel" for u in chosen),
+        "blocks": sorted(u.block for u in chosen if u.kind == "block"),
+    }
 
 
 class StructuredMethod(Method):

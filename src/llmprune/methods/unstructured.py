@@ -50,8 +50,14 @@ def _set_weight(linear: nn.Linear, new: torch.Tensor) -> None:
         linear.weight.copy_(new.to(linear.weight.dtype))
 
 
-def prune_unstructured(model: nn.Module, adapter: ModelAdapter, method: LayerwiseMethod,
-                       calib_ids: torch.Tensor | None, device: str = "cpu", progress: bool = True) -> PruneResult:
+def prune_unstructured(
+    model: nn.Module,
+    adapter: ModelAdapter,
+    method: LayerwiseMethod,
+    calib_ids: torch.Tensor | None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> PruneResult:
     """Prune every block linear of ``model`` in place; per-layer results in ``layers``.
 
     Calibration-free methods visit the blocks directly; the others run on the
@@ -69,9 +75,11 @@ def prune_unstructured(model: nn.Module, adapter: ModelAdapter, method: Layerwis
         dist, device = setup(device)
         if calib_ids is not None and dist.world > 1:
             if calib_ids.shape[0] < dist.world:
-                raise LlmpruneError(f"{calib_ids.shape[0]} calibration samples for {dist.world} processes: "
-                                    "use at least one sample per process (--calib-samples)")
-            calib_ids = calib_ids[dist.rank::dist.world]
+                raise LlmpruneError(
+                    f"{calib_ids.shape[0]} calibration samples for {dist.world} processes: "
+                    "use at least one sample per process (--calib-samples)"
+                )
+            calib_ids = calib_ids[dist.rank :: dist.world]
 
     def on_block(i: int, block: nn.Module, runner: BlockRunner | None) -> None:
         linears = adapter.prunable_linears(block)
@@ -82,14 +90,16 @@ def prune_unstructured(model: nn.Module, adapter: ModelAdapter, method: Layerwis
         for j, (name, lin) in enumerate(linears.items()):
             owner = j % dist.world
             if owner == dist.rank:
-                new = method.prune_weight(lin.weight.data.to(runner.device if runner else lin.weight.device),
-                                          stats[name] if stats else None)
+                new = method.prune_weight(
+                    lin.weight.data.to(runner.device if runner else lin.weight.device), stats[name] if stats else None
+                )
                 _set_weight(lin, new)
             with torch.no_grad():
                 dist.broadcast_from(lin.weight.data, owner)
             zeros = int((lin.weight == 0).sum())
-            layers.append({"block": i, "linear": name, "shape": list(lin.weight.shape),
-                           "sparsity": zeros / lin.weight.numel()})
+            layers.append(
+                {"block": i, "linear": name, "shape": list(lin.weight.shape), "sparsity": zeros / lin.weight.numel()}
+            )
 
     t0 = time.perf_counter()
     peak_device = None
@@ -103,8 +113,13 @@ def prune_unstructured(model: nn.Module, adapter: ModelAdapter, method: Layerwis
 
         for i, block in enumerate(tqdm(adapter.blocks(), desc=method.name, disable=not progress, file=sys.stderr)):
             on_block(i, block, None)
-    return PruneResult(seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), peak_device_mb=peak_device,
-                       layers=layers, details={"world_size": dist.world} if dist.world > 1 else None)
+    return PruneResult(
+        seconds=time.perf_counter() - t0,
+        peak_rss_mb=peak_rss_mb(),
+        peak_device_mb=peak_device,
+        layers=layers,
+        details={"world_size": dist.world} if dist.world > 1 else None,
+    )
 
 
 def block_sparsity(layers: list[dict]) -> float:

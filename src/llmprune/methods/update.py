@@ -24,8 +24,9 @@ from .unstructured import LayerwiseMethod
 UPDATES = ("none", "sparsegpt", "mrp")
 
 
-def compensate(weight: torch.Tensor, mask: torch.Tensor, stats: InputStats | None, update: str,
-               damp: float, blocksize: int) -> torch.Tensor:
+def compensate(
+    weight: torch.Tensor, mask: torch.Tensor, stats: InputStats | None, update: str, damp: float, blocksize: int
+) -> torch.Tensor:
     """``weight`` with ``mask`` (True = prune) removed and the rest updated by ``update``."""
     if stats is None or stats.hessian is None:
         raise ValueError(f"update={update} needs the calibration Hessian")
@@ -36,7 +37,8 @@ def compensate(weight: torch.Tensor, mask: torch.Tensor, stats: InputStats | Non
 
 class MaskConfig(MethodConfig):
     update: Literal["none", "sparsegpt", "mrp"] | None = Field(
-        None, description="compensate the mask with SparseGPT's or MRP's weight update (needs calibration)")
+        None, description="compensate the mask with SparseGPT's or MRP's weight update (needs calibration)"
+    )
     damp: float | None = Field(None, description="dampening of the update (default 0.01; needs update)")
     blocksize: int | None = Field(None, description="column block of the update (default 128; needs update)")
 

@@ -42,8 +42,16 @@ def as_block_configs(blocks: list | None) -> list | None:
     out = []
     for block in blocks:
         block = dict(block) if isinstance(block, dict) else dict(vars(block))
-        out.append(BlockSection({key: BlockSection(value if isinstance(value, dict) else vars(value))
-                                 if key in ("attention", "ffn") else value for key, value in block.items()}))
+        out.append(
+            BlockSection(
+                {
+                    key: BlockSection(value if isinstance(value, dict) else vars(value))
+                    if key in ("attention", "ffn")
+                    else value
+                    for key, value in block.items()
+                }
+            )
+        )
     return out
 
 
@@ -60,5 +68,7 @@ class LlmpruneDeciLMConfig(LlamaConfig):
         super().__init__(**kwargs)
         self.block_configs = as_block_configs(block_configs)
         if self.block_configs is not None and len(self.block_configs) != self.num_hidden_layers:
-            raise ValueError(f"block_configs lists {len(self.block_configs)} blocks but num_hidden_layers is "
-                             f"{self.num_hidden_layers}")
+            raise ValueError(
+                f"block_configs lists {len(self.block_configs)} blocks but num_hidden_layers is "
+                f"{self.num_hidden_layers}"
+            )

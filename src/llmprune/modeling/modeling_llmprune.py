@@ -46,9 +46,17 @@ class IndexedLinear(nn.Linear):
     in_index: torch.Tensor | None
     out_index: torch.Tensor | None
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 in_index: int | None = None, out_index: int | None = None, full_out: int | None = None,
-                 device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        in_index: int | None = None,
+        out_index: int | None = None,
+        full_out: int | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         idx_device = None if device is None else device
         self.full_out: int | None = None
@@ -91,8 +99,9 @@ class NoAttention(nn.Module):
     every later token when this is the first block).
     """
 
-    def __init__(self, hidden_size: int, head_dim: int, layer_idx: int, bias: bool = False,
-                 device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self, hidden_size: int, head_dim: int, layer_idx: int, bias: bool = False, device: Any = None, dtype: Any = None
+    ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.head_dim = head_dim
@@ -103,8 +112,9 @@ class NoAttention(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
         # transformers >= 5.24 passes the cache as ``cache``; older releases as ``past_key_values``
-        cache = next((kwargs[k] for k in ("cache", "past_key_values", "past_key_value") if kwargs.get(k) is not None),
-                     None)
+        cache = next(
+            (kwargs[k] for k in ("cache", "past_key_values", "past_key_value") if kwargs.get(k) is not None), None
+        )
         if cache is not None and hasattr(cache, "update"):
             b, s = hidden_states.shape[0], hidden_states.shape[1]
             placeholder = hidden_states.new_zeros(b, 1, s, 1)
@@ -134,8 +144,15 @@ def build_linear(spec: dict, like: nn.Module | None) -> nn.Linear:
     if like is not None and hasattr(like, "weight"):
         kw = {"device": like.weight.device, "dtype": like.weight.dtype}
     if spec.get("in_index") is not None or spec.get("out_index") is not None:
-        return IndexedLinear(in_f, out_f, bias=spec["bias"], in_index=spec.get("in_index"),
-                             out_index=spec.get("out_index"), full_out=spec.get("full_out"), **kw)
+        return IndexedLinear(
+            in_f,
+            out_f,
+            bias=spec["bias"],
+            in_index=spec.get("in_index"),
+            out_index=spec.get("out_index"),
+            full_out=spec.get("full_out"),
+            **kw,
+        )
     with warnings.catch_warnings():  # zero-width linears (all channels removed) are intended
         warnings.simplefilter("ignore", UserWarning)
         return nn.Linear(in_f, out_f, bias=spec["bias"], **kw)
@@ -156,10 +173,18 @@ def apply_layout(model: nn.Module, layout: dict) -> nn.Module:
         if removed is not None:
             old = get_submodule(block, removed["path"])
             ref = next(iter(old.parameters()), None)
-            set_submodule(block, removed["path"], NoAttention(
-                removed["hidden_size"], removed["head_dim"], getattr(old, "layer_idx", removed["layer_idx"]),
-                bias=removed["bias"], device=None if ref is None else ref.device,
-                dtype=None if ref is None else ref.dtype))
+            set_submodule(
+                block,
+                removed["path"],
+                NoAttention(
+                    removed["hidden_size"],
+                    removed["head_dim"],
+                    getattr(old, "layer_idx", removed["layer_idx"]),
+                    bias=removed["bias"],
+                    device=None if ref is None else ref.device,
+                    dtype=None if ref is None else ref.dtype,
+                ),
+            )
         for path, lspec in spec.get("linears", {}).items():
             old = get_submodule(block, path)
             set_submodule(block, path, build_linear(lspec, old))

@@ -64,8 +64,9 @@ class DeciLMBlock(nn.Module):
             self.mlp = None
         else:
             if not hasattr(ffn, "intermediate_size"):
-                raise ValueError(f"block {layer_idx}: ffn needs intermediate_size (ffn_mult is not supported by "
-                                 "this loader)")
+                raise ValueError(
+                    f"block {layer_idx}: ffn needs intermediate_size (ffn_mult is not supported by this loader)"
+                )
             self.post_attention_layernorm = layer.post_attention_layernorm
             self.mlp = self._mlp(layer.mlp, int(ffn.intermediate_size), config)
 

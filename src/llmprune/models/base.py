@@ -150,17 +150,17 @@ class ModelAdapter(ABC):
         """Config overrides that make the *stock* family class build blocks with these
         widths, or None when its config cannot express them (then the checkpoint
         needs the llmprune layout). LLaMA-style configs by default."""
-        return {"num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
-                "intermediate_size": channels}
+        return {
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "head_dim": head_dim,
+            "intermediate_size": channels,
+        }
 
     # -- counting ---------------------------------------------------------------
     def block_linear_params(self) -> int:
         """Weights of all decoder-block linears (the protocol's ratio denominator)."""
-        return sum(
-            lin.weight.numel()
-            for block in self.blocks()
-            for lin in self.prunable_linears(block).values()
-        )
+        return sum(lin.weight.numel() for block in self.blocks() for lin in self.prunable_linears(block).values())
 
     @staticmethod
     def head_geometry(q: nn.Linear, k: nn.Linear, head_dim: int) -> tuple[int, int]:
@@ -168,8 +168,7 @@ class ModelAdapter(ABC):
         so that per-layer pruned widths are always described correctly."""
         if q.out_features % head_dim or k.out_features % head_dim:
             raise ValueError(
-                f"projection widths {q.out_features}/{k.out_features} are not multiples "
-                f"of head_dim {head_dim}"
+                f"projection widths {q.out_features}/{k.out_features} are not multiples of head_dim {head_dim}"
             )
         return q.out_features // head_dim, k.out_features // head_dim
 

@@ -18,7 +18,9 @@ def read_config(path: Path) -> dict:
     try:
         return json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise LlmpruneError(f"{path}/config.json is unreadable ({type(exc).__name__}): re-create the checkpoint") from None
+        raise LlmpruneError(
+            f"{path}/config.json is unreadable ({type(exc).__name__}): re-create the checkpoint"
+        ) from None
 
 
 def causal_lm_class(path: Path) -> type | None:
@@ -45,7 +47,9 @@ def checkpoint_loader(path: Path) -> tuple[type | None, Any]:
     if not layout:
         return None, None
     if not isinstance(layout, dict):
-        raise LlmpruneError(f"{path}/config.json: {LAYOUT_KEY} is not a mapping: the checkpoint is corrupt; re-export it")
+        raise LlmpruneError(
+            f"{path}/config.json: {LAYOUT_KEY} is not a mapping: the checkpoint is corrupt; re-export it"
+        )
     import transformers
 
     base = getattr(transformers, str(layout.get("base_architecture")), None)
@@ -72,7 +76,9 @@ def _disk_tensors(path: Path) -> dict[str, tuple[tuple[int, ...], str, Path]]:
                     piece = f.get_slice(key)
                     tensors[key] = (tuple(piece.get_shape()), str(piece.get_dtype()), file)
         except Exception as exc:
-            raise LlmpruneError(f"cannot load model {path}: {file.name} is corrupt ({type(exc).__name__}); re-create the checkpoint") from None
+            raise LlmpruneError(
+                f"cannot load model {path}: {file.name} is corrupt ({type(exc).__name__}); re-create the checkpoint"
+            ) from None
     return tensors
 
 
@@ -133,11 +139,15 @@ def _check_index_buffers(path: Path, model: Any, disk: dict) -> None:
         if index.is_floating_point() or index.numel() == 0:
             continue
         if bound is not None and (int(index.min()) < 0 or int(index.max()) >= bound):
-            raise LlmpruneError(f"{path}: index buffer {key} ({_layer_of(key)}) holds values outside [0, {bound}): "
-                                "the checkpoint is corrupt; re-export it")
+            raise LlmpruneError(
+                f"{path}: index buffer {key} ({_layer_of(key)}) holds values outside [0, {bound}): "
+                "the checkpoint is corrupt; re-export it"
+            )
         if index.unique().numel() != index.numel():
-            raise LlmpruneError(f"{path}: index buffer {key} ({_layer_of(key)}) repeats residual indices: "
-                                "the checkpoint is corrupt; re-export it")
+            raise LlmpruneError(
+                f"{path}: index buffer {key} ({_layer_of(key)}) repeats residual indices: "
+                "the checkpoint is corrupt; re-export it"
+            )
 
 
 def validate_checkpoint(path: Path, cls: type | None, config: Any = None) -> None:
@@ -159,7 +169,9 @@ def validate_checkpoint(path: Path, cls: type | None, config: Any = None) -> Non
         if config is None:
             config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
         with torch.device("meta"):
-            model = cls(config) if cls is not None else AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+            model = (
+                cls(config) if cls is not None else AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+            )
     except LlmpruneError:
         raise
     except Exception as exc:
@@ -176,20 +188,31 @@ def validate_checkpoint(path: Path, cls: type | None, config: Any = None) -> Non
             )
     # tied tensors (lm_head = embed_tokens) are one tensor: any of their names on disk will do
     aliases: dict[int, list[str]] = {}
-    for name, tensor in list(model.named_parameters(remove_duplicate=False)) + \
-            list(model.named_buffers(remove_duplicate=False)):
+    for name, tensor in list(model.named_parameters(remove_duplicate=False)) + list(
+        model.named_buffers(remove_duplicate=False)
+    ):
         aliases.setdefault(id(tensor), []).append(name)
     names_of = {name: names for names in aliases.values() for name in names}
-    missing = [k for k in expected if k not in disk and not any(a in disk for a in names_of.get(k, [k]))
-               and not (rebuilt and _absent_by_design(k, expected[k], config))]
+    missing = [
+        k
+        for k in expected
+        if k not in disk
+        and not any(a in disk for a in names_of.get(k, [k]))
+        and not (rebuilt and _absent_by_design(k, expected[k], config))
+    ]
     if missing:
         raise LlmpruneError(
             f"{path}: tensor {missing[0]} ({_layer_of(missing[0])}) is missing from the checkpoint"
             f"{' (and ' + str(len(missing) - 1) + ' more)' if len(missing) > 1 else ''}: re-export it"
         )
     ignored = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])]
-    unexpected = [k for k in disk if k not in expected and not k.endswith("rotary_emb.inv_freq")  # older exports
-                  and not any(p.search(k) for p in ignored)]
+    unexpected = [
+        k
+        for k in disk
+        if k not in expected
+        and not k.endswith("rotary_emb.inv_freq")  # older exports
+        and not any(p.search(k) for p in ignored)
+    ]
     if unexpected:
         raise LlmpruneError(
             f"{path}: tensor {unexpected[0]} is not part of the model its config builds"

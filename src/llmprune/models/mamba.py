@@ -42,8 +42,10 @@ class TappedLinearGroup(LinearGroup):
 
 
 def _no_structured() -> LlmpruneError:
-    return LlmpruneError("structured pruning is not supported for mamba (no attention heads or MLP "
-                         "channels): use an unstructured method such as --method sparsegpt or mrp")
+    return LlmpruneError(
+        "structured pruning is not supported for mamba (no attention heads or MLP "
+        "channels): use an unstructured method such as --method sparsegpt or mrp"
+    )
 
 
 class MambaAdapter(ModelAdapter):

@@ -19,8 +19,9 @@ import torch
 from .obs import dampen
 
 
-def greedy_group_obs(W: torch.Tensor, H: torch.Tensor, groups: list[list[int]], n_remove: int,
-                     damp: float = 0.01, update: bool = True) -> tuple[list[int], torch.Tensor]:
+def greedy_group_obs(
+    W: torch.Tensor, H: torch.Tensor, groups: list[list[int]], n_remove: int, damp: float = 0.01, update: bool = True
+) -> tuple[list[int], torch.Tensor]:
     """Remove ``n_remove`` of ``groups`` (lists of column indices) greedily by OBS cost.
 
     Returns the removed group indices (in removal order) and the updated weights
@@ -56,8 +57,9 @@ def greedy_group_obs(W: torch.Tensor, H: torch.Tensor, groups: list[list[int]], 
     return removed, Wd.float()
 
 
-def _greedy_singletons(Wd: torch.Tensor, Hinv: torch.Tensor, cols: torch.Tensor, n_remove: int,
-                       update: bool) -> list[int]:
+def _greedy_singletons(
+    Wd: torch.Tensor, Hinv: torch.Tensor, cols: torch.Tensor, n_remove: int, update: bool
+) -> list[int]:
     """Greedy OBS over single columns ``cols``, updating ``Wd`` (float64) in place.
 
     Removing column ``c`` costs ``½‖W_:,c‖² / [H⁻¹]_cc`` with the current weights and
@@ -89,8 +91,9 @@ def _greedy_singletons(Wd: torch.Tensor, Hinv: torch.Tensor, cols: torch.Tensor,
     return removed
 
 
-def least_squares_refit(YZ: torch.Tensor, ZZ: torch.Tensor, damp: float = 0.01,
-                        prior: torch.Tensor | None = None) -> torch.Tensor:
+def least_squares_refit(
+    YZ: torch.Tensor, ZZ: torch.Tensor, damp: float = 0.01, prior: torch.Tensor | None = None
+) -> torch.Tensor:
     """``argmin_W ‖Y − W Z‖² + λ‖W − W₀‖²`` from the accumulated ``Y Zᵀ`` and ``Z Zᵀ``:
     ``W = (Y Zᵀ + λ W₀)(Z Zᵀ + λI)⁻¹`` with ``λ = damp · mean(diag(ZZᵀ))`` (SoBP stage 3).
 
@@ -107,8 +110,9 @@ def least_squares_refit(YZ: torch.Tensor, ZZ: torch.Tensor, damp: float = 0.01,
     return torch.cholesky_solve(rhs.T, L).T.float()
 
 
-def heldout_refit(folds: list[dict], damps: tuple[float, ...], prior: torch.Tensor,
-                  refit_prior: torch.Tensor | None) -> tuple[float | None, dict]:
+def heldout_refit(
+    folds: list[dict], damps: tuple[float, ...], prior: torch.Tensor, refit_prior: torch.Tensor | None
+) -> tuple[float | None, dict]:
     """Choose the stage-3 dampening by two-fold cross-validation on calibration samples.
 
     ``folds[f]`` holds one fold's sums ``YZ`` (Y Zᵀ), ``ZZ`` (Z Zᵀ), ``YY`` (‖Y‖²) and ``n``.
@@ -118,6 +122,7 @@ def heldout_refit(folds: list[dict], damps: tuple[float, ...], prior: torch.Tens
     current weights ``prior`` (no refit). Returns the damp with the lowest summed held-out
     error (``None``: keep) and every candidate's error relative to keeping.
     """
+
     def err(W: torch.Tensor, f: dict) -> float:
         W = W.double()
         return float(f["YY"] - 2 * (W * f["YZ"].double()).sum() + ((W @ f["ZZ"].double()) * W).sum())

@@ -40,6 +40,8 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Keep the ``n`` highest of every ``m`` consecutive input columns in each row."""
     rows, cols = scores.shape
     if cols % m:
-        raise LlmpruneError(f"a layer with {cols} input columns cannot take an N:M pattern with M={m}: choose M dividing {cols}")
+        raise LlmpruneError(
+            f"a layer with {cols} input columns cannot take an N:M pattern with M={m}: choose M dividing {cols}"
+        )
     grouped = scores.reshape(rows, cols // m, m)
     return _lowest(grouped, m - n).reshape(rows, cols)

@@ -120,8 +120,15 @@ def _buckets(sizes: torch.Tensor, pad_frac: float, pad_min: int) -> list[tuple[i
     return out
 
 
-def solve_on_sets(M: torch.Tensor, rhs: torch.Tensor, sets: torch.Tensor, dtype: torch.dtype = torch.float64,
-                  chunk_bytes: int = CHUNK_BYTES, pad_frac: float = 0.05, pad_min: int = 8) -> torch.Tensor:
+def solve_on_sets(
+    M: torch.Tensor,
+    rhs: torch.Tensor,
+    sets: torch.Tensor,
+    dtype: torch.dtype = torch.float64,
+    chunk_bytes: int = CHUNK_BYTES,
+    pad_frac: float = 0.05,
+    pad_min: int = 8,
+) -> torch.Tensor:
     """For each row ``r``: ``x_S = (M_SS)⁻¹ rhs_r,S`` on its set ``S = sets[r]``.
 
     ``M`` is a shared SPD matrix (n × n), ``rhs`` and ``sets`` are rows × n (``sets``
@@ -191,8 +198,14 @@ def solve_on_sets(M: torch.Tensor, rhs: torch.Tensor, sets: torch.Tensor, dtype:
     return out
 
 
-def mrp_update(W: torch.Tensor, Hinv: torch.Tensor, mask: torch.Tensor, H: torch.Tensor | None = None,
-               dtype: torch.dtype = torch.float64, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+def mrp_update(
+    W: torch.Tensor,
+    Hinv: torch.Tensor,
+    mask: torch.Tensor,
+    H: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float64,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> torch.Tensor:
     """The joint optimal update of every row for a fixed mask (True = prune), Eq. 8.
 
     Row ``r`` with pruned set ``P`` (``q = |P|``) becomes ``w + δw*`` with
@@ -260,8 +273,9 @@ def _inverse_and_factor(H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return Hinv, U
 
 
-def _select_unstructured(W: torch.Tensor, U: torch.Tensor, ratio: float, blocksize: int,
-                         dtype: torch.dtype) -> torch.Tensor:
+def _select_unstructured(
+    W: torch.Tensor, U: torch.Tensor, ratio: float, blocksize: int, dtype: torch.dtype
+) -> torch.Tensor:
     """Adaptive unstructured mask: blocks left to right, exact count per block, saliency
     ``w² / U_jj²`` on the weights after the previous blocks' joint updates (module doc)."""
     rows, cols = W.shape
@@ -293,8 +307,9 @@ def _select_nm(W: torch.Tensor, U: torch.Tensor, n: int, m: int, blocksize: int)
     """
     rows, cols = W.shape
     if cols % m:
-        raise LlmpruneError(f"a layer with {cols} input columns cannot take an N:M pattern with M={m}: "
-                            f"choose M dividing {cols}")
+        raise LlmpruneError(
+            f"a layer with {cols} input columns cannot take an N:M pattern with M={m}: choose M dividing {cols}"
+        )
     pats = nm_patterns(n, m, W.device)  # C × q
     groups = cols // m
     # the (H_FF)⁻¹ sub-block of every group g (F = columns from g on): U_ggᵀ U_gg
@@ -334,9 +349,16 @@ def _select_nm(W: torch.Tensor, U: torch.Tensor, n: int, m: int, blocksize: int)
 SOLVERS = ("pcg", "exact")
 
 
-def mrp_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None, blocksize: int = 128,
-              damp: float = 0.01, mask: torch.Tensor | None = None,
-              dtype: torch.dtype = torch.float64, solver: str = "pcg") -> torch.Tensor:
+def mrp_prune(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    sparsity: Sparsity | None,
+    blocksize: int = 128,
+    damp: float = 0.01,
+    mask: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float64,
+    solver: str = "pcg",
+) -> torch.Tensor:
     """Prune ``W`` (rows × cols) with MRP; return the compensated copy.
 
     ``H`` is the calibration Hessian ``2XXᵀ`` (undampened; ``damp · mean(diag H)`` is

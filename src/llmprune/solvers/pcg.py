@@ -26,9 +26,16 @@ MAX_ITER = {torch.float32: 100, torch.float64: 500}
 REPLACE_EVERY = 10
 
 
-def masked_lstsq_pcg(W: torch.Tensor, H: torch.Tensor, Hinv: torch.Tensor, keep: torch.Tensor,
-                     start: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
-                     tol: float | None = None, max_iter: int | None = None) -> tuple[torch.Tensor, int]:
+def masked_lstsq_pcg(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    Hinv: torch.Tensor,
+    keep: torch.Tensor,
+    start: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+    tol: float | None = None,
+    max_iter: int | None = None,
+) -> tuple[torch.Tensor, int]:
     """Per row ``v = argmin (w − v) H (w − v)ᵀ`` over ``v`` zero where ``keep`` is False.
 
     ``H`` is the (dampened, SPD) Hessian and ``Hinv`` its inverse; ``start`` a first guess

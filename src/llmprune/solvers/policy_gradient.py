@@ -28,7 +28,9 @@ def expected_kept(s: torch.Tensor, cost: torch.Tensor, owner: torch.Tensor | Non
     return kept.sum()
 
 
-def project_budget(s: torch.Tensor, cost: torch.Tensor, budget: float, owner: torch.Tensor | None = None) -> torch.Tensor:
+def project_budget(
+    s: torch.Tensor, cost: torch.Tensor, budget: float, owner: torch.Tensor | None = None
+) -> torch.Tensor:
     """Projection of ``s`` onto ``{0 ≤ s ≤ 1, E[P(m)] = budget}`` by a common shift ``v``:
     ``s ← clamp(s − v, 0, 1)`` with ``v`` found by bisection (the official code's
     projection; paper §3.3).
@@ -55,8 +57,14 @@ def project_budget(s: torch.Tensor, cost: torch.Tensor, budget: float, owner: to
     return (s64 - v).clamp(0.0, 1.0).to(s.dtype)
 
 
-def policy_gradient(losses: torch.Tensor, masks: torch.Tensor, s: torch.Tensor, baseline: float,
-                    baseline_weight: float = 1.0, eps: float = 1e-6) -> torch.Tensor:
+def policy_gradient(
+    losses: torch.Tensor,
+    masks: torch.Tensor,
+    s: torch.Tensor,
+    baseline: float,
+    baseline_weight: float = 1.0,
+    eps: float = 1e-6,
+) -> torch.Tensor:
     """Variance-normalised policy-gradient estimate from ``K`` sampled masks (paper §3.2):
 
     ``g = 1/(K − α) · Σ_k (L_k − b)(m_k − s) / sqrt(s(1 − s) + ε)``.

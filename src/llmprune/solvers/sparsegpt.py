@@ -34,8 +34,14 @@ from .obs import dampen, inverse_cholesky_upper
 from .sparsity import Sparsity
 
 
-def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None,
-                    blocksize: int = 128, damp: float = 0.01, mask: torch.Tensor | None = None) -> torch.Tensor:
+def sparsegpt_prune(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    sparsity: Sparsity | None,
+    blocksize: int = 128,
+    damp: float = 0.01,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Return the pruned and compensated copy of ``W`` (float32, same shape).
 
     ``mask`` (True = prune) fixes the pruned set instead of the adaptive selection,
@@ -53,8 +59,9 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: Sparsity | None,
     if nm is not None:
         n, m = nm
         if cols % m:
-            raise LlmpruneError(f"a layer with {cols} input columns cannot take an N:M pattern with M={m}: "
-                                f"choose M dividing {cols}")
+            raise LlmpruneError(
+                f"a layer with {cols} input columns cannot take an N:M pattern with M={m}: choose M dividing {cols}"
+            )
         blocksize = max(m, (blocksize // m) * m)
 
     for i1 in range(0, cols, blocksize):

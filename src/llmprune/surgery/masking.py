@@ -23,8 +23,9 @@ def _zero_cols(lin: nn.Linear, cols: Sequence[int]) -> None:
             lin.weight[:, torch.as_tensor(list(cols), dtype=torch.long)] = 0
 
 
-def mask_heads(adapter: ModelAdapter, block: nn.Module, keep_kv: Sequence[int],
-               keep_q: Sequence[int] | None = None) -> None:
+def mask_heads(
+    adapter: ModelAdapter, block: nn.Module, keep_kv: Sequence[int], keep_q: Sequence[int] | None = None
+) -> None:
     """Zero the output-projection columns of every query head not kept."""
     att = adapter.attention(block)
     assert att is not None, "the block has no attention to mask"
@@ -69,9 +70,14 @@ def mask_block(adapter: ModelAdapter, block: nn.Module) -> None:
     mask_mlp(adapter, block)
 
 
-def mask_residual(adapter: ModelAdapter, block: nn.Module, attn_in: Sequence[int] | None = None,
-                  attn_out: Sequence[int] | None = None, mlp_in: Sequence[int] | None = None,
-                  mlp_out: Sequence[int] | None = None) -> None:
+def mask_residual(
+    adapter: ModelAdapter,
+    block: nn.Module,
+    attn_in: Sequence[int] | None = None,
+    attn_out: Sequence[int] | None = None,
+    mlp_in: Sequence[int] | None = None,
+    mlp_out: Sequence[int] | None = None,
+) -> None:
     """Zero the input columns (outputs rows) of residual dimensions a module does not
     read (write)."""
     hidden = adapter.config.hidden_size

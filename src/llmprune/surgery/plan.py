@@ -30,8 +30,15 @@ from ..errors import LlmpruneError
 from ..models.base import ModelAdapter
 from . import masking, structural
 
-_KEYS = {"remove_kv_heads", "remove_heads", "remove_channels", "remove_attention", "remove_mlp",
-         "remove_block", "residual"}
+_KEYS = {
+    "remove_kv_heads",
+    "remove_heads",
+    "remove_channels",
+    "remove_attention",
+    "remove_mlp",
+    "remove_block",
+    "residual",
+}
 _RESIDUAL_KEYS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
 _BOOL_KEYS = ("remove_attention", "remove_mlp", "remove_block")
 _INDEX_KEYS = ("remove_kv_heads", "remove_heads", "remove_channels")
@@ -76,8 +83,10 @@ class StructuredPlan:
                 raise LlmpruneError(f"{source}: layer {idx}: residual takes kept index lists {list(_RESIDUAL_KEYS)}")
             for flag in _BOOL_KEYS:
                 if flag in edits and not isinstance(edits[flag], bool):
-                    raise LlmpruneError(f"{source}: layer {idx}: {flag} is {edits[flag]!r}, not a boolean: "
-                                        f"write {flag}: true or {flag}: false (unquoted)")
+                    raise LlmpruneError(
+                        f"{source}: layer {idx}: {flag} is {edits[flag]!r}, not a boolean: "
+                        f"write {flag}: true or {flag}: false (unquoted)"
+                    )
             for key in _INDEX_KEYS:
                 value = edits.get(key)
                 if key == "remove_channels" and isinstance(value, dict):
@@ -200,14 +209,16 @@ def block_widths(adapter: ModelAdapter) -> list[dict]:
             idx = getattr(lin, "out_index", None)
             return hidden if idx is None else int(idx.numel())
 
-        out.append({
-            "block": i,
-            "heads": 0 if att is None else att.num_heads,
-            "kv_heads": 0 if att is None else att.num_kv_heads,
-            "intermediate": mlp.up.out_features,
-            "hidden_in": width_in(att.q if att is not None else None),
-            "attn_out": width_out(att.o if att is not None else None),
-            "mlp_in": width_in(mlp.up),
-            "mlp_out": width_out(mlp.down),
-        })
+        out.append(
+            {
+                "block": i,
+                "heads": 0 if att is None else att.num_heads,
+                "kv_heads": 0 if att is None else att.num_kv_heads,
+                "intermediate": mlp.up.out_features,
+                "hidden_in": width_in(att.q if att is not None else None),
+                "attn_out": width_out(att.o if att is not None else None),
+                "mlp_in": width_in(mlp.up),
+                "mlp_out": width_out(mlp.down),
+            }
+        )
     return out

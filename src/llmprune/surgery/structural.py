@@ -30,8 +30,12 @@ def _index(idx: Sequence[int] | torch.Tensor, device: torch.device) -> torch.Ten
     return torch.as_tensor(list(idx) if not isinstance(idx, torch.Tensor) else idx, dtype=torch.long, device=device)
 
 
-def slice_linear(lin: nn.Linear, out_idx: Sequence[int] | torch.Tensor | None = None,
-                 in_idx: Sequence[int] | torch.Tensor | None = None, drop_bias: bool = False) -> nn.Linear:
+def slice_linear(
+    lin: nn.Linear,
+    out_idx: Sequence[int] | torch.Tensor | None = None,
+    in_idx: Sequence[int] | torch.Tensor | None = None,
+    drop_bias: bool = False,
+) -> nn.Linear:
     """A new linear keeping rows ``out_idx`` and columns ``in_idx`` of ``lin``.
 
     Residual index buffers of an :class:`IndexedLinear` follow the kept rows/columns.
@@ -66,14 +70,21 @@ def slice_linear(lin: nn.Linear, out_idx: Sequence[int] | torch.Tensor | None = 
     return new
 
 
-def _indexed(lin: nn.Linear, in_index: torch.Tensor | None, out_index: torch.Tensor | None,
-             full_out: int | None) -> IndexedLinear:
+def _indexed(
+    lin: nn.Linear, in_index: torch.Tensor | None, out_index: torch.Tensor | None, full_out: int | None
+) -> IndexedLinear:
     """``lin``'s weights in an :class:`IndexedLinear` reading ``in_index`` and/or
     writing ``out_index`` of a ``full_out``-wide residual."""
-    new = IndexedLinear(lin.in_features, lin.out_features, bias=lin.bias is not None,
-                        in_index=None if in_index is None else in_index.numel(),
-                        out_index=None if out_index is None else out_index.numel(), full_out=full_out,
-                        device=lin.weight.device, dtype=lin.weight.dtype)
+    new = IndexedLinear(
+        lin.in_features,
+        lin.out_features,
+        bias=lin.bias is not None,
+        in_index=None if in_index is None else in_index.numel(),
+        out_index=None if out_index is None else out_index.numel(),
+        full_out=full_out,
+        device=lin.weight.device,
+        dtype=lin.weight.dtype,
+    )
     with torch.no_grad():
         new.weight.copy_(lin.weight)
         if lin.bias is not None:
@@ -112,12 +123,19 @@ def _check_indices(idx: Sequence[int], size: int, what: str, layer: int) -> list
     if len(set(out)) != len(out):
         raise LlmpruneError(f"layer {layer}: duplicate {what} indices")
     if out and (out[0] < 0 or out[-1] >= size):
-        raise LlmpruneError(f"layer {layer}: {what} index out of range [0, {size}): {out[0] if out[0] < 0 else out[-1]}")
+        raise LlmpruneError(
+            f"layer {layer}: {what} index out of range [0, {size}): {out[0] if out[0] < 0 else out[-1]}"
+        )
     return out
 
 
-def prune_heads(adapter: ModelAdapter, block: nn.Module, keep_kv: Sequence[int],
-                keep_q: Sequence[int] | None = None, layer: int = -1) -> None:
+def prune_heads(
+    adapter: ModelAdapter,
+    block: nn.Module,
+    keep_kv: Sequence[int],
+    keep_q: Sequence[int] | None = None,
+    layer: int = -1,
+) -> None:
     """Keep the KV heads ``keep_kv`` (whole GQA groups) and, optionally, only the query
     heads ``keep_q`` (global query-head indices) inside them.
 
@@ -162,9 +180,14 @@ def remove_attention(adapter: ModelAdapter, block: nn.Module, keep_bias: bool = 
     if att is None:
         return
     o: Any = att.o  # an nn.Linear or an IndexedLinear
-    noop = NoAttention(o.out_features if getattr(o, "out_index", None) is None else o.full_out,
-                       att.head_dim, getattr(att.module, "layer_idx", max(layer, 0)),
-                       bias=keep_bias and o.bias is not None, device=o.weight.device, dtype=o.weight.dtype)
+    noop = NoAttention(
+        o.out_features if getattr(o, "out_index", None) is None else o.full_out,
+        att.head_dim,
+        getattr(att.module, "layer_idx", max(layer, 0)),
+        bias=keep_bias and o.bias is not None,
+        device=o.weight.device,
+        dtype=o.weight.dtype,
+    )
     if noop.bias is not None:
         with torch.no_grad():
             full = torch.zeros_like(noop.bias)
@@ -226,9 +249,15 @@ def drop_blocks(adapter: ModelAdapter, indices: Sequence[int]) -> None:
         config.layer_types = [layer_types[i] for i in kept]
 
 
-def slice_residual(adapter: ModelAdapter, block: nn.Module, attn_in: Sequence[int] | None = None,
-                   attn_out: Sequence[int] | None = None, mlp_in: Sequence[int] | None = None,
-                   mlp_out: Sequence[int] | None = None, layer: int = -1) -> None:
+def slice_residual(
+    adapter: ModelAdapter,
+    block: nn.Module,
+    attn_in: Sequence[int] | None = None,
+    attn_out: Sequence[int] | None = None,
+    mlp_in: Sequence[int] | None = None,
+    mlp_out: Sequence[int] | None = None,
+    layer: int = -1,
+) -> None:
     """DISP-style residual selection: the attention (MLP) reads only the residual
     dimensions ``*_in`` of its normed input and writes only ``*_out``.
 
@@ -245,16 +274,24 @@ def slice_residual(adapter: ModelAdapter, block: nn.Module, attn_in: Sequence[in
         if getattr(lin, "in_index", None) is not None:
             raise LlmpruneError(f"layer {layer}: {what} dimensions were already selected")
         new = slice_linear(lin, in_idx=keep)
-        return _indexed(new, in_index=torch.as_tensor(keep, dtype=torch.long),
-                        out_index=getattr(new, "out_index", None), full_out=getattr(new, "full_out", None))
+        return _indexed(
+            new,
+            in_index=torch.as_tensor(keep, dtype=torch.long),
+            out_index=getattr(new, "out_index", None),
+            full_out=getattr(new, "full_out", None),
+        )
 
     def writer(lin: nn.Linear, keep: Sequence[int], what: str) -> nn.Linear:
         keep = _check_indices(keep, hidden, what, layer)
         if getattr(lin, "out_index", None) is not None:
             raise LlmpruneError(f"layer {layer}: {what} dimensions were already selected")
         new = slice_linear(lin, out_idx=keep)
-        return _indexed(new, in_index=getattr(new, "in_index", None),
-                        out_index=torch.as_tensor(keep, dtype=torch.long), full_out=hidden)
+        return _indexed(
+            new,
+            in_index=getattr(new, "in_index", None),
+            out_index=torch.as_tensor(keep, dtype=torch.long),
+            full_out=hidden,
+        )
 
     if att is not None and attn_in is not None:
         for lin in (att.q, att.k, att.v):

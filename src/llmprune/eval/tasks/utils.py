@@ -14,8 +14,10 @@ def hellaswag_process_docs(dataset):
     from lm_eval.tasks.hellaswag.utils import preprocess
 
     def _doc(doc: dict) -> dict:
-        return {"query": preprocess(doc["query"]),
-                "choices": [preprocess(c) for c in doc["choices"]],
-                "gold": int(doc["label"])}
+        return {
+            "query": preprocess(doc["query"]),
+            "choices": [preprocess(c) for c in doc["choices"]],
+            "gold": int(doc["label"]),
+        }
 
     return dataset.map(_doc)

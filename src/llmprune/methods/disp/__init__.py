@@ -21,5 +21,14 @@ defaults: docs/methods/disp.md.
 from .method import DISP, DISPConfig
 from .selection import KINDS, ParamCount, SelectionMasks, Term, VectorSpec, apply_disp_masks, match_budget
 
-__all__ = ["DISP", "DISPConfig", "KINDS", "ParamCount", "SelectionMasks", "Term", "VectorSpec", "apply_disp_masks",
-           "match_budget"]
+__all__ = [
+    "DISP",
+    "DISPConfig",
+    "KINDS",
+    "ParamCount",
+    "SelectionMasks",
+    "Term",
+    "VectorSpec",
+    "apply_disp_masks",
+    "match_budget",
+]

@@ -89,8 +89,14 @@ def soft_mask(logits: torch.Tensor, noise: torch.Tensor, temperature: float, off
     return torch.sigmoid((logits + noise + offset) / temperature)
 
 
-def hard_mask(logits: torch.Tensor, noise: torch.Tensor, temperature: float, offset: float,
-              estimator: str = "st", reinmax_temperature: float = 1.0) -> torch.Tensor:
+def hard_mask(
+    logits: torch.Tensor,
+    noise: torch.Tensor,
+    temperature: float,
+    offset: float,
+    estimator: str = "st",
+    reinmax_temperature: float = 1.0,
+) -> torch.Tensor:
     """A {0, 1} sample whose gradient is the chosen estimator's: ``"st"`` (pass
     :func:`gumbel_noise`; ``temperature`` is the Gumbel-sigmoid's) or ``"reinmax"`` (pass
     :func:`logistic_noise`; ``reinmax_temperature`` is ReinMax's own τ)."""

@@ -29,14 +29,17 @@ class DISPConfig(MethodConfig):
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
     lam: float = Field(16.0, gt=0, description="weight lambda of the parameter loss")
     target: Literal["total", "block"] = Field(
-        "total", description="ratio is a fraction of all parameters (total, the paper's) or of block linear weights")
+        "total", description="ratio is a fraction of all parameters (total, the paper's) or of block linear weights"
+    )
     estimator: Literal["st", "reinmax"] = Field("st", description="hard-mask gradient: straight-through or ReinMax")
     ce_masks: Literal["soft", "hard"] = Field("soft", description="masks fed to the cross-entropy")
     temperature: float = Field(0.4, gt=0, description="Gumbel-sigmoid temperature")
     offset: float = Field(3.0, description="logit offset b (every dimension starts kept)")
     batch_size: int = Field(1, ge=1, description="calibration windows per step")
     checkpointing: bool = Field(True, description="per-block gradient checkpointing")
-    autocast: bool | None = Field(None, description="bf16 autocast of the frozen model (default: on for CUDA with bf16)")
+    autocast: bool | None = Field(
+        None, description="bf16 autocast of the frozen model (default: on for CUDA with bf16)"
+    )
     match_target: bool = Field(True, description="shift the final logits so the kept parameters meet the target")
     input_dim: int = Field(32, ge=1, description="hypernetwork input size")
     hidden: int = Field(64, ge=1, description="hypernetwork GRU units per direction")
@@ -71,11 +74,24 @@ class DISP(StructuredMethod):
         self.hypernet: DispHypernet | None = None  # kept after run() (tests, inspection)
 
     def options(self) -> dict:
-        return {"steps": self.config.steps, "lr": self.config.lr, "weight_decay": self.config.weight_decay, "lambda": self.config.lam,
-                "target": self.config.target, "estimator": self.config.estimator, "ce_masks": self.config.ce_masks,
-                "temperature": self.config.temperature, "offset": self.config.offset, "batch_size": self.config.batch_size,
-                "checkpointing": self.config.checkpointing, "offload": self.config.offload, "autocast": self.config.autocast, "match_target": self.config.match_target,
-                "hypernet": {"input_dim": self.config.input_dim, "hidden": self.config.hidden}, "seed": self.config.seed}
+        return {
+            "steps": self.config.steps,
+            "lr": self.config.lr,
+            "weight_decay": self.config.weight_decay,
+            "lambda": self.config.lam,
+            "target": self.config.target,
+            "estimator": self.config.estimator,
+            "ce_masks": self.config.ce_masks,
+            "temperature": self.config.temperature,
+            "offset": self.config.offset,
+            "batch_size": self.config.batch_size,
+            "checkpointing": self.config.checkpointing,
+            "offload": self.config.offload,
+            "autocast": self.config.autocast,
+            "match_target": self.config.match_target,
+            "hypernet": {"input_dim": self.config.input_dim, "hidden": self.config.hidden},
+            "seed": self.config.seed,
+        }
 
     # -- training -------------------------------------------------------------------
     def _batches(self, n: int, rank: int, world: int) -> Iterator[list[int]]:
@@ -87,10 +103,17 @@ class DISP(StructuredMethod):
             while len(order) < per_step:
                 order += torch.randperm(n, generator=gen).tolist()
             step, order = order[:per_step], order[per_step:]
-            yield step[rank * self.config.batch_size:(rank + 1) * self.config.batch_size]
+            yield step[rank * self.config.batch_size : (rank + 1) * self.config.batch_size]
 
-    def train_hypernet(self, model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, count: ParamCount,
-                       device: str = "cpu", progress: bool = True) -> tuple[DispHypernet, dict]:
+    def train_hypernet(
+        self,
+        model: nn.Module,
+        adapter: ModelAdapter,
+        calib: torch.Tensor,
+        count: ParamCount,
+        device: str = "cpu",
+        progress: bool = True,
+    ) -> tuple[DispHypernet, dict]:
         """Train the hypernetwork (LLM frozen); returns it and a summary dict."""
         from tqdm.auto import tqdm
 
@@ -125,20 +148,40 @@ class DISP(StructuredMethod):
         batches = self._batches(calib.shape[0], rank, world)
         t0 = time.perf_counter()
         try:
-            with SelectionMasks(adapter, count.specs) as hooks, \
-                    (checkpointed_blocks(blocks, dev if self.config.offload else None) if self.config.checkpointing
-                     else nullcontext()), torch.enable_grad():
-                bar = tqdm(range(self.config.steps), desc="disp: hypernetwork", disable=not progress or rank != 0,
-                           file=sys.stderr)
+            with (
+                SelectionMasks(adapter, count.specs) as hooks,
+                (
+                    checkpointed_blocks(blocks, dev if self.config.offload else None)
+                    if self.config.checkpointing
+                    else nullcontext()
+                ),
+                torch.enable_grad(),
+            ):
+                bar = tqdm(
+                    range(self.config.steps),
+                    desc="disp: hypernetwork",
+                    disable=not progress or rank != 0,
+                    file=sys.stderr,
+                )
                 for step in bar:
                     hn.train()
                     logits = hn()
                     hard_noise = logistic_noise if self.config.estimator == "reinmax" else gumbel_noise
-                    hard = [hard_mask(a, hard_noise(a, noise_gen), self.config.temperature, self.config.offset, self.config.estimator)
-                            for a in logits]
+                    hard = [
+                        hard_mask(
+                            a,
+                            hard_noise(a, noise_gen),
+                            self.config.temperature,
+                            self.config.offset,
+                            self.config.estimator,
+                        )
+                        for a in logits
+                    ]
                     if self.config.ce_masks == "soft":
-                        masks = [soft_mask(a, gumbel_noise(a, noise_gen), self.config.temperature, self.config.offset)
-                                 for a in logits]
+                        masks = [
+                            soft_mask(a, gumbel_noise(a, noise_gen), self.config.temperature, self.config.offset)
+                            for a in logits
+                        ]
                     else:
                         masks = hard
                     hooks.masks[:] = masks
@@ -158,17 +201,29 @@ class DISP(StructuredMethod):
                     opt.step()
                     if step % self.config.log_every == 0 or step == self.config.steps - 1:
                         frac = float(kept.detach()) / full
-                        history.append({"step": step, "ce": round(float(ce.detach()), 4),
-                                        "reg": round(float(reg.detach()), 4), "kept_fraction": round(frac, 4)})
+                        history.append(
+                            {
+                                "step": step,
+                                "ce": round(float(ce.detach()), 4),
+                                "reg": round(float(reg.detach()), 4),
+                                "kept_fraction": round(frac, 4),
+                            }
+                        )
                         bar.set_postfix(ce=f"{float(ce.detach()):.3f}", kept=f"{frac:.3f}")
         finally:
             model.train(was_training)
             for p, flag in flags:
                 p.requires_grad_(flag)
         seconds = time.perf_counter() - t0
-        summary = {"train_seconds": seconds, "world_size": world, "rank": rank, "device": str(dev),
-                   "autocast_bf16": bool(use_amp), "history": history,
-                   "peak_device_mb": (torch.cuda.max_memory_allocated(dev) / 2**20) if dev.type == "cuda" else None}
+        summary = {
+            "train_seconds": seconds,
+            "world_size": world,
+            "rank": rank,
+            "device": str(dev),
+            "autocast_bf16": bool(use_amp),
+            "history": history,
+            "peak_device_mb": (torch.cuda.max_memory_allocated(dev) / 2**20) if dev.type == "cuda" else None,
+        }
         return hn, summary
 
     # -- the whole method --------------------------------------------------------------
@@ -180,8 +235,10 @@ class DISP(StructuredMethod):
         full = count.full(self.config.target)
         minimum = int(count.kept([1] * len(count.specs), self.config.target))
         if (1.0 - self.ratio) * full < minimum:
-            raise LlmpruneError(f"--ratio {self.ratio} removes more than DISP can ({1 - minimum / full:.4f} of the "
-                                f"{self.config.target} parameters with one dimension per vector): use a smaller --ratio")
+            raise LlmpruneError(
+                f"--ratio {self.ratio} removes more than DISP can ({1 - minimum / full:.4f} of the "
+                f"{self.config.target} parameters with one dimension per vector): use a smaller --ratio"
+            )
         hn, summary = self.train_hypernet(model, adapter, calib, count, device=device, progress=progress)
         self.hypernet = hn
         hn.eval()
@@ -189,8 +246,9 @@ class DISP(StructuredMethod):
             logits = [a.float().cpu() for a in hn()]
         raw = [deterministic_keep(a, self.config.offset) for a in logits]
         raw_kept = int(count.kept([int(k.sum()) for k in raw], self.config.target))
-        keeps, shift = match_budget(logits, count, self.config.target, (1.0 - self.ratio) * full, self.config.offset,
-                                    self.config.match_target)
+        keeps, shift = match_budget(
+            logits, count, self.config.target, (1.0 - self.ratio) * full, self.config.offset, self.config.match_target
+        )
         sizes = [int(k.sum()) for k in keeps]
         if device != "cpu":
             model.to("cpu")
@@ -212,9 +270,17 @@ class DISP(StructuredMethod):
             "selection": [per_block[b] for b in sorted(per_block)],
             **{k: v for k, v in summary.items() if k != "peak_device_mb"},
         }
-        removed = {"groups": 0, "channels": sum(s.size - n for s, n in zip(count.specs, sizes) if s.kind == "mlp_int"),
-                   "residual_dims": sum(s.size - n for s, n in zip(count.specs, sizes) if s.kind != "mlp_int"),
-                   "blocks": []}
-        return PruneResult(seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(),
-                           peak_device_mb=summary["peak_device_mb"], removed=removed,
-                           stages={"train_seconds": summary["train_seconds"]}, details=details)
+        removed = {
+            "groups": 0,
+            "channels": sum(s.size - n for s, n in zip(count.specs, sizes) if s.kind == "mlp_int"),
+            "residual_dims": sum(s.size - n for s, n in zip(count.specs, sizes) if s.kind != "mlp_int"),
+            "blocks": [],
+        }
+        return PruneResult(
+            seconds=time.perf_counter() - t0,
+            peak_rss_mb=peak_rss_mb(),
+            peak_device_mb=summary["peak_device_mb"],
+            removed=removed,
+            stages={"train_seconds": summary["train_seconds"]},
+            details=details,
+        )

@@ -53,11 +53,18 @@ class ParamCount:
         hidden = int(adapter.config.hidden_size)
         for b, block in enumerate(adapter.blocks()):
             att, mlp = adapter.attention(block), adapter.mlp(block)
-            lins = ([att.q, att.k, att.v, att.o] if att is not None else []) + \
-                ([mlp.gate] if mlp.gate is not None else []) + [mlp.up, mlp.down]
-            if any(getattr(lin, "in_index", None) is not None or getattr(lin, "out_index", None) is not None
-                   for lin in lins):
-                raise LlmpruneError(f"layer {b}: residual dimensions were already selected; DISP needs an unpruned model")
+            lins = (
+                ([att.q, att.k, att.v, att.o] if att is not None else [])
+                + ([mlp.gate] if mlp.gate is not None else [])
+                + [mlp.up, mlp.down]
+            )
+            if any(
+                getattr(lin, "in_index", None) is not None or getattr(lin, "out_index", None) is not None
+                for lin in lins
+            ):
+                raise LlmpruneError(
+                    f"layer {b}: residual dimensions were already selected; DISP needs an unpruned model"
+                )
             if mlp.channels == 0 or mlp.up.in_features != hidden or mlp.down.out_features != hidden:
                 raise LlmpruneError(f"layer {b}: the MLP is already pruned or removed; DISP needs an unpruned model")
             if att is not None:
@@ -153,8 +160,14 @@ class SelectionMasks:
         self.remove()
 
 
-def match_budget(logits: Sequence[torch.Tensor], count: ParamCount, accounting: str, target_kept: float,
-                 offset: float, match: bool = True) -> tuple[list[torch.Tensor], float]:
+def match_budget(
+    logits: Sequence[torch.Tensor],
+    count: ParamCount,
+    accounting: str,
+    target_kept: float,
+    offset: float,
+    match: bool = True,
+) -> tuple[list[torch.Tensor], float]:
     """Noise-free hard masks; with ``match``, one global shift of all logits (bisection)
     chosen as the largest whose kept parameters do not exceed ``target_kept``."""
 
@@ -191,5 +204,12 @@ def apply_disp_masks(adapter: ModelAdapter, specs: Sequence[VectorSpec], keeps: 
         channels = sel.get("mlp_int")
         if channels is not None:
             structural.prune_channels(adapter, block, channels, layer=b)
-        structural.slice_residual(adapter, block, attn_in=sel.get("attn_in"), attn_out=sel.get("attn_out"),
-                                  mlp_in=sel.get("mlp_in"), mlp_out=sel.get("mlp_out"), layer=b)
+        structural.slice_residual(
+            adapter,
+            block,
+            attn_in=sel.get("attn_in"),
+            attn_out=sel.get("attn_out"),
+            mlp_in=sel.get("mlp_in"),
+            mlp_out=sel.get("mlp_out"),
+            layer=b,
+        )

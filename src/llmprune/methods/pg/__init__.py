@@ -33,5 +33,14 @@ from .layout import Layout, UnitMasks, build_layout
 from .method import PG, PGConfig
 from .selection import select_family, select_params, shift_to_budget, wanda_sp_scores
 
-__all__ = ["Layout", "PG", "PGConfig", "UnitMasks", "build_layout", "select_family", "select_params",
-           "shift_to_budget", "wanda_sp_scores"]
+__all__ = [
+    "Layout",
+    "PG",
+    "PGConfig",
+    "UnitMasks",
+    "build_layout",
+    "select_family",
+    "select_params",
+    "shift_to_budget",
+    "wanda_sp_scores",
+]

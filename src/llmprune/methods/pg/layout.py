@@ -55,10 +55,14 @@ class Layout:
         out: list[Unit] = []
         vals = s.tolist()
         for b, bi in enumerate(self.info):
-            out += [Unit(b, "group", g, bi.group_cost, vals[self.groups[b].start + g])
-                    for g in range(self.groups[b].stop - self.groups[b].start)]
-            out += [Unit(b, "channel", c, bi.channel_cost, vals[self.channels[b].start + c])
-                    for c in range(self.channels[b].stop - self.channels[b].start)]
+            out += [
+                Unit(b, "group", g, bi.group_cost, vals[self.groups[b].start + g])
+                for g in range(self.groups[b].stop - self.groups[b].start)
+            ]
+            out += [
+                Unit(b, "channel", c, bi.channel_cost, vals[self.channels[b].start + c])
+                for c in range(self.channels[b].stop - self.channels[b].start)
+            ]
         costs = self.block_costs
         out += [Unit(b, "block", b, costs[b], vals[p]) for b, p in enumerate(self.blocks)]
         return out
@@ -102,8 +106,11 @@ def build_layout(adapter: ModelAdapter, families: tuple[str, ...]) -> Layout:
             pos += count
         if kind in families:
             fam[kind] = slice(start, pos)
-    unmasked = [(bi.groups * bi.group_cost if "groups" not in families else 0)
-                + (bi.channels * bi.channel_cost if "channels" not in families else 0) for bi in info]
+    unmasked = [
+        (bi.groups * bi.group_cost if "groups" not in families else 0)
+        + (bi.channels * bi.channel_cost if "channels" not in families else 0)
+        for bi in info
+    ]
     blocks: list[int] = []
     fixed = float(sum(unmasked))
     if "blocks" in families:
@@ -113,8 +120,9 @@ def build_layout(adapter: ModelAdapter, families: tuple[str, ...]) -> Layout:
         fam["blocks"] = slice(block_start, block_start + nb)
         fixed = 0.0
     owner = torch.tensor(owners, dtype=torch.long) if "blocks" in families else None
-    return Layout(families, groups, channels, blocks, widths, info, torch.tensor(costs, dtype=torch.float64),
-                  owner, fixed, fam)
+    return Layout(
+        families, groups, channels, blocks, widths, info, torch.tensor(costs, dtype=torch.float64), owner, fixed, fam
+    )
 
 
 class UnitMasks:
@@ -122,8 +130,7 @@ class UnitMasks:
     KV-group outputs (``o_proj`` input) and MLP channels (``down_proj`` input) multiplied
     by the current mask, blocks whose mask is 0 skipped. ``set(None)`` turns masking off."""
 
-    def __init__(self, adapter: ModelAdapter, layout: Layout, device: torch.device | str,
-                 dtype: torch.dtype) -> None:
+    def __init__(self, adapter: ModelAdapter, layout: Layout, device: torch.device | str, dtype: torch.dtype) -> None:
         self.layout = layout
         self.device = torch.device(device)
         self.dtype = dtype
@@ -156,5 +163,3 @@ class UnitMasks:
 
     def remove(self) -> None:
         self.hooks.remove()
-
-

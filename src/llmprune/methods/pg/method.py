@@ -28,21 +28,29 @@ from .selection import select_family, select_params, shift_to_budget, wanda_sp_s
 class PGConfig(MethodConfig):
     steps: int = Field(200, ge=0, description="policy-gradient steps")
     batch_size: int = Field(1, ge=1, description="calibration windows per forward")
-    lr: float = Field(0.01, ge=0, allow_inf_nan=False, description="learning rate of the keep probabilities (cosine decay)")
+    lr: float = Field(
+        0.01, ge=0, allow_inf_nan=False, description="learning rate of the keep probabilities (cosine decay)"
+    )
     samples_per_step: int = Field(2, ge=2, description="masks sampled per batch (K >= 2)")
     budget: Literal["family", "params"] = Field(
-        "family", description="keep ratio per unit family (official code) or one parameter budget")
+        "family", description="keep ratio per unit family (official code) or one parameter budget"
+    )
     init: Literal["wanda-sp", "constant", "random"] = Field("wanda-sp", description="initial keep probabilities")
     units: tuple[str, ...] | None = Field(
-        None, description="unit families, of groups, channels, blocks (default groups,channels; all with budget=params)")
+        None, description="unit families, of groups, channels, blocks (default groups,channels; all with budget=params)"
+    )
     offload: bool = Field(False, description="only the running block on the device during each forward")
     baseline_window: int = Field(5, ge=1, description="moving-average window of the loss baseline")
     eps: float = Field(1e-6, gt=0, description="variance floor of the normalised gradient")
     init_samples: int = Field(32, ge=1, description="calibration windows of the wanda-sp initialisation")
-    block_init: float | None = Field(None, description="initial keep probability of whole blocks (default (1 + keep)/2)")
+    block_init: float | None = Field(
+        None, description="initial keep probability of whole blocks (default (1 + keep)/2)"
+    )
     allow_empty: bool = Field(False, description="a layer may lose all its KV groups or channels")
     seed: int | None = Field(None, description="mask sampling seed (default: the run's seed)")
-    keep_best: int = Field(10, ge=0, description="every N steps score the top-k mask and ship the best (0 = off, the paper)")
+    keep_best: int = Field(
+        10, ge=0, description="every N steps score the top-k mask and ship the best (0 = off, the paper)"
+    )
     select_samples: int = Field(4, ge=1, description="calibration windows that score the top-k mask for keep_best")
 
     @field_validator("units", mode="before")
@@ -53,8 +61,9 @@ class PGConfig(MethodConfig):
         if value is not None:
             bad = [u for u in value if u not in FAMILIES]
             if bad or not value:
-                raise ValueError(f"unknown unit family {bad[0] if bad else '(none)'!r}: "
-                                 "use a comma list of groups, channels, blocks")
+                raise ValueError(
+                    f"unknown unit family {bad[0] if bad else '(none)'!r}: use a comma list of groups, channels, blocks"
+                )
         return value
 
     @model_validator(mode="after")
@@ -64,8 +73,10 @@ class PGConfig(MethodConfig):
             units = ("groups", "channels", "blocks") if self.budget == "params" else ("groups", "channels")
         units = tuple(f for f in FAMILIES if f in units)
         if self.budget == "family" and set(units) != {"groups", "channels"}:
-            raise ValueError("budget=family prunes groups and channels at the same ratio each; "
-                             "for other unit families (e.g. blocks) use budget=params")
+            raise ValueError(
+                "budget=family prunes groups and channels at the same ratio each; "
+                "for other unit families (e.g. blocks) use budget=params"
+            )
         object.__setattr__(self, "units", units)
         return self
 
@@ -93,17 +104,37 @@ class PG(StructuredMethod):
         return self.config.units
 
     def options(self) -> dict:
-        return {"steps": self.config.steps, "batch_size": self.config.batch_size, "lr": self.config.lr, "lr_schedule": "cosine",
-                "samples_per_step": self.config.samples_per_step, "budget": self.config.budget, "init": self.config.init,
-                "units": list(self.units), "offload": self.config.offload, "baseline_window": self.config.baseline_window,
-                "eps": self.config.eps, "init_samples": self.config.init_samples,
-                "block_init": self.block_init if "blocks" in self.units else None,
-                "allow_empty": self.allow_empty, "seed": self.config.seed,
-                "keep_best": self.config.keep_best, "select_samples": self.config.select_samples if self.config.keep_best else None}
+        return {
+            "steps": self.config.steps,
+            "batch_size": self.config.batch_size,
+            "lr": self.config.lr,
+            "lr_schedule": "cosine",
+            "samples_per_step": self.config.samples_per_step,
+            "budget": self.config.budget,
+            "init": self.config.init,
+            "units": list(self.units),
+            "offload": self.config.offload,
+            "baseline_window": self.config.baseline_window,
+            "eps": self.config.eps,
+            "init_samples": self.config.init_samples,
+            "block_init": self.block_init if "blocks" in self.units else None,
+            "allow_empty": self.allow_empty,
+            "seed": self.config.seed,
+            "keep_best": self.config.keep_best,
+            "select_samples": self.config.select_samples if self.config.keep_best else None,
+        }
 
     # -- pieces -------------------------------------------------------------------
-    def initial_probabilities(self, model: nn.Module, adapter: ModelAdapter, layout: Layout, calib: torch.Tensor,
-                              device: str, progress: bool, seed: int = 0) -> torch.Tensor:
+    def initial_probabilities(
+        self,
+        model: nn.Module,
+        adapter: ModelAdapter,
+        layout: Layout,
+        calib: torch.Tensor,
+        device: str,
+        progress: bool,
+        seed: int = 0,
+    ) -> torch.Tensor:
         z = torch.zeros(layout.n, dtype=torch.float64)
         if self.config.init == "wanda-sp":
             scores = wanda_sp_scores(model, adapter, calib[: self.config.init_samples], device, progress)
@@ -142,11 +173,28 @@ class PG(StructuredMethod):
 
         t0 = time.perf_counter()
         dist, device = dist_setup(ctx.device)  # the group stays up: the CLI saves on rank 0 only
-        return self._run(ctx.model, ctx.adapter, ctx.require_calib(self.name), device, ctx.progress and dist.rank == 0,
-                         dist, t0, tqdm)
+        return self._run(
+            ctx.model,
+            ctx.adapter,
+            ctx.require_calib(self.name),
+            device,
+            ctx.progress and dist.rank == 0,
+            dist,
+            t0,
+            tqdm,
+        )
 
-    def _run(self, model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str, progress: bool,
-             dist: Dist, t0: float, tqdm: Any) -> PruneResult:
+    def _run(
+        self,
+        model: nn.Module,
+        adapter: ModelAdapter,
+        calib: torch.Tensor,
+        device: str,
+        progress: bool,
+        dist: Dist,
+        t0: float,
+        tqdm: Any,
+    ) -> PruneResult:
         dev = torch.device(device)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
@@ -154,13 +202,21 @@ class PG(StructuredMethod):
         seed = self.config.seed if self.config.seed is not None else torch.initial_seed() % 2**62
         layout = build_layout(adapter, self.units)
         if self.config.budget == "params" and not layout.blocks:
-            floors = 0 if self.allow_empty else sum(
-                (bi.group_cost if "groups" in self.units else 0) + (bi.channel_cost if "channels" in self.units else 0)
-                for bi in layout.info)
+            floors = (
+                0
+                if self.allow_empty
+                else sum(
+                    (bi.group_cost if "groups" in self.units else 0)
+                    + (bi.channel_cost if "channels" in self.units else 0)
+                    for bi in layout.info
+                )
+            )
             removable = float(layout.cost.sum()) - floors
             if self.ratio * layout.total > removable:
-                raise LlmpruneError(f"pg: units {','.join(self.units)} hold only {removable / layout.total:.1%} of the "
-                                    "block weights: use a smaller --ratio or add unit families (--pg-units)")
+                raise LlmpruneError(
+                    f"pg: units {','.join(self.units)} hold only {removable / layout.total:.1%} of the "
+                    "block weights: use a smaller --ratio or add unit families (--pg-units)"
+                )
         s = self.initial_probabilities(model, adapter, layout, calib, device, progress, seed)
         s = dist.broadcast(s)
         s_init = s.clone()
@@ -188,8 +244,9 @@ class PG(StructuredMethod):
                         loss = model(input_ids=ids, labels=ids, use_cache=False).loss
                         losses[k] = float(loss)
                     if not torch.isfinite(losses).all():
-                        raise LlmpruneError("pg: the loss of a masked model is NaN/inf: load the model in float32 "
-                                            "(--dtype float32)")
+                        raise LlmpruneError(
+                            "pg: the loss of a masked model is NaN/inf: load the model in float32 (--dtype float32)"
+                        )
                     b, alpha = baseline.update(float(losses.mean()))
                     g = policy_gradient(losses, masks, s, b, alpha, self.config.eps)
                     g = dist.all_mean(g)
@@ -197,11 +254,16 @@ class PG(StructuredMethod):
                     s = self.project(s - lr * g, layout)
                     if step % log_every == 0 or step == self.config.steps - 1:
                         keep = layout.kept_fraction(s)
-                        history.append({"step": step, "loss": round(float(losses.mean()), 5),
-                                        "baseline": round(b, 5), "expected_keep": round(keep, 5),
-                                        "lr": lr})
-                        bar.set_postfix(loss=f"{float(losses.mean()):.3f}", baseline=f"{b:.3f}",
-                                        keep=f"{keep:.3f}")
+                        history.append(
+                            {
+                                "step": step,
+                                "loss": round(float(losses.mean()), 5),
+                                "baseline": round(b, 5),
+                                "expected_keep": round(keep, 5),
+                                "lr": lr,
+                            }
+                        )
+                        bar.set_postfix(loss=f"{float(losses.mean()):.3f}", baseline=f"{b:.3f}", keep=f"{keep:.3f}")
                 if tracker is not None:
                     tracker.check(model, s, self.config.steps)
         finally:
@@ -216,24 +278,36 @@ class PG(StructuredMethod):
             assert tracker.best_s is not None  # step 0 is always scored
             s = tracker.best_s  # identical on every rank: the losses are all-reduced
             if tracker.best_step == 0 and self.config.steps > 0 and dist.rank == 0:
-                print(f"pg: no trained mask scored better than the initial ({self.config.init}) one on the "
-                      f"{tracker.n} selection windows, so the initial mask is kept (report: pg.keep_best); "
-                      "try a lower --lr or more --steps", file=sys.stderr)
+                print(
+                    f"pg: no trained mask scored better than the initial ({self.config.init}) one on the "
+                    f"{tracker.n} selection windows, so the initial mask is kept (report: pg.keep_best); "
+                    "try a lower --lr or more --steps",
+                    file=sys.stderr,
+                )
         chosen = self.select(layout, s)
         apply_selection(adapter, chosen, layout.info, compensate=False)
         return PruneResult(
-            seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), peak_device_mb=peak_device,
-            removed=removed_counts(chosen), stages={"train_seconds": train_seconds},
+            seconds=time.perf_counter() - t0,
+            peak_rss_mb=peak_rss_mb(),
+            peak_device_mb=peak_device,
+            removed=removed_counts(chosen),
+            stages={"train_seconds": train_seconds},
             details={
-                "init_seconds": t_init - t0, "train_seconds": train_seconds, "world_size": dist.world, "seed": seed,
-                "ranks_identical": spread == 0.0, "rank_max_abs_diff": spread,
-                "expected_keep_init": layout.kept_fraction(s_init), "expected_keep_final": layout.kept_fraction(s),
+                "init_seconds": t_init - t0,
+                "train_seconds": train_seconds,
+                "world_size": dist.world,
+                "seed": seed,
+                "ranks_identical": spread == 0.0,
+                "rank_max_abs_diff": spread,
+                "expected_keep_init": layout.kept_fraction(s_init),
+                "expected_keep_final": layout.kept_fraction(s),
                 "history": history,
                 "keep_best": None if tracker is None else tracker.summary(),
                 "probabilities": _by_block(layout, s),
                 "last_probabilities": None if tracker is None else _by_block(layout, s_last),
                 "initial_probabilities": _by_block(layout, s_init),
-            })
+            },
+        )
 
 
 class _BestMask:
@@ -247,11 +321,12 @@ class _BestMask:
     the top-k mask; scoring it along the way makes the final choice on the quantity that
     is shipped. It costs ``select_samples / world`` forwards per check per rank."""
 
-    def __init__(self, method: "PG", layout: Layout, hooks: UnitMasks, calib: torch.Tensor, dev: torch.device,
-                 dist: Dist) -> None:
+    def __init__(
+        self, method: "PG", layout: Layout, hooks: UnitMasks, calib: torch.Tensor, dev: torch.device, dist: Dist
+    ) -> None:
         self.method, self.layout, self.hooks, self.dev, self.dist = method, layout, hooks, dev, dist
         n = min(method.config.select_samples, calib.shape[0])
-        self.windows = calib[:n][dist.rank::dist.world]
+        self.windows = calib[:n][dist.rank :: dist.world]
         self.n = n
         self.best_s: torch.Tensor | None = None
         self.best_loss = math.inf
@@ -262,20 +337,26 @@ class _BestMask:
         self.hooks.set(self.layout.hard_mask(self.method.select(self.layout, s)))
         total = torch.zeros(1, dtype=torch.float64)
         for i in range(self.windows.shape[0]):
-            ids = self.windows[i:i + 1].to(self.dev)
+            ids = self.windows[i : i + 1].to(self.dev)
             total += float(model(input_ids=ids, labels=ids, use_cache=False).loss)
         loss = float(self.dist.all_mean(total * self.dist.world)) / self.n
         if not math.isfinite(loss):
-            raise LlmpruneError("pg: the loss of the top-k mask is NaN/inf: load the model in float32 "
-                                "(--dtype float32)")
+            raise LlmpruneError(
+                "pg: the loss of the top-k mask is NaN/inf: load the model in float32 (--dtype float32)"
+            )
         self.trace.append({"step": step, "topk_loss": round(loss, 5)})
         if loss < self.best_loss:
             self.best_loss, self.best_step, self.best_s = loss, step, s.clone()
         return loss
 
     def summary(self) -> dict:
-        return {"every": self.method.config.keep_best, "select_samples": self.n, "best_step": self.best_step,
-                "best_topk_loss": round(self.best_loss, 5), "trace": self.trace}
+        return {
+            "every": self.method.config.keep_best,
+            "select_samples": self.n,
+            "best_step": self.best_step,
+            "best_topk_loss": round(self.best_loss, 5),
+            "trace": self.trace,
+        }
 
 
 def _batches(n: int, batch: int, world: int, rank: int, seed: int) -> Iterator[list[int]]:
@@ -286,8 +367,8 @@ def _batches(n: int, batch: int, world: int, rank: int, seed: int) -> Iterator[l
     while True:
         while len(buf) < batch * world:
             buf += torch.randperm(n, generator=gen).tolist()
-        take, buf = buf[: batch * world], buf[batch * world:]
-        yield take[rank * batch:(rank + 1) * batch]
+        take, buf = buf[: batch * world], buf[batch * world :]
+        yield take[rank * batch : (rank + 1) * batch]
 
 
 def _by_block(layout: Layout, s: torch.Tensor) -> dict[str, Any]:

@@ -16,16 +16,20 @@ from ..units import Floors, Unit, group_columns, half_channel
 from .layout import Layout
 
 
-def wanda_sp_scores(model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str,
-                    progress: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def wanda_sp_scores(
+    model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor, device: str, progress: bool
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Wanda-sp scores of every KV group and channel (one layer-wise pass, dense model)."""
     metric = WandaSP(0.0)
     out: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def on_block(i: int, block: nn.Module, runner: BlockRunner) -> None:
         att, mlp = adapter.attention(block), adapter.mlp(block)
-        wanted = [g for g in adapter.linear_groups(block)
-                  if any(lin is mlp.down or (att is not None and lin is att.o) for lin in g.linears)]
+        wanted = [
+            g
+            for g in adapter.linear_groups(block)
+            if any(lin is mlp.down or (att is not None and lin is att.o) for lin in g.linears)
+        ]
         named = runner.collect(wanted, hessian=False)
         by_id = {id(lin): named[name] for g in wanted for name, lin in zip(g.names, g.linears)}
         gs = torch.zeros(0)
@@ -50,8 +54,9 @@ def _mean_keep(zf: torch.Tensor) -> Callable[[float], float]:
     return lambda v: float(torch.sigmoid(zf - v).mean())
 
 
-def shift_to_budget(z: torch.Tensor, layout: Layout, budget: str, keep: float,
-                    fixed: torch.Tensor | None = None) -> torch.Tensor:
+def shift_to_budget(
+    z: torch.Tensor, layout: Layout, budget: str, keep: float, fixed: torch.Tensor | None = None
+) -> torch.Tensor:
     """``s = sigmoid(z + t)`` with ``t`` per family (``"family"``: mean ``s`` = keep) or
     global (``"params"``: expected kept parameters = keep·P); entries where ``fixed`` is
     not NaN keep that value (the block probabilities)."""
@@ -136,5 +141,3 @@ def select_params(layout: Layout, s: torch.Tensor, ratio: float, allow_empty: bo
         removed += cost
         chosen.append(u)
     return [u for u in chosen if u.kind == "block" or u.block not in dropped]
-
-

@@ -2,7 +2,7 @@
 another checkpoint format (see :mod:`llmprune.export.layout` for the formats).
 
 The source is read with :func:`llmprune.load` (any format llmprune writes, or a plain
-Hugging Face directory) and written with :func:`llmprune.export.save.save_pruned` forced
+Hugging Face directory) and written with :func:`llmprune.export.save.write_model` forced
 to the requested format; a model the format cannot hold is refused before anything is
 written. ``report.json`` is carried over with its ``export`` entry replaced.
 """
@@ -26,9 +26,7 @@ def convert(src: str | Path, out: str | Path, fmt: str, force: bool = False, dty
     with ``export`` replaced and ``converted_from`` added."""
     from ..models.loading import load_model_and_tokenizer
     from ..prune_report import PruneReport
-    from .save import export_record, save_pruned
-    from .layout import plan_export
-    from ..models import get_adapter
+    from .save import write_model
 
     if fmt not in EXPORT_FORMATS:
         raise LlmpruneError(f"unknown --format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
@@ -43,9 +41,4 @@ def convert(src: str | Path, out: str | Path, fmt: str, force: bool = False, dty
     model, tokenizer = load_model_and_tokenizer(str(source), dtype=dtype)
     if report is not None:
         report.converted_from = {"path": str(src), "format": previous}
-        save_pruned(model, tokenizer, target, report, force=force, fmt=fmt)
-        assert report.export is not None
-        return report.export
-    record = export_record(plan_export(model, get_adapter(model), fmt))
-    save_pruned(model, tokenizer, target, None, force=force, fmt=fmt)
-    return record
+    return write_model(model, tokenizer, target, report, force=force, fmt=fmt)

@@ -87,7 +87,22 @@ def save_pruned(
     force: bool = False,
     fmt: str = "auto",
 ) -> Path:
-    """Save as safetensors + config (+ tokenizer, + ``report.json`` and ``recipe.yaml``); returns the path.
+    """Save as safetensors + config (+ tokenizer, + ``report.json`` and ``recipe.yaml``); returns
+    the path. See :func:`write_model`."""
+    write_model(model, tokenizer, out, report, force=force, fmt=fmt)
+    return Path(out)
+
+
+def write_model(
+    model: nn.Module,
+    tokenizer: Any,
+    out: str | os.PathLike,
+    report: PruneReport | dict | None,
+    force: bool = False,
+    fmt: str = "auto",
+) -> dict[str, Any]:
+    """Save as safetensors + config (+ tokenizer, + ``report.json`` and ``recipe.yaml``);
+    returns the ``export`` record of the format written.
 
     ``fmt`` is ``auto`` (the simplest format that holds the model) or one of ``vllm``,
     ``stock``, ``layout`` (refused, before anything is written, when the model does not
@@ -137,4 +152,4 @@ def save_pruned(
         if report is not None:
             (tmp / "report.json").write_text(report.to_json())
             (tmp / "recipe.yaml").write_text(yaml.safe_dump(report.to_recipe(), sort_keys=False))
-    return Path(out)
+    return record

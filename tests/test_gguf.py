@@ -144,6 +144,28 @@ def test_heterogeneous_is_deci_with_per_layer_arrays(tmp_path: Path, toy_tokeniz
     assert list(tensors["blk.1.attn_q.weight"].shape) == [64, 32]
 
 
+def test_ffn_padded_to_quantization_blocks(tmp_path: Path, toy_tokenizer) -> None:
+    """q8_0 (and files handed to llama.cpp's quantizer) pad FFN widths with zero channels to
+    a multiple of 32, so that ffn_down's rows split into blocks; f32/f16 are not padded."""
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    _manual(model, {0: {"remove_channels": {"count": 28}}, 1: {"remove_mlp": True}})
+    mlp = model.model.layers[0].mlp
+    info = write_gguf(model, toy_tokenizer, tmp_path / "q.gguf", "q8_0")
+    assert [lp["ff"] for lp in info["layers"]] == [128, 32] and [lp["ff_pad"] for lp in info["layers"]] == [28, 31]
+    assert any("padded" in n for n in info["notes"])
+    fields, tensors = _read(tmp_path / "q.gguf")
+    assert fields["deci.feed_forward_length"] == [128, 32]
+    down = tensors["blk.0.ffn_down.weight"]
+    assert down.tensor_type == gguf.GGMLQuantizationType.Q8_0
+    values = _values(down).reshape(64, 128)
+    assert not np.any(values[:, 100:])
+    want = mlp.down_proj.weight.detach().numpy()
+    np.testing.assert_allclose(values[:, :100], want, atol=2e-2 * np.abs(want).max())
+    assert not np.any(_values(tensors["blk.0.ffn_up.weight"]).reshape(128, 64)[100:])
+    info = write_gguf(model, toy_tokenizer, tmp_path / "f.gguf", "f16")
+    assert [lp["ff"] for lp in info["layers"]] == [100, 1] and "ff_pad" not in info["layers"][0]
+
+
 def test_attention_free_later_layer_has_no_attention_tensors(tmp_path: Path, toy_tokenizer) -> None:
     model = build_tiny("llama", vocab_size=len(toy_tokenizer))
     _manual(model, {1: {"remove_attention": True}})

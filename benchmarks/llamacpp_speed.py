@@ -4,10 +4,10 @@ llama-bench's protocol through llama-cpp-python: ``pp`` = one prompt of ``--pp``
 tokens from an empty context, ``tg`` = ``--tg`` single-token decodes from an empty
 context; every model is loaded once, the trials are interleaved (the model order
 rotates each trial), the median of ``--trials`` is reported. Pruned and dense share the
-GGUF type (f16 written by llmprune from ``--pruned`` directories or pruned here; Q4_1
-re-quantized by llama.cpp from an f16 file whose FFN widths are padded to 32-value blocks,
-as ``llmprune export --quantize q4_1`` does; Q4_1 is the shipped file's type) and the
-thread count. Also records file sizes, parameter counts and
+GGUF type (f16 written by llmprune from ``--pruned`` directories or pruned here, FFN widths
+padded with zero channels to multiples of 32 as ``llmprune export`` writes them; Q4_1
+re-quantized from it by llama.cpp as ``--quantize q4_1`` does, the shipped file's type) and
+the thread count. Also records file sizes, parameter counts and
 llama.cpp's WikiText-2 perplexity on the first ``--ppl-windows`` windows.
 
 Run (under .venv-llamacpp, e.g. ``make bench-llamacpp``)::
@@ -63,8 +63,7 @@ def build(args, work: Path) -> dict[str, dict]:
                     llmprune.prune(m, tok, "sobp", ratio=ratio, calib_samples=args.calib_samples,
                                    seqlen=args.calib_seqlen, reconstruct=False, progress=False)
                     print(f"{name}: pruned in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-            # f16 as `llmprune export --outtype f16` writes it; Q4_1 as `--outtype f16 --quantize q4_1`
-            # (llama.cpp quantizes a float file whose FFN widths are padded to 32-value blocks)
+            # as `llmprune export --outtype f16` and `--outtype f16 --quantize q4_1` write them
             write_gguf(m, tok, f16, "f16", source_gguf=src, force=True)
             write_quantized_gguf(m, tok, q41, "q4_1", "f16", source_gguf=src, force=True, threads=args.threads)
             del m
@@ -152,8 +151,9 @@ def main() -> None:
                      "pruning": (f"from {', '.join(args.pruned)} (see their report.json)" if args.pruned else
                                  f"sobp stages 1-2 (no reconstruction), {args.calib_samples} x {args.calib_seqlen} "
                                  "WikiText-2 train calibration tokens, seed 0"),
-                     "q4_1": "llama.cpp llama_model_quantize of an f16 file with FFN widths padded to multiples of 32 "
-                             "(llmprune export --outtype f16 --quantize q4_1)",
+                     "f16": "llmprune export --outtype f16 (FFN widths padded with zero channels to multiples of 32)",
+                     "q4_1": "llama.cpp llama_model_quantize of that f16 file (llmprune export --outtype f16 "
+                             "--quantize q4_1)",
                      "ppl": None if windows is None else f"wikitext2 test, first {args.ppl_windows} windows of "
                                                         f"{args.ppl_seqlen}, llama.cpp logits"},
         "environment": {"llama_cpp_python": llama_cpp.__version__, "python": platform.python_version(),

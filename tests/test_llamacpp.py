@@ -4,8 +4,8 @@ At f32 (weights and KV cache), llama.cpp's greedy tokens equal transformers' and
 WikiText-2 windows is within 1 % of ours, for dense, unstructured (SparseGPT 50 %),
 uniform structured (SoBP, same counts per layer) and heterogeneous (SoBP, PG, ShortGPT;
 a manual plan with an attention-free first layer and a block without MLP) exports of
-SmolLM2-135M and of a tiny Qwen2 (also with FFN widths padded with zero channels, as
-written for quantization); SoBP re-quantized by llama.cpp to Q4_1 and Q4_K_M has every
+SmolLM2-135M and of a tiny Qwen2 (FFN widths padded with zero channels to multiples of 32,
+as written by default, and as pruned); SoBP re-quantized by llama.cpp to Q4_1 and Q4_K_M has every
 matrix quantized, loads, generates and is smaller than the shipped Q4_1 file.
 
 The SmolLM2 cases prune a 135M model on CPU (SparseGPT took 5-10 minutes on a shared
@@ -29,7 +29,7 @@ import llmprune  # noqa: E402
 from llmprune.data import eval_windows, load_text, tokenize  # noqa: E402
 from llmprune.eval import llamacpp as lc  # noqa: E402
 from llmprune.eval.perplexity import perplexity  # noqa: E402
-from llmprune.export.gguf import QUANT_BLOCK, source_gguf_for, write_gguf, write_quantized_gguf  # noqa: E402
+from llmprune.export.gguf import FF_MULTIPLE, source_gguf_for, write_gguf, write_quantized_gguf  # noqa: E402
 from tiny_models import build_tiny  # noqa: E402
 
 NEW_TOKENS = 16
@@ -126,13 +126,12 @@ def test_tiny_llama_attention_free_layers(toy_tokenizer, tmp_path: Path) -> None
     assert abs(r["ppl_llamacpp"] / r["ppl"] - 1) < 0.01, r
 
 
-def test_tiny_padded_ffn_equals_transformers(toy_tokenizer, tmp_path: Path) -> None:
-    """FFN widths padded with zero channels (what a file to be quantized gets) run exactly."""
+def test_tiny_unpadded_ffn_equals_transformers(toy_tokenizer, tmp_path: Path) -> None:
+    """The manual case with its FFN widths as pruned (``ff_multiple=1``; padded by default)."""
     model = build_tiny("qwen2", vocab_size=len(toy_tokenizer))
     _prune(model, toy_tokenizer, "manual", seqlen=32)
-    info = write_gguf(model, toy_tokenizer, tmp_path / "p.gguf", "f32", ff_multiple=QUANT_BLOCK)
-    assert info["arch"] == "deci" and all(lp["ff"] % QUANT_BLOCK == 0 for lp in info["layers"]), info
-    assert any(lp.get("ff_pad") for lp in info["layers"]), info
+    info = write_gguf(model, toy_tokenizer, tmp_path / "p.gguf", "f32", ff_multiple=1)
+    assert info["arch"] == "deci" and any(lp["ff"] % FF_MULTIPLE for lp in info["layers"]), info
     windows = eval_windows(tokenize(toy_tokenizer, load_text("wikitext2", "test")[:20000]), 64, 3)
     r = _judge(model, toy_tokenizer, tmp_path / "p.gguf", toy_tokenizer(PROMPT).input_ids, windows)
     assert r["llamacpp"] == r["hf"], r
@@ -154,7 +153,7 @@ def test_sobp_requantized_by_llamacpp_is_smaller(smol, tmp_path: Path) -> None:
         assert info["bytes"] < source.stat().st_size
         kept_float = [t.name for t in gguf.GGUFReader(str(out)).tensors
                       if len(t.shape) == 2 and t.tensor_type in floats]
-        assert not kept_float, kept_float  # FFN widths padded to QUANT_BLOCK: llama.cpp splits every matrix
+        assert not kept_float, kept_float  # FFN widths padded to FF_MULTIPLE: llama.cpp splits every matrix
         llm = lc.open_gguf(out, n_ctx=128, threads=2)
         try:
             assert len(lc.greedy(llm, prompt, 4)) == 4

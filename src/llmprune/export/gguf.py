@@ -27,9 +27,11 @@ from .atomic import atomic_file, check_out_file
 from .gguf_plan import PAIRED_ROPE, GgufPlan, plan_gguf, rope_pairs_permutation, rope_theta
 
 OUTTYPES = ("f32", "f16", "q8_0")
-#: llama.cpp's 32-value quantization blocks (Q8_0, Q4_1, Q5_0; the fallback of the 256-value K types):
-#: FFN widths of files that are quantized are padded to a multiple of it.
-QUANT_BLOCK = 32
+#: FFN widths are padded with zero channels to a multiple of this (exact): llama.cpp quantizes
+#: a matrix's rows in 32-value blocks (Q8_0, Q4_1, Q5_0, the fallback of the 256-value K types)
+#: and keeps an ``ffn_down`` whose rows do not split in float16; its fast CPU matrix kernels
+#: (llamafile sgemm) also want such widths (an f16 SoBP export ran prompts ~30 % slower unpadded).
+FF_MULTIPLE = 32
 
 
 def check_outtype(outtype: str) -> str:
@@ -145,11 +147,11 @@ def _pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
 
 def write_gguf(model: nn.Module, tokenizer, out: str | os.PathLike, outtype: str = "f32",
                source_gguf: str | os.PathLike | None = None, force: bool = False,
-               ff_multiple: int | None = None) -> dict:
+               ff_multiple: int = FF_MULTIPLE) -> dict:
     """Write ``model`` to ``out`` (.gguf); tokenizer metadata from ``source_gguf`` when
     given (the file the model was converted from), else built from ``tokenizer``.
     ``ff_multiple``: pad FFN widths with zero channels to a multiple of it (default
-    :data:`QUANT_BLOCK` for ``q8_0``, else 1: no padding).
+    :data:`FF_MULTIPLE`; 1: the pruned widths as they are).
     Returns what was written: architecture, per-layer widths, notes, bytes."""
     import gguf
 
@@ -159,8 +161,6 @@ def write_gguf(model: nn.Module, tokenizer, out: str | os.PathLike, outtype: str
     outtype = check_outtype(outtype)
     path = check_out_file(out, force)
     adapter = get_adapter(model)
-    if ff_multiple is None:
-        ff_multiple = QUANT_BLOCK if outtype == "q8_0" else 1
     plan = plan_gguf(model, adapter, ff_multiple)
     blocks = adapter.blocks()
     embed = adapter.embeddings().weight
@@ -234,7 +234,7 @@ def write_quantized_gguf(model: nn.Module, tokenizer, out: str | os.PathLike, qt
                          source_gguf: str | os.PathLike | None = None, force: bool = False,
                          threads: int | None = None) -> dict:
     """Write ``model`` as an ``outtype`` GGUF under a temporary name (FFN widths padded to
-    :data:`QUANT_BLOCK`) and let llama.cpp quantize it to ``qtype`` into ``out``."""
+    :data:`FF_MULTIPLE`) and let llama.cpp quantize it to ``qtype`` into ``out``."""
     from .gguf_quantize import check_quantize, llama_cpp_module, quantize_gguf
 
     outtype = check_outtype(outtype)
@@ -246,8 +246,7 @@ def write_quantized_gguf(model: nn.Module, tokenizer, out: str | os.PathLike, qt
     os.close(fd)
     floating = Path(name)
     try:
-        info = write_gguf(model, tokenizer, floating, outtype, source_gguf=source_gguf, force=True,
-                          ff_multiple=QUANT_BLOCK)
+        info = write_gguf(model, tokenizer, floating, outtype, source_gguf=source_gguf, force=True)
         info["float_bytes"] = info.pop("bytes")
         info.update(quantize_gguf(floating, path, qtype, threads=threads, force=force))
     finally:

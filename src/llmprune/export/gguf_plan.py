@@ -117,7 +117,8 @@ def plan_gguf(model: nn.Module, adapter: ModelAdapter, ff_multiple: int = 1) -> 
     """The architecture and per-layer widths to write, or a one-line error. With
     ``ff_multiple`` > 1 every FFN width is padded with zero channels to a multiple of it
     (exact: a zero gate/up row and down column add 0), so that llama.cpp's quantizer can
-    split ``ffn_down``'s rows into blocks instead of keeping the matrix in float16."""
+    split ``ffn_down``'s rows into blocks instead of keeping the matrix in float16, and its
+    fast matrix kernels apply."""
     plan = _plan(model, adapter)
     if ff_multiple > 1:
         padded = 0
@@ -127,7 +128,7 @@ def plan_gguf(model: nn.Module, adapter: ModelAdapter, ff_multiple: int = 1) -> 
             padded += layer.ff_pad > 0
         if padded:
             plan.notes.append(f"FFN width of {padded} layer(s) padded with zero channels to a multiple of {ff_multiple} "
-                              "(exact) so that llama.cpp quantizes every FFN matrix in blocks")
+                              "(exact) for llama.cpp's quantization blocks and matrix kernels")
     return plan
 
 

@@ -4,8 +4,10 @@ llama-bench's protocol through llama-cpp-python: ``pp`` = one prompt of ``--pp``
 tokens from an empty context, ``tg`` = ``--tg`` single-token decodes from an empty
 context; every model is loaded once, the trials are interleaved (the model order
 rotates each trial), the median of ``--trials`` is reported. Pruned and dense share the
-GGUF type (f16 written by llmprune from ``--pruned`` directories or pruned here; Q4_1 re-quantized from it by llama.cpp, the shipped
-file's type) and the thread count. Also records file sizes, parameter counts and
+GGUF type (f16 written by llmprune from ``--pruned`` directories or pruned here, FFN widths
+padded with zero channels to multiples of 32 as ``llmprune export`` writes them; Q4_1
+re-quantized from it by llama.cpp as ``--quantize q4_1`` does, the shipped file's type) and
+the thread count. Also records file sizes, parameter counts and
 llama.cpp's WikiText-2 perplexity on the first ``--ppl-windows`` windows.
 
 Run (under .venv-llamacpp, e.g. ``make bench-llamacpp``)::
@@ -33,8 +35,7 @@ sys.path.insert(0, str(REPO / "src"))
 import llmprune  # noqa: E402
 from llmprune.data import eval_windows, load_text, tokenize  # noqa: E402
 from llmprune.eval import llamacpp as lc  # noqa: E402
-from llmprune.export.gguf import source_gguf_for, write_gguf  # noqa: E402
-from llmprune.export.gguf_quantize import quantize_gguf  # noqa: E402
+from llmprune.export.gguf import source_gguf_for, write_gguf, write_quantized_gguf  # noqa: E402
 
 
 def build(args, work: Path) -> dict[str, dict]:
@@ -52,31 +53,30 @@ def build(args, work: Path) -> dict[str, dict]:
     else:
         variants += [(f"sobp{int(round(r * 100))}", r, None) for r in args.ratios]
     for name, ratio, directory in variants:
-        f16 = work / f"{name}-f16.gguf"
-        if directory is not None and not (args.reuse and f16.is_file()):
-            m, _ = llmprune.load(directory)
-            write_gguf(m, tok, f16, "f16", source_gguf=source_gguf_for(directory, tok), force=True)
+        f16, q41 = work / f"{name}-f16.gguf", work / f"{name}-q4_1.gguf"
+        if not (args.reuse and f16.is_file() and q41.is_file()):
+            if directory is not None:
+                m, _ = llmprune.load(directory)
+                src = source_gguf_for(directory, tok)
+            else:
+                m, src = copy.deepcopy(model), source
+                if ratio is not None:
+                    t0 = time.perf_counter()
+                    llmprune.prune(
+                        m,
+                        tok,
+                        "sobp",
+                        ratio=ratio,
+                        calib_samples=args.calib_samples,
+                        seqlen=args.calib_seqlen,
+                        reconstruct=False,
+                        progress=False,
+                    )
+                    print(f"{name}: pruned in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            # as `llmprune export --outtype f16` and `--outtype f16 --quantize q4_1` write them
+            write_gguf(m, tok, f16, "f16", source_gguf=src, force=True)
+            write_quantized_gguf(m, tok, q41, "q4_1", "f16", source_gguf=src, force=True, threads=args.threads)
             del m
-        elif not (args.reuse and f16.is_file()):
-            m = copy.deepcopy(model)
-            if ratio is not None:
-                t0 = time.perf_counter()
-                llmprune.prune(
-                    m,
-                    tok,
-                    "sobp",
-                    ratio=ratio,
-                    calib_samples=args.calib_samples,
-                    seqlen=args.calib_seqlen,
-                    reconstruct=False,
-                    progress=False,
-                )
-                print(f"{name}: pruned in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-            write_gguf(m, tok, f16, "f16", source_gguf=source, force=True)
-            del m
-        q41 = work / f"{name}-q4_1.gguf"
-        if not (args.reuse and q41.is_file()):
-            quantize_gguf(f16, q41, "q4_1", threads=args.threads, force=True)
         for outtype, path in (("f16", f16), ("q4_1", q41)):
             entries[f"{name}-{outtype}"] = {
                 "variant": name,
@@ -140,6 +140,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse GGUF files already in --work")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "llamacpp_speed.json"))
     args = ap.parse_args()
+    load_at_start = os.getloadavg()
+    started = time.perf_counter()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     entries = build(args, work)
@@ -184,7 +186,8 @@ def main() -> None:
                 else f"sobp stages 1-2 (no reconstruction), {args.calib_samples} x {args.calib_seqlen} "
                 "WikiText-2 train calibration tokens, seed 0"
             ),
-            "q4_1": "llama.cpp llama_model_quantize of the f16 file",
+            "f16": "llmprune export --outtype f16 (FFN widths padded with zero channels to multiples of 32)",
+            "q4_1": "llama.cpp llama_model_quantize of that f16 file (llmprune export --outtype f16 --quantize q4_1)",
             "ppl": None
             if windows is None
             else f"wikitext2 test, first {args.ppl_windows} windows of {args.ppl_seqlen}, llama.cpp logits",
@@ -193,7 +196,9 @@ def main() -> None:
             "llama_cpp_python": llama_cpp.__version__,
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
+            "load_avg_at_start": load_at_start,
             "load_avg_at_end": os.getloadavg(),
+            "wall_s": round(time.perf_counter() - started),
         },
         "command": "python benchmarks/llamacpp_speed.py " + " ".join(sys.argv[1:]),
     }

@@ -143,7 +143,7 @@ def test_heterogeneous_is_deci_with_per_layer_arrays(tmp_path: Path, toy_tokeniz
             1: {"remove_kv_heads": [0], "remove_mlp": True},
         },
     )
-    info = write_gguf(model, toy_tokenizer, tmp_path / "h.gguf", "f32")
+    info = write_gguf(model, toy_tokenizer, tmp_path / "h.gguf", "f32", ff_multiple=1)  # widths as pruned
     assert info["arch"] == "deci" and len(info["notes"]) == 2
     fields, tensors = _read(tmp_path / "h.gguf")
     assert fields["deci.attention.head_count"] == [1, 2]  # layer 0: one zero-weight head stands in
@@ -154,6 +154,34 @@ def test_heterogeneous_is_deci_with_per_layer_arrays(tmp_path: Path, toy_tokeniz
     assert not np.any(_values(tensors["blk.1.ffn_down.weight"]))
     assert list(tensors["blk.0.ffn_up.weight"].shape) == [64, 100]
     assert list(tensors["blk.1.attn_q.weight"].shape) == [64, 32]
+
+
+def test_ffn_padded_to_multiples_of_32(tmp_path: Path, toy_tokenizer) -> None:
+    """FFN widths are padded with zero channels to a multiple of 32 (llama.cpp's quantization
+    blocks and fast kernels), exactly; ``ff_multiple=1`` keeps the pruned widths."""
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    _manual(model, {0: {"remove_channels": {"count": 28}}, 1: {"remove_mlp": True}})
+    mlp = model.model.layers[0].mlp
+    for outtype in ("f32", "q8_0"):
+        out = tmp_path / f"{outtype}.gguf"
+        info = write_gguf(model, toy_tokenizer, out, outtype)
+        assert [lp["ff"] for lp in info["layers"]] == [128, 32] and [lp["ff_pad"] for lp in info["layers"]] == [28, 31]
+        assert any("padded" in n for n in info["notes"])
+        fields, tensors = _read(out)
+        assert fields["deci.feed_forward_length"] == [128, 32]
+        down = tensors["blk.0.ffn_down.weight"]
+        assert (
+            down.tensor_type == {"f32": gguf.GGMLQuantizationType.F32, "q8_0": gguf.GGMLQuantizationType.Q8_0}[outtype]
+        )
+        values = _values(down).reshape(64, 128)
+        assert not np.any(values[:, 100:])
+        want = mlp.down_proj.weight.detach().numpy()
+        np.testing.assert_allclose(values[:, :100], want, atol=2e-2 * np.abs(want).max())
+        for name in ("ffn_up", "ffn_gate"):
+            assert not np.any(_values(tensors[f"blk.0.{name}.weight"]).reshape(128, 64)[100:])
+        assert not np.any(_values(tensors["blk.1.ffn_down.weight"]))
+    info = write_gguf(model, toy_tokenizer, tmp_path / "raw.gguf", "f16", ff_multiple=1)
+    assert [lp["ff"] for lp in info["layers"]] == [100, 1] and "ff_pad" not in info["layers"][0]
 
 
 def test_attention_free_later_layer_has_no_attention_tensors(tmp_path: Path, toy_tokenizer) -> None:

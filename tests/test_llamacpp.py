@@ -4,8 +4,12 @@ At f32 (weights and KV cache), llama.cpp's greedy tokens equal transformers' and
 WikiText-2 windows is within 1 % of ours, for dense, unstructured (SparseGPT 50 %),
 uniform structured (SoBP, same counts per layer) and heterogeneous (SoBP, PG, ShortGPT;
 a manual plan with an attention-free first layer and a block without MLP) exports of
-SmolLM2-135M and of a tiny Qwen2; SoBP re-quantized by llama.cpp to Q4_1 and Q4_K_M
-loads, generates and is smaller than the shipped Q4_1 file.
+SmolLM2-135M and of a tiny Qwen2 (FFN widths padded with zero channels to multiples of 32,
+as written by default, and as pruned); SoBP re-quantized by llama.cpp to Q4_1 and Q4_K_M has every
+matrix quantized, loads, generates and is smaller than the shipped Q4_1 file.
+
+The SmolLM2 cases prune a 135M model on CPU (SparseGPT took 5-10 minutes on a shared
+2-core machine), hence their longer timeout.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import llmprune  # noqa: E402
 from llmprune.data import eval_windows, load_text, tokenize  # noqa: E402
 from llmprune.eval import llamacpp as lc  # noqa: E402
 from llmprune.eval.perplexity import perplexity  # noqa: E402
-from llmprune.export.gguf import source_gguf_for, write_gguf  # noqa: E402
+from llmprune.export.gguf import FF_MULTIPLE, source_gguf_for, write_gguf, write_quantized_gguf  # noqa: E402
 from tiny_models import build_tiny  # noqa: E402
 
 NEW_TOKENS = 16
@@ -103,6 +107,10 @@ def smol():
     return model, tok, eval_windows(ids, 256, 3), source_gguf_for(None, tok)
 
 
+SMOL_TIMEOUT = pytest.mark.timeout(1800)
+
+
+@SMOL_TIMEOUT
 @pytest.mark.parametrize("case", [c for c in CASES if c != "manual"])
 def test_smollm2_llamacpp_equals_transformers(case: str, smol, tmp_path: Path) -> None:
     base, tok, windows, source = smol
@@ -139,19 +147,35 @@ def test_tiny_llama_attention_free_layers(toy_tokenizer, tmp_path: Path) -> None
     assert abs(r["ppl_llamacpp"] / r["ppl"] - 1) < 0.01, r
 
 
+def test_tiny_unpadded_ffn_equals_transformers(toy_tokenizer, tmp_path: Path) -> None:
+    """The manual case with its FFN widths as pruned (``ff_multiple=1``; padded by default)."""
+    model = build_tiny("qwen2", vocab_size=len(toy_tokenizer))
+    _prune(model, toy_tokenizer, "manual", seqlen=32)
+    info = write_gguf(model, toy_tokenizer, tmp_path / "p.gguf", "f32", ff_multiple=1)
+    assert info["arch"] == "deci" and any(lp["ff"] % FF_MULTIPLE for lp in info["layers"]), info
+    windows = eval_windows(tokenize(toy_tokenizer, load_text("wikitext2", "test")[:20000]), 64, 3)
+    r = _judge(model, toy_tokenizer, tmp_path / "p.gguf", toy_tokenizer(PROMPT).input_ids, windows)
+    assert r["llamacpp"] == r["hf"], r
+    assert abs(r["ppl_llamacpp"] / r["ppl"] - 1) < 0.01, r
+
+
+@SMOL_TIMEOUT
 def test_sobp_requantized_by_llamacpp_is_smaller(smol, tmp_path: Path) -> None:
-    from llmprune.export.gguf_quantize import quantize_gguf
+    import gguf
 
     base, tok, windows, source = smol
     model = copy.deepcopy(base)
     _prune(model, tok, "sobp", seqlen=128)
-    f16 = tmp_path / "sobp-f16.gguf"
-    write_gguf(model, tok, f16, "f16", source_gguf=source)
     prompt = tok(PROMPT).input_ids
+    floats = {gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32}
     for qtype in ("q4_1", "q4_k_m"):
         out = tmp_path / f"sobp-{qtype}.gguf"
-        info = quantize_gguf(f16, out, qtype, threads=2)
+        info = write_quantized_gguf(model, tok, out, qtype, "f16", source_gguf=source, threads=2)
         assert info["bytes"] < source.stat().st_size
+        kept_float = [
+            t.name for t in gguf.GGUFReader(str(out)).tensors if len(t.shape) == 2 and t.tensor_type in floats
+        ]
+        assert not kept_float, kept_float  # FFN widths padded to FF_MULTIPLE: llama.cpp splits every matrix
         llm = lc.open_gguf(out, n_ctx=128, threads=2)
         try:
             assert len(lc.greedy(llm, prompt, 4)) == 4

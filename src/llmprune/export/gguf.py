@@ -27,6 +27,11 @@ from .atomic import atomic_file, check_out_file
 from .gguf_plan import PAIRED_ROPE, GgufPlan, plan_gguf, rope_pairs_permutation, rope_theta
 
 OUTTYPES = ("f32", "f16", "q8_0")
+#: FFN widths are padded with zero channels to a multiple of this (exact): llama.cpp quantizes
+#: a matrix's rows in 32-value blocks (Q8_0, Q4_1, Q5_0, the fallback of the 256-value K types)
+#: and keeps an ``ffn_down`` whose rows do not split in float16; its fast CPU matrix kernels
+#: (llamafile sgemm) also want such widths (an f16 SoBP export ran prompts ~30 % slower unpadded).
+FF_MULTIPLE = 32
 
 
 def check_outtype(outtype: str) -> str:
@@ -120,14 +125,27 @@ def _add_layer(t: _Tensors, n: int, block: nn.Module, adapter, layer, plan: Gguf
     t.add(f"{p}.ffn_norm.weight", norms[1].weight)
     if layer.zero_ffn:
         hidden = norms[1].weight.shape[0]
-        t.add(f"{p}.ffn_gate.weight", torch.zeros(1, hidden))
-        t.add(f"{p}.ffn_up.weight", torch.zeros(1, hidden))
-        t.add(f"{p}.ffn_down.weight", torch.zeros(hidden, 1))
+        t.add(f"{p}.ffn_gate.weight", torch.zeros(layer.ff, hidden))
+        t.add(f"{p}.ffn_up.weight", torch.zeros(layer.ff, hidden))
+        t.add(f"{p}.ffn_down.weight", torch.zeros(hidden, layer.ff))
         return
-    for name, lin in (("ffn_gate", mlp.gate), ("ffn_up", mlp.up), ("ffn_down", mlp.down)):
-        t.add(f"{p}.{name}.weight", lin.weight.data)
+    pad = layer.ff_pad  # zero channels: gate/up rows (and biases) and down columns, exact
+    for name, lin in (("ffn_gate", mlp.gate), ("ffn_up", mlp.up)):
+        t.add(f"{p}.{name}.weight", _pad(lin.weight.data, pad, 0))
         if lin.bias is not None:
-            t.add(f"{p}.{name}.bias", lin.bias.data)
+            t.add(f"{p}.{name}.bias", _pad(lin.bias.data, pad, 0))
+    t.add(f"{p}.ffn_down.weight", _pad(mlp.down.weight.data, pad, 1))
+    if mlp.down.bias is not None:
+        t.add(f"{p}.ffn_down.bias", mlp.down.bias.data)
+
+
+def _pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """``t`` with ``n`` zero slices appended along ``dim``."""
+    if n == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = n
+    return torch.cat([t, t.new_zeros(shape)], dim=dim)
 
 
 def write_gguf(
@@ -137,9 +155,12 @@ def write_gguf(
     outtype: str = "f32",
     source_gguf: str | os.PathLike | None = None,
     force: bool = False,
+    ff_multiple: int = FF_MULTIPLE,
 ) -> dict:
     """Write ``model`` to ``out`` (.gguf); tokenizer metadata from ``source_gguf`` when
     given (the file the model was converted from), else built from ``tokenizer``.
+    ``ff_multiple``: pad FFN widths with zero channels to a multiple of it (default
+    :data:`FF_MULTIPLE`; 1: the pruned widths as they are).
     Returns what was written: architecture, per-layer widths, notes, bytes."""
     import gguf
 
@@ -149,7 +170,7 @@ def write_gguf(
     outtype = check_outtype(outtype)
     path = check_out_file(out, force)
     adapter = get_adapter(model)
-    plan = plan_gguf(model, adapter)
+    plan = plan_gguf(model, adapter, ff_multiple)
     blocks = adapter.blocks()
     embed = adapter.embeddings().weight
     n_vocab = int(embed.shape[0])
@@ -180,7 +201,16 @@ def write_gguf(
         "bytes": path.stat().st_size,
         "tokenizer_from": tokenizer_from,
         "notes": plan.notes,
-        "layers": [{"block": lp.block, "heads": lp.heads, "kv_heads": lp.kv_heads, "ff": lp.ff} for lp in plan.layers],
+        "layers": [
+            {
+                "block": lp.block,
+                "heads": lp.heads,
+                "kv_heads": lp.kv_heads,
+                "ff": lp.ff,
+                **({"ff_pad": lp.ff_pad} if lp.ff_pad else {}),
+            }
+            for lp in plan.layers
+        ],
     }
 
 
@@ -223,6 +253,39 @@ def _same_vocab(path: Path, tokenizer) -> bool:
     return len(vocab) == len(tokens) and all(tokens[i] == text for text, i in vocab.items())
 
 
+def write_quantized_gguf(
+    model: nn.Module,
+    tokenizer,
+    out: str | os.PathLike,
+    qtype: str,
+    outtype: str = "f16",
+    source_gguf: str | os.PathLike | None = None,
+    force: bool = False,
+    threads: int | None = None,
+) -> dict:
+    """Write ``model`` as an ``outtype`` GGUF under a temporary name (FFN widths padded to
+    :data:`FF_MULTIPLE`) and let llama.cpp quantize it to ``qtype`` into ``out``."""
+    from .gguf_quantize import check_quantize, llama_cpp_module, quantize_gguf
+
+    outtype = check_outtype(outtype)
+    qtype = check_quantize(qtype)
+    llama_cpp_module()
+    path = check_out_file(out, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.float-", suffix=".gguf", dir=path.parent)
+    os.close(fd)
+    floating = Path(name)
+    try:
+        info = write_gguf(model, tokenizer, floating, outtype, source_gguf=source_gguf, force=True)
+        info["float_bytes"] = info.pop("bytes")
+        info.update(quantize_gguf(floating, path, qtype, threads=threads, force=force))
+    finally:
+        if floating.exists():
+            floating.unlink()
+    info["path"] = str(path)
+    return info
+
+
 def export_gguf(
     src: str | os.PathLike | None,
     out: str | os.PathLike,
@@ -234,7 +297,7 @@ def export_gguf(
     """``llmprune export SRC --format gguf``: load ``src`` (a model spec or llmprune
     output), write it as GGUF, optionally re-quantize it with llama.cpp into ``out``."""
     from .. import api
-    from .gguf_quantize import check_quantize, llama_cpp_module, quantize_gguf
+    from .gguf_quantize import check_quantize, llama_cpp_module
 
     outtype = check_outtype(outtype)
     qtype = check_quantize(quantize) if quantize is not None else None
@@ -245,19 +308,7 @@ def export_gguf(
     source = source_gguf_for(src, tok)
     if qtype is None:
         return write_gguf(model, tok, path, outtype, source_gguf=source, force=force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.float-", suffix=".gguf", dir=path.parent)
-    os.close(fd)
-    floating = Path(name)
-    try:
-        info = write_gguf(model, tok, floating, outtype, source_gguf=source, force=True)
-        info["float_bytes"] = info.pop("bytes")
-        info.update(quantize_gguf(floating, path, qtype, threads=threads, force=force))
-    finally:
-        if floating.exists():
-            floating.unlink()
-    info["path"] = str(path)
-    return info
+    return write_quantized_gguf(model, tok, path, qtype, outtype, source_gguf=source, force=force, threads=threads)
 
 
 def describe(info: dict) -> str:

@@ -53,6 +53,7 @@ class LayerPlan:
     attention: bool = True  # False: attention-free (no attn_* tensors)
     dummy_attention: bool = False  # one zero head stands in (attention-free layer 0 in deci)
     zero_ffn: bool = False  # one zero channel stands in for a removed MLP (deci skips n_ff == 0 layers)
+    ff_pad: int = 0  # zero channels appended (included in ``ff``) so the FFN width splits into quantization blocks
 
 
 @dataclass
@@ -119,8 +120,28 @@ def _refuse_residual_subsets(model: nn.Module) -> None:
             )
 
 
-def plan_gguf(model: nn.Module, adapter: ModelAdapter) -> GgufPlan:
-    """The architecture and per-layer widths to write, or a one-line error."""
+def plan_gguf(model: nn.Module, adapter: ModelAdapter, ff_multiple: int = 1) -> GgufPlan:
+    """The architecture and per-layer widths to write, or a one-line error. With
+    ``ff_multiple`` > 1 every FFN width is padded with zero channels to a multiple of it
+    (exact: a zero gate/up row and down column add 0), so that llama.cpp's quantizer can
+    split ``ffn_down``'s rows into blocks instead of keeping the matrix in float16, and its
+    fast matrix kernels apply."""
+    plan = _plan(model, adapter)
+    if ff_multiple > 1:
+        padded = 0
+        for layer in plan.layers:
+            layer.ff_pad = -layer.ff % ff_multiple
+            layer.ff += layer.ff_pad
+            padded += layer.ff_pad > 0
+        if padded:
+            plan.notes.append(
+                f"FFN width of {padded} layer(s) padded with zero channels to a multiple of {ff_multiple} "
+                "(exact) for llama.cpp's quantization blocks and matrix kernels"
+            )
+    return plan
+
+
+def _plan(model: nn.Module, adapter: ModelAdapter) -> GgufPlan:
     model_type = check_family(model)
     _refuse_residual_subsets(model)
     config: Any = model.config

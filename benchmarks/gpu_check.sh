@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU readiness check: run on a machine with CUDA, from the repository root:
 #
-#     bash benchmarks/gpu_check.sh [OUTDIR]        # e.g. bash benchmarks/gpu_check.sh /tmp/gpu_check
+#     bash benchmarks/gpu_check.sh [OUTDIR]        # e.g. bash benchmarks/gpu_check.sh out/gpu_check
 #
 # Prints one line per check ("ok" / "FAIL", seconds, last line of the command's output) and
 # writes the same lines to benchmarks/results/gpu_check.txt; each check's full log goes to

@@ -7,7 +7,7 @@ float32/float64 in both); reported per method: the fraction of block-linear weig
 pruned/kept status agrees between the two runs, and the WikiText-2 test perplexity of
 each output (loaded in float32, first ``--eval-windows`` windows of 2048 tokens).
 
-    python benchmarks/precision.py --workdir /tmp/precision     # results/precision_bf16.json
+    python benchmarks/precision.py --workdir out/precision     # results/precision_bf16.json
 """
 
 from __future__ import annotations

@@ -22,26 +22,21 @@ from test_pg import short_calibration_text
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory, tiny_llama_dir) -> Path:
-    out = tmp_path_factory.mktemp("dist")
+def _torchrun(script: Path, *args: Path, timeout: int) -> subprocess.CompletedProcess:
+    """``script`` under torchrun with 2 gloo CPU processes, one thread each."""
     env = dict(
         os.environ,
         OMP_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(HERE / "layerwise_dist_worker.py"),
-        str(tiny_llama_dir),
-        str(out),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    return subprocess.run(cmd + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory, tiny_llama_dir) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    proc = _torchrun(HERE / "layerwise_dist_worker.py", tiny_llama_dir, out, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -87,22 +82,6 @@ def test_fewer_samples_than_processes_is_one_line(tiny_llama_dir, tmp_path):
     )
     script = tmp_path / "one_sample.py"
     script.write_text(code)
-    env = dict(
-        os.environ,
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
-    )
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(script),
-        str(tiny_llama_dir),
-        str(HERE),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = _torchrun(script, tiny_llama_dir, HERE, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("ERR 1 calibration samples for 2 processes") == 2, proc.stdout

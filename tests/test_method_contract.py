@@ -166,7 +166,9 @@ def test_bad_option_of_a_real_method_fails_before_loading(capsys, tmp_path: Path
         ]
     )
     err = _err(capsys)
-    assert code == 2 and "unknown option 'damp' for method wanda-sp" in err and "valid options: allow_empty" in err
+    assert (
+        code == 2 and "unknown option 'damp' for method wanda-sp" in err and "valid options: units, allow_empty" in err
+    )
 
 
 def test_method_args_are_converted_to_the_config_types() -> None:
@@ -324,7 +326,10 @@ def test_sobp_stage1_is_passed_in_not_patched(toy_tokenizer) -> None:
     scores = first_order_scores(model, get_adapter(model), calib, progress=False)
     llmprune.prune(model, toy_tokenizer, "sobp", reuse={"first_order_scores": scores}, **kw)
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
-    flipped = [([-s for s in gs], [-s for s in cs]) for gs, cs in scores]
+    # other scores: block 0 made 1000x more important, so every removal moves to block 1
+    flipped = [
+        ([s * 1000 for s in gs], [s * 1000 for s in cs]) if b == 0 else (gs, cs) for b, (gs, cs) in enumerate(scores)
+    ]
     other = build_tiny("llama", vocab_size=len(toy_tokenizer))
     llmprune.prune(other, toy_tokenizer, "sobp", reuse={"first_order_scores": flipped}, **kw)
     widths = [m.mlp.down_proj.in_features for m in other.model.layers]

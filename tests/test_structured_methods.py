@@ -181,7 +181,7 @@ def test_sobp_holds_no_weight_gradients(toy_tokenizer):
     assert all(p.grad is None for p in model.parameters())
     assert all(p.requires_grad for p in model.parameters())  # flags restored
     assert len(scores) == 2 and len(scores[0][0]) == 2 and len(scores[0][1]) == 128
-    assert any(s > 0 for s in scores[0][1])
+    assert any(s != 0 for s in scores[0][1])
 
 
 def _window_grads(model, calib):

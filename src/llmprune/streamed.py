@@ -275,6 +275,8 @@ def _prune_streamed(
         else:
             assert hidden_name is not None, "a resumed run records its hidden-state file"
             hidden = state.load_hidden(hidden_name)
+    # the embeddings / LM head are needed again only when they are written: release them
+    to_meta(model, [n for n in model.state_dict(keep_vars=True) if not any(n.startswith(p) for p in prefixes)])
 
     # -- the blocks -------------------------------------------------------------------
     total = n_blocks + 1
@@ -312,7 +314,8 @@ def _prune_streamed(
             runner = StreamRunner(block, hidden, kwargs_list[i], dev, outputs=outputs)
         stats = runner.collect(adapter.linear_groups(block), hessian=method_obj.needs_hessian) if runner else None
         for name, lin in adapter.prunable_linears(block).items():
-            new = method_obj.prune_weight(lin.weight.data.to(dev), stats[name] if stats else None)
+            # each linear's statistics are released once it is pruned (shared ones with the last user)
+            new = method_obj.prune_weight(lin.weight.data.to(dev), stats.pop(name) if stats is not None else None)
             with torch.no_grad():
                 lin.weight.copy_(new.to(lin.weight.dtype))
             zeros = int((lin.weight == 0).sum())
@@ -350,7 +353,7 @@ def _prune_streamed(
     del hidden, acts
 
     # -- the tensors outside the blocks, config, tokenizer, report --------------------
-    outer_tensors = {k: v.detach().to("cpu") for k, v in model.state_dict().items() if k in set(outer)}
+    outer_tensors = reader.read(outer, "cpu", torch_dtype)
     shard = shard_name(total, total)
     write_shard(partial, shard, outer_tensors)
     weight_map = dict(prog.weight_map, **{k: shard for k in outer_tensors})

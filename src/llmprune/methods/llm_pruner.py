@@ -43,22 +43,29 @@ from pydantic import Field
 from ..engine.layerwise import peak_rss_mb
 from ..errors import LlmpruneError
 from ..models.base import ModelAdapter
-from .base import MethodConfig, PruneContext, PruneResult
+from .base import PruneContext, PruneResult
 from .gradients import backward_windows
 from .registry import register
-from .units import StructuredMethod, Unit, apply_selection, block_infos, removed_counts, select_uniform
+from .units import (
+    StructuredMethod,
+    Unit,
+    UnitsConfig,
+    apply_selection,
+    block_infos,
+    removed_counts,
+    select_uniform,
+)
 
 TAYLOR = ("param_first", "vectorize")
 
 
-class LLMPrunerConfig(MethodConfig):
+class LLMPrunerConfig(UnitsConfig):
     taylor: Literal["param_first", "vectorize"] = Field(
         "param_first", description="element-wise (param_first) or group-level (vectorize) first-order importance"
     )
     layer_start: int | None = Field(None, description="first pruned block (default: 4/32 of the depth)")
     layer_end: int | None = Field(None, description="end of the pruned blocks, exclusive (default: depth - 2/32 of it)")
     checkpointing: bool = Field(False, description="activation checkpointing in the backward passes")
-    allow_empty: bool = Field(False, description="a layer may lose all its KV groups or channels")
 
 
 def _salience(lin: nn.Linear, taylor: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -132,6 +139,7 @@ class LLMPruner(StructuredMethod):
             "allocation": "uniform over the pruned layers",
             "checkpointing": c.checkpointing,
             "allow_empty": c.allow_empty,
+            "units": list(self.units),
             "recovery": None,
         }
 
@@ -173,8 +181,10 @@ class LLMPruner(StructuredMethod):
             for b in range(lo, hi):
                 bi = info[b]
                 gs, cs = group_scores(adapter, blocks[b], c.taylor)
-                units += [Unit(b, "group", g, bi.group_cost, s) for g, s in enumerate(gs)]
-                units += [Unit(b, "channel", ch, bi.channel_cost, s) for ch, s in enumerate(cs)]
+                if "groups" in self.units:
+                    units += [Unit(b, "group", g, bi.group_cost, s) for g, s in enumerate(gs)]
+                if "channels" in self.units:
+                    units += [Unit(b, "channel", ch, bi.channel_cost, s) for ch, s in enumerate(cs)]
         finally:
             for p in params:
                 p.grad = None

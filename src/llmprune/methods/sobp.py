@@ -1,7 +1,9 @@
 """SoBP: Structured Optimal Brain Pruning (Wei et al., EMNLP 2024), our reconstruction
 (no official code exists; the abstract names the three stages).
 
-Units are KV groups (a KV head with its query heads) and MLP channels.
+Units are KV groups (a KV head with its query heads) and MLP channels; ``units`` can add
+or swap in whole attention and MLP modules (``units=servable``: channels, attention and
+MLP, the per-layer widths vLLM serves; :mod:`llmprune.methods.units`).
 
 1. **Global selection** (``global_selection``): scalar masks ``m_g = 1`` on each KV
    group's head outputs (``o_proj`` input) and each channel (``down_proj`` input);
@@ -44,10 +46,19 @@ from ..errors import LlmpruneError
 from ..models.base import LinearGroup, ModelAdapter
 from ..solvers.group_obs import greedy_group_obs, heldout_refit, least_squares_refit
 from ..surgery import structural
-from .base import MethodConfig, PruneContext, PruneResult
+from .base import PruneContext, PruneResult
 from .gradients import backward_windows
 from .registry import register
-from .units import BlockInfo, StructuredMethod, Unit, select_global, select_uniform, unit_costs
+from .units import (
+    BlockInfo,
+    StructuredMethod,
+    Unit,
+    UnitsConfig,
+    removed_counts,
+    select_global,
+    select_uniform,
+    unit_costs,
+)
 
 
 def _constant(t: torch.Tensor) -> MaskFn:
@@ -80,12 +91,16 @@ def first_order_scores(
     checkpointing: bool = False,
     progress: bool = True,
 ) -> list[tuple[list[float], list[float]]]:
-    """``|Σ_x ∂L/∂m_g|`` for every KV group and channel of every block (stage 1)."""
+    """``Σ_x ∂L/∂m_g`` (signed) for every KV group and channel of every block (stage 1).
+
+    A unit's importance is the absolute value; a whole attention's (MLP's) is the
+    absolute value of the sum over its groups (channels): one mask on the whole module
+    has the sum of their gradients."""
     with _masks(adapter) as masks:
         backward_windows(
             model, calib, device, checkpointing=checkpointing, progress=progress, desc="sobp: first-order scores"
         )
-        return [([] if gm is None else _grad(gm).abs().tolist(), _grad(cm).abs().tolist()) for gm, cm in masks]
+        return [([] if gm is None else _grad(gm).tolist(), _grad(cm).tolist()) for gm, cm in masks]
 
 
 def _grad(t: torch.Tensor) -> torch.Tensor:
@@ -242,13 +257,12 @@ def _refit(
     return chosen
 
 
-class SoBPConfig(MethodConfig):
+class SoBPConfig(UnitsConfig):
     refine: bool = Field(True, description="stage 2: local greedy OBS refinement")
     reconstruct: bool = Field(True, description="stage 3: module-wise least-squares reconstruction")
     global_selection: bool = Field(True, description="stage 1 allocates globally (False: same counts per layer)")
     damp: float = Field(0.01, description="dampening of stage 2 (and of stage 3 unless refit_damp)")
     checkpointing: bool = Field(False, description="activation checkpointing in stage 1")
-    allow_empty: bool = Field(False, description="a layer may lose all its KV groups or channels")
     normalize: Literal["none", "params"] = Field("none", description="rank stage-1 scores as is or per parameter")
     refit_prior: Literal["current", "zero"] = Field(
         "current", description="stage 3 ridge towards the stage-2 weights or zero"
@@ -281,6 +295,15 @@ class SoBP(StructuredMethod):
     summary = "global first-order selection, OBS refinement, least-squares reconstruction (Wei et al. 2024)"
     Config = SoBPConfig
     config: SoBPConfig
+    supported_units = ("groups", "attention", "channels", "mlp")
+
+    def __init__(self, ratio: float, /, **options: object) -> None:
+        super().__init__(ratio, **options)
+        if not self.config.global_selection and {"attention", "mlp"} & set(self.units):
+            raise LlmpruneError(
+                "sobp global_selection=false removes the same counts in every layer: it cannot remove "
+                "whole attention or MLP modules (use units=groups,channels or global_selection=true)"
+            )
 
     def options(self) -> dict:
         return {
@@ -290,6 +313,7 @@ class SoBP(StructuredMethod):
             "damp": self.config.damp,
             "checkpointing": self.config.checkpointing,
             "allow_empty": self.allow_empty,
+            "units": list(self.units),
             "normalize": self.config.normalize,
             "refit_prior": self.config.refit_prior,
             "refit_damp": self._refit_damp(),
@@ -323,9 +347,15 @@ class SoBP(StructuredMethod):
         b: int,
         groups_out: set[int],
         chans_out: set[int],
+        whole: set[str],
     ) -> None:
         """Stage 2 in block ``b``: remove the stage-1 counts of KV groups and channels one at
-        a time by the structured OBS cost, updating the rest (or the stage-1 units as is)."""
+        a time by the structured OBS cost, updating the rest (or the stage-1 units as is);
+        a whole attention or MLP chosen in stage 1 is removed as is (nothing is left to update)."""
+        if "attention" in whole:
+            structural.remove_attention(adapter, block, keep_bias=False, layer=b)
+        if "mlp" in whole:
+            structural.remove_mlp(adapter, block, layer=b)
         att = adapter.attention(block)
         if att is not None and groups_out:
             if self.config.refine:
@@ -405,14 +435,24 @@ class SoBP(StructuredMethod):
             model.to("cpu")
         stage1_rss = peak_rss_mb()
         t1 = time.perf_counter()
+        families = self.units
         for b, block in enumerate(blocks):
             att, mlp = adapter.attention(block), adapter.mlp(block)
             groups, channels, gcost, ccost = unit_costs(att, mlp)
             info.append(BlockInfo(groups, channels, gcost, ccost))
             gs, cs = scores[b]
-            gn, cn = (gcost, ccost) if self.config.normalize == "params" else (1, 1)
-            units += [Unit(b, "group", g, gcost, s / gn) for g, s in enumerate(gs)]
-            units += [Unit(b, "channel", c, ccost, s / cn) for c, s in enumerate(cs)]
+            per_param = self.config.normalize == "params"
+            gn, cn = (gcost, ccost) if per_param else (1, 1)
+            if "groups" in families:
+                units += [Unit(b, "group", g, gcost, abs(s) / gn) for g, s in enumerate(gs)]
+            if "attention" in families and gs and b > 0:  # block 0 keeps it: see units.FIRST_ATTENTION
+                cost = groups * gcost
+                units.append(Unit(b, "attention", 0, cost, abs(sum(gs)) / (cost if per_param else 1)))
+            if "channels" in families:
+                units += [Unit(b, "channel", c, ccost, abs(s) / cn) for c, s in enumerate(cs)]
+            if "mlp" in families and cs:
+                cost = channels * ccost
+                units.append(Unit(b, "mlp", 0, cost, abs(sum(cs)) / (cost if per_param else 1)))
         total = sum(bi.groups * bi.group_cost + bi.channels * bi.channel_cost for bi in info)
         select = select_global if self.config.global_selection else select_uniform
         chosen = select(units, info, self.ratio, self.ratio * total, self.allow_empty)
@@ -420,6 +460,7 @@ class SoBP(StructuredMethod):
             (
                 {u.index for u in chosen if u.block == b and u.kind == "group"},
                 {u.index for u in chosen if u.block == b and u.kind == "channel"},
+                {u.kind for u in chosen if u.block == b and u.kind in ("attention", "mlp")},
             )
             for b in range(len(blocks))
         ]
@@ -439,7 +480,7 @@ class SoBP(StructuredMethod):
 
         engine = LayerwiseEngine(model, adapter, device=device, progress=progress)
         engine.run(calib, on_block, desc="sobp: refine + reconstruct", reference=self.config.reconstruct)
-        removed = {"groups": sum(len(p[0]) for p in plan), "channels": sum(len(p[1]) for p in plan), "blocks": []}
+        removed = removed_counts(chosen)
         stage_seconds = {
             "1_scores": t1 - t0,
             "1_selection": t_sel - t1,

@@ -40,6 +40,7 @@ from .units import (
     BlockInfo,
     StructuredMethod,
     Unit,
+    UnitsConfig,
     apply_selection,
     group_columns,
     removed_counts,
@@ -49,14 +50,20 @@ from .units import (
 )
 
 
-class ScoredConfig(MethodConfig):
-    allow_empty: bool = Field(False, description="a layer may lose all its KV groups or channels")
+class ScoredConfig(UnitsConfig):
+    pass
+
+
+class FLAPConfig(ScoredConfig):
+    bias_compensation: bool = Field(
+        True, description="add removed columns' mean contribution to the output bias (FLAP); false for vLLM"
+    )
 
 
 class ScoredMethod(StructuredMethod):
     """Score units per block on the engine (dense model), select them, remove them."""
 
-    Config = ScoredConfig
+    Config: ClassVar[type[MethodConfig]] = ScoredConfig
     allocation: ClassVar[str] = "global"  # "uniform" | "global"
     compensate: ClassVar[bool] = False
     head_reduce: ClassVar[str] = "sum"
@@ -68,13 +75,22 @@ class ScoredMethod(StructuredMethod):
 
     def score_block(self, i: int, att: AttentionSpec | None, mlp: MLPSpec, stats: dict[int, InputStats]) -> list[Unit]:
         groups, channels, gcost, ccost = unit_costs(att, mlp)
+        families = self.units
         units = []
         if att is not None:
             cols = self.column_scores(att.o, stats[id(att.o)])
-            for g, s in enumerate(group_columns(att, cols, self.head_reduce).tolist()):
-                units.append(Unit(i, "group", g, gcost, s))
+            if "groups" in families:
+                for g, s in enumerate(group_columns(att, cols, self.head_reduce).tolist()):
+                    units.append(Unit(i, "group", g, gcost, s))
+            if "attention" in families and groups and i > 0:  # block 0 keeps it: see units.FIRST_ATTENTION
+                whole = cols.sum() if self.head_reduce == "sum" else cols.mean()
+                units.append(Unit(i, "attention", 0, groups * gcost, float(whole)))
         cols = self.column_scores(mlp.down, stats[id(mlp.down)])
-        units += [Unit(i, "channel", c, ccost, s) for c, s in enumerate(cols.tolist())]
+        if "channels" in families:
+            units += [Unit(i, "channel", c, ccost, s) for c, s in enumerate(cols.tolist())]
+        if "mlp" in families and channels:
+            whole = cols.sum() if self.head_reduce == "sum" else cols.mean()
+            units.append(Unit(i, "mlp", 0, channels * ccost, float(whole)))
         return units
 
     def select(self, units: list[Unit], info: list[BlockInfo], target: float) -> list[Unit]:
@@ -82,8 +98,17 @@ class ScoredMethod(StructuredMethod):
             units, info, self.ratio, target, self.allow_empty
         )
 
+    @property
+    def compensate_bias(self) -> bool:
+        return self.compensate and bool(getattr(self.config, "bias_compensation", True))
+
     def options(self) -> dict:
-        return {"allocation": self.allocation, "bias_compensation": self.compensate, "allow_empty": self.allow_empty}
+        return {
+            "allocation": self.allocation,
+            "bias_compensation": self.compensate_bias,
+            "allow_empty": self.allow_empty,
+            "units": list(self.units),
+        }
 
     def run(self, ctx: PruneContext) -> PruneResult:
         adapter = ctx.adapter
@@ -125,7 +150,7 @@ class ScoredMethod(StructuredMethod):
             if target >= total:
                 raise LlmpruneError(f"{self.name} cannot remove every block: use a smaller --ratio")
         chosen = self.select(units, info, target)
-        apply_selection(adapter, chosen, info, self.compensate)
+        apply_selection(adapter, chosen, info, self.compensate_bias)
         return PruneResult(
             seconds=time.perf_counter() - t0,
             peak_rss_mb=peak_rss_mb(),
@@ -139,7 +164,7 @@ class ScoredMethod(StructuredMethod):
 class WandaSP(ScoredMethod):
     name = "wanda-sp"
     summary = "Wanda metric of heads/channels, same ratio per block (FLAP paper's baseline)"
-    allocation = "uniform"
+    allocation = "uniform"  # the same fraction of every block: no whole-module units
 
     def column_scores(self, lin: nn.Linear, stats: InputStats) -> torch.Tensor:
         return (lin.weight.detach().float().abs() * stats.column_norms().to(lin.weight.device)).sum(0)
@@ -150,8 +175,19 @@ class FLAP(ScoredMethod):
     name = "flap"
     summary = "fluctuation metric, global widths, bias compensation (An et al. 2024)"
     allocation = "global"
+    Config = FLAPConfig
     compensate = True
     head_reduce = "mean"
+    supported_units = ("groups", "attention", "channels", "mlp")
+
+    def __init__(self, ratio: float, /, **options: object) -> None:
+        super().__init__(ratio, **options)
+        given = getattr(self.config, "units", None) or ()
+        if "servable" in given and "channels" in self.units and self.compensate_bias:
+            raise LlmpruneError(
+                "flap units=servable: bias compensation of removed channels adds a down_proj bias that "
+                "vLLM's per-layer format cannot hold; add bias_compensation=false"
+            )
 
     def column_scores(self, lin: nn.Linear, stats: InputStats) -> torch.Tensor:
         return stats.variance().to(lin.weight.device) * lin.weight.detach().float().pow(2).sum(0)
@@ -172,3 +208,4 @@ class ShortGPT(ScoredMethod):
     name = "shortgpt"
     summary = "removes the blocks that change the residual stream least (Men et al. 2024)"
     scores_blocks = True
+    supported_units = default_units = ("blocks",)

@@ -1,29 +1,90 @@
 """Structured units and their removal, shared by every structured method.
 
-Units: whole KV groups of attention (a KV head with its query heads; one head when
-there is no GQA), MLP intermediate channels and whole blocks. ``ratio`` is the fraction
-of decoder-block linear weights removed; the chosen units are removed physically
-(:mod:`llmprune.surgery`), so the model really gets smaller.
+Unit families (the ``units`` option of the structured methods):
+
+- ``groups``: whole KV groups of attention (a KV head with its query heads; one head
+  when there is no GQA);
+- ``attention``: a block's whole attention (never block 0's: :data:`FIRST_ATTENTION`);
+- ``channels``: MLP intermediate channels;
+- ``mlp``: a block's whole MLP;
+- ``blocks``: whole decoder blocks.
+
+``servable`` names the families whose removals keep the model in the per-layer format
+vLLM serves (Nemotron-NAS ``block_configs``: per-block MLP width, attention or MLP
+removed, block removed; the query-head count stays global), i.e. everything but
+``groups``. ``ratio`` is the fraction of decoder-block linear weights removed; the chosen
+units are removed physically (:mod:`llmprune.surgery`), so the model really gets smaller.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
 from ..errors import LlmpruneError
 from ..models.base import AttentionSpec, MLPSpec, ModelAdapter
 from ..surgery import structural
-from .base import Method
+from .base import Method, MethodConfig
+
+
+#: unit families in a fixed order, and the ``Unit.kind`` of each
+FAMILIES = ("groups", "attention", "channels", "mlp", "blocks")
+KIND = {"groups": "group", "attention": "attention", "channels": "channel", "mlp": "mlp", "blocks": "block"}
+#: families whose removals vLLM's per-layer format expresses (see the module docstring)
+SERVABLE = ("attention", "channels", "mlp", "blocks")
+#: why block 0's whole attention is never a candidate of the ``attention`` family
+FIRST_ATTENTION = (
+    "vLLM's DeciLM code starts the residual stream in the first block with attention, so a block "
+    "keeping its MLP needs an attention at or before it: block 0 keeps its attention"
+)
+#: the module a partial or whole unit removes from
+_MODULE = {"group": "attention", "attention": "attention", "channel": "mlp", "mlp": "mlp"}
+
+
+def split_units(value: Any) -> Any:
+    """The ``units`` option as given (``"channels,attention"`` or a sequence) → a tuple;
+    unknown family names are refused (a pydantic ``field_validator`` body)."""
+    if isinstance(value, str):
+        value = tuple(u.strip() for u in value.split(",") if u.strip())
+    if value is None:
+        return None
+    value = tuple(value)
+    bad = [u for u in value if u not in FAMILIES + ("servable",)]
+    if bad or not value:
+        raise ValueError(
+            f"unknown unit family {bad[0] if bad else '(none)'!r}: use a comma list of "
+            f"{', '.join(FAMILIES)}, or servable"
+        )
+    return value
+
+
+def resolve_units(
+    method: str, value: tuple[str, ...] | None, supported: tuple[str, ...], default: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The unit families a method runs with: ``default`` when not given, ``servable`` =
+    the servable families the method supports; families it does not support are a
+    one-line error."""
+    if value is None:
+        return default
+    if "servable" in value:
+        value = tuple(f for f in supported if f in SERVABLE) + tuple(f for f in value if f != "servable")
+    wrong = [f for f in value if f not in supported]
+    if wrong:
+        raise LlmpruneError(
+            f"{method} cannot remove unit family {wrong[0]!r}: it supports units={','.join(supported)} "
+            f"(servable: {','.join(f for f in supported if f in SERVABLE)})"
+        )
+    return tuple(f for f in FAMILIES if f in value)
 
 
 @dataclass
 class Unit:
     block: int
-    kind: str  # "group" | "channel" | "block"
+    kind: str  # "group" | "attention" | "channel" | "mlp" | "block"
     index: int
     cost: int
     score: float
@@ -100,7 +161,7 @@ def select_uniform(
         mine = [u for u in units if u.block == b]
         groups = sorted((u for u in mine if u.kind == "group"), key=lambda u: u.score)
         chans = sorted((u for u in mine if u.kind == "channel"), key=lambda u: u.score)
-        k = min(round(ratio * bi.groups), bi.groups - keep)
+        k = min(round(ratio * bi.groups), bi.groups - keep) if groups else 0
         chosen += groups[:k]
         budget = ratio * bi.cost - k * bi.group_cost
         c = round(budget / bi.channel_cost) if bi.channel_cost else 0
@@ -113,19 +174,32 @@ def select_global(
 ) -> list[Unit]:
     """Lowest scores first across all blocks until ``target`` weights are removed; a unit
     that would overshoot by more than half a channel is skipped; floors keep one group
-    and one channel per block unless ``allow_empty``."""
+    and one channel per block unless ``allow_empty``. A whole attention (MLP) is taken
+    only while none of its block's groups (channels) is, and then none of them is."""
     floors = Floors(info, allow_empty)
     slack = half_channel(info)
     removed, chosen = 0, []
+    whole: set[tuple[int, str]] = set()
+    touched: set[tuple[int, str]] = set()
     for u in sorted(units, key=lambda u: (u.score, u.block, u.index)):
         if removed >= target - slack:
             break
         if removed + u.cost > target + slack:
             continue
-        if u.kind in ("group", "channel"):
-            if not floors.allows(u):
+        module = _MODULE.get(u.kind)
+        if module is not None:
+            key = (u.block, module)
+            if key in whole:
                 continue
-            floors.take(u)
+            if u.kind in ("attention", "mlp"):
+                if key in touched:
+                    continue
+                whole.add(key)
+            else:
+                if not floors.allows(u):
+                    continue
+                floors.take(u)
+                touched.add(key)
         chosen.append(u)
         removed += u.cost
     return chosen
@@ -146,10 +220,15 @@ def compensate_bias(lin: nn.Linear, cols: list[int], mean: torch.Tensor) -> None
 
 
 def apply_selection(adapter: ModelAdapter, chosen: list[Unit], info: list[BlockInfo], compensate: bool) -> None:
-    """Remove the ``chosen`` units physically (with FLAP's bias compensation if asked)."""
+    """Remove the ``chosen`` units physically (with FLAP's bias compensation of removed
+    groups and channels if asked; a whole attention or MLP leaves nothing behind)."""
     blocks = list(adapter.blocks())
     drop_blocks = sorted({u.block for u in chosen if u.kind == "block"})
     for b, block in enumerate(blocks):
+        if any(u.block == b and u.kind == "attention" for u in chosen):
+            structural.remove_attention(adapter, block, keep_bias=False, layer=b)
+        if any(u.block == b and u.kind == "mlp" for u in chosen):
+            structural.remove_mlp(adapter, block, layer=b)
         groups = {u.index for u in chosen if u.block == b and u.kind == "group"}
         chans = {u.index for u in chosen if u.block == b and u.kind == "channel"}
         att, mlp = adapter.attention(block), adapter.mlp(block)
@@ -178,11 +257,29 @@ def apply_selection(adapter: ModelAdapter, chosen: list[Unit], info: list[BlockI
 
 
 def removed_counts(chosen: list[Unit]) -> dict[str, Any]:
-    return {
+    counts: dict[str, Any] = {
         "groups": sum(u.kind == "group" for u in chosen),
         "channels": sum(u.kind == "channel" for u in chosen),
         "blocks": sorted(u.block for u in chosen if u.kind == "block"),
     }
+    for kind in ("attention", "mlp"):  # only when that family was searched and used
+        if any(u.kind == kind for u in chosen):
+            counts[kind] = sorted(u.block for u in chosen if u.kind == kind)
+    return counts
+
+
+class UnitsConfig(MethodConfig):
+    """Options shared by the structured methods that search a choice of unit families."""
+
+    units: tuple[str, ...] | None = Field(
+        None, description="unit families searched: groups, attention, channels, mlp, blocks, or servable"
+    )
+    allow_empty: bool = Field(False, description="a layer may lose all its KV groups or channels")
+
+    @field_validator("units", mode="before")
+    @classmethod
+    def _units(cls, value: Any) -> Any:
+        return split_units(value)
 
 
 class StructuredMethod(Method):
@@ -190,12 +287,21 @@ class StructuredMethod(Method):
 
     kind = "structured"
     max_ratio: float = 0.9
+    #: unit families the method can search, and those it searches by default
+    supported_units: ClassVar[tuple[str, ...]] = ("groups", "channels")
+    default_units: ClassVar[tuple[str, ...]] = ("groups", "channels")
 
     def __init__(self, ratio: float, /, **options: object) -> None:
         if not 0.0 <= ratio <= self.max_ratio:
             raise LlmpruneError(f"structured ratio {ratio} outside [0, {self.max_ratio}]: pass e.g. --ratio 0.2")
         self.ratio = ratio
         super().__init__(ratio, **options)
+        _ = self.units  # refuse unsupported families before any work
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        """The unit families this run searches (:func:`resolve_units`)."""
+        return resolve_units(self.name, getattr(self.config, "units", None), self.supported_units, self.default_units)
 
     @property
     def allow_empty(self) -> bool:

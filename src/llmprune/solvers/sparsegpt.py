@@ -30,7 +30,7 @@ import torch
 
 from ..errors import LlmpruneError
 from .masks import count_mask, nm_mask
-from .obs import dampen, inverse_cholesky_upper
+from .obs import inverse_cholesky_upper
 from .sparsity import Sparsity
 
 
@@ -47,12 +47,12 @@ def sparsegpt_prune(
     ``mask`` (True = prune) fixes the pruned set instead of the adaptive selection,
     e.g. to compensate a Wanda or magnitude mask; ``sparsity`` is then ignored.
     """
-    W = W.detach().float().clone()
+    W = W.detach().to(torch.float32, copy=True)
     rows, cols = W.shape
     H = H.to(W.device).float()
     dead = torch.diag(H) == 0
     W[:, dead] = 0
-    U = inverse_cholesky_upper(dampen(H, damp))
+    U = inverse_cholesky_upper(H, damp)
     if mask is None and sparsity is None:
         raise ValueError("sparsegpt_prune needs a sparsity or a mask")
     nm = sparsity.nm if mask is None and sparsity is not None and sparsity.is_nm else None

@@ -19,7 +19,7 @@ from ...models.base import ModelAdapter
 from ...solvers.policy_gradient import MovingBaseline, cosine_lr, policy_gradient, project_budget
 from ..base import MethodConfig, PruneContext, PruneResult
 from ..registry import register
-from ..units import StructuredMethod, Unit, apply_selection, removed_counts
+from ..units import SERVABLE, StructuredMethod, Unit, apply_selection, removed_counts, split_units
 from .layout import FAMILIES, Layout, UnitMasks, build_layout
 from .training import BestMask, by_block, window_batches
 from .selection import select_family, select_params, shift_to_budget, wanda_sp_scores, zscore
@@ -37,7 +37,9 @@ class PGConfig(MethodConfig):
     )
     init: Literal["wanda-sp", "constant", "random"] = Field("wanda-sp", description="initial keep probabilities")
     units: tuple[str, ...] | None = Field(
-        None, description="unit families, of groups, channels, blocks (default groups,channels; all with budget=params)"
+        None,
+        description="unit families, of groups, channels, blocks, or servable (default groups,channels; "
+        "all with budget=params)",
     )
     offload: bool = Field(False, description="only the running block on the device during each forward")
     baseline_window: int = Field(5, ge=1, description="moving-average window of the loss baseline")
@@ -56,13 +58,15 @@ class PGConfig(MethodConfig):
     @field_validator("units", mode="before")
     @classmethod
     def _units(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = tuple(u.strip() for u in value.split(",") if u.strip())
+        value = split_units(value)
         if value is not None:
+            if "servable" in value:  # the families of vLLM's per-layer format that PG searches
+                value = tuple(u for u in value if u != "servable") + tuple(f for f in FAMILIES if f in SERVABLE)
             bad = [u for u in value if u not in FAMILIES]
-            if bad or not value:
+            if bad:
                 raise ValueError(
-                    f"unknown unit family {bad[0] if bad else '(none)'!r}: use a comma list of groups, channels, blocks"
+                    f"pg cannot search unit family {bad[0]!r}: use a comma list of groups, channels, blocks "
+                    "(servable: channels,blocks)"
                 )
         return value
 
@@ -89,6 +93,7 @@ class PG(StructuredMethod):
     summary = "policy gradient over Bernoulli masks, forward passes only (Gao et al. 2024)"
     Config = PGConfig
     config: PGConfig
+    supported_units = FAMILIES
 
     def __init__(self, ratio: float, /, **options: object) -> None:
         super().__init__(ratio, **options)

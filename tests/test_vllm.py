@@ -36,11 +36,27 @@ CASES = {
     "smollm2-dense": ("smollm2", "magnitude 30 % (unstructured)", "dense"),
     "smollm2-uniform": ("smollm2", "sobp 20 %, global_selection=false (same counts per block), stages 1-2", "stock"),
     "smollm2-shortgpt": ("smollm2", "shortgpt 20 % (whole blocks)", "dense"),
-    "smollm2-pg-channels": ("smollm2", "pg 20 %, budget=params, units=channels,blocks", "block_configs"),
+    "smollm2-pg-servable": ("smollm2", "pg 30 %, budget=params, units=servable (channels, blocks)", "block_configs"),
+    "smollm2-sobp-servable": (
+        "smollm2",
+        "sobp 30 %, units=servable (channels, attention, MLP), stages 1-3",
+        "block_configs",
+    ),
     "smollm2-manual": ("smollm2", "manual plan: MLP widths, removed attention/MLP/block", "block_configs"),
     "qwen2-dense": ("qwen2", "unpruned", "dense"),
     "qwen2-uniform": ("qwen2", "manual plan: 64 channels per block", "stock"),
     "qwen2-manual": ("qwen2", "manual plan: MLP widths, removed attention/MLP/block", "block_configs"),
+    "qwen2-sobp-servable": ("qwen2", "sobp 30 %, units=servable, toy-tokenizer calibration", "block_configs"),
+    "qwen2-pg-servable": (
+        "qwen2",
+        "pg 30 %, budget=params, units=servable, toy-tokenizer calibration",
+        "block_configs",
+    ),
+}
+#: the structured runs of the servable cases (ratio 0.3, units=servable), by method
+SERVABLE_RUNS = {
+    "sobp": dict(ratio="0.3", units="servable"),
+    "pg": dict(ratio="0.3", budget="params", units="servable", steps=4, keep_best=0, init_samples=4),
 }
 SMOL_PLAN = {
     0: {"remove_channels": {"count": 200}},
@@ -75,31 +91,27 @@ def _smollm2(name: str):
         )
     elif name == "smollm2-shortgpt":
         report = api.prune(model, tok, "shortgpt", ratio="0.2", **CALIB)
-    elif name == "smollm2-pg-channels":
-        report = api.prune(
-            model,
-            tok,
-            "pg",
-            ratio="0.2",
-            budget="params",
-            units="channels,blocks",
-            steps=4,
-            keep_best=0,
-            init_samples=4,
-            **CALIB,
-        )
+    elif name.endswith("-servable"):
+        method = name.split("-")[1]
+        report = api.prune(model, tok, method, **SERVABLE_RUNS[method], **CALIB)
     else:
         apply_plan(get_adapter(model), StructuredPlan.from_dict({"layers": SMOL_PLAN}))
         report = {"method": "manual"}
     return model, tok, report
 
 
-def _qwen2(name: str):
+def _qwen2(name: str, tokenizer):
     from tiny_models import build_tiny_servable
 
+    import llmprune
     from llmprune.models import get_adapter
     from llmprune.surgery.plan import StructuredPlan, apply_plan
 
+    if name.endswith("-servable"):
+        model = build_tiny_servable("qwen2", vocab_size=len(tokenizer))
+        method = name.split("-")[1]
+        report = llmprune.prune(model, tokenizer, method, **SERVABLE_RUNS[method], **CALIB)
+        return model, tokenizer, report
     model = build_tiny_servable("qwen2")
     plan = {
         "qwen2-dense": {},
@@ -133,7 +145,7 @@ def _greedy(model, prompts: list[list[int]], new_tokens: int) -> list[list[int]]
 
 
 @pytest.fixture(scope="module")
-def exports(request, tmp_path_factory) -> dict[str, dict]:
+def exports(request, tmp_path_factory, toy_tokenizer) -> dict[str, dict]:
     """Every selected case (``-k``) pruned, saved by llmprune (format chosen automatically),
     with its prompts."""
     import llmprune
@@ -144,7 +156,7 @@ def exports(request, tmp_path_factory) -> dict[str, dict]:
     for name, (family, _, _) in CASES.items():
         if name not in selected:
             continue
-        model, tok, report = (_smollm2 if family == "smollm2" else _qwen2)(name)
+        model, tok, report = _smollm2(name) if family == "smollm2" else _qwen2(name, toy_tokenizer)
         path = root / name
         llmprune.save(model, tok, path, report)
         kind = json.loads((path / "report.json").read_text())["export"]["kind"]  # the format llmprune wrote

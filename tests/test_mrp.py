@@ -204,7 +204,9 @@ def test_float32_weights_and_precision() -> None:
     out = mrp_prune(W.float(), H.float(), Sparsity(ratio=0.5), blocksize=8, dtype=torch.float32)
     assert out.dtype == torch.float32
     assert torch.equal(out == 0, ref == 0)
-    assert torch.allclose(out.double(), ref, atol=1e-4, rtol=1e-4)
+    # float32 stops at an excess error of 1e-3 of each row's error (pcg.TOL)
+    D = lambda V: (W - V.double()) @ torch.linalg.cholesky(dampen(H, 0.01))  # noqa: E731
+    assert float(D(ref).square().sum()) <= float(D(out).square().sum()) <= float(D(ref).square().sum()) * (1 + 1e-3)
 
 
 def test_update_option_and_errors() -> None:
@@ -326,8 +328,8 @@ def test_pcg_solver_equals_exact_solution(setting: str, dtype: torch.dtype) -> N
         D = W - V.double()
         return float(torch.einsum("ri,ij,rj->", D, Hd, D))
 
-    # float32 stops at an excess error of ~1e-6 of the row's error: weights agree to ~its square root
-    excess, tol = (1e-12, 1e-9) if dtype == torch.float64 else (1e-5, 1e-2)
+    # float32 stops at an excess error of 1e-3 of each row's error (pcg.TOL): weights agree to ~its square root
+    excess, tol = (1e-12, 1e-9) if dtype == torch.float64 else (1e-3, 5e-2)
     assert err(exact) * (1 - 1e-9) <= err(fast) <= err(exact) * (1 + excess)
     assert torch.allclose(fast.double(), exact, rtol=tol, atol=tol * float(W.abs().max()))
 
@@ -348,3 +350,24 @@ def test_pcg_converges_from_a_plain_start_and_rejects_unknown_solver() -> None:
     assert torch.equal(out[0], W[0])
     with pytest.raises(LlmpruneError, match="solver"):
         mrp_prune(W, H, Sparsity(ratio=0.5), solver="cg")
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-9), (torch.float32, 1e-3)])
+def test_block_cg_equals_per_row_solves(dtype: torch.dtype, tol: float) -> None:
+    """The sweep's block solve by conjugate gradients gives each row's ``(G_SS)⁻¹ b_S``."""
+    from llmprune.solvers.mrp import block_cg
+
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(64, 24, generator=g, dtype=torch.float64)
+    G = A.T @ A / 64 + 0.05 * torch.eye(24, dtype=torch.float64)
+    B = torch.randn(9, 24, generator=g, dtype=torch.float64)
+    sets = torch.rand(9, 24, generator=g) < 0.5
+    sets[0] = False  # an empty set gives zeros
+    ref = torch.zeros_like(B)
+    for r in range(9):
+        S = sets[r].nonzero().flatten()
+        if S.numel():
+            ref[r, S] = torch.linalg.solve(G[S][:, S], B[r, S])
+    out = block_cg(G, B, sets, dtype).double()
+    assert torch.allclose(out, ref, atol=tol * float(ref.abs().max()), rtol=tol)
+    assert torch.equal(out[~sets], torch.zeros_like(out[~sets]))

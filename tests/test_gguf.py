@@ -17,6 +17,7 @@ from llmprune.cli import main
 from llmprune.errors import LlmpruneError
 from llmprune.export.gguf import write_gguf
 from llmprune.export.gguf_plan import rope_pairs_permutation
+from llmprune.prune_report import PruneReport
 from tiny_models import build_tiny
 
 gguf = pytest.importorskip("gguf")
@@ -302,3 +303,233 @@ def test_unsupported_family_and_tokenizer(tmp_path: Path, toy_tokenizer) -> None
     with pytest.raises(LlmpruneError, match="byte-level BPE"):
         write_gguf(build_tiny("llama", vocab_size=len(toy_tokenizer)), sp_like, tmp_path / "t.gguf")
     assert not any(tmp_path.iterdir())
+
+
+# -- one step: llmprune prune --out FILE.gguf ------------------------------------------------
+
+HETEROGENEOUS_PLAN = "layers:\n  0: {remove_attention: true, remove_channels: {count: 28}}\n  1: {remove_kv_heads: [0], remove_mlp: true}\n"
+
+
+def _prune_argv(model_dir: Path, out: Path, *method: str) -> list[str]:
+    return ["prune", "--model", str(model_dir), *method, "--out", str(out), "--quiet"]
+
+
+@pytest.mark.parametrize(
+    "case,name,outtype",
+    [
+        ("magnitude", "p.gguf", "f16"),  # unstructured, the default type
+        ("plan", "p.f32.gguf", "f32"),  # heterogeneous widths (deci), attention-free first layer, no MLP
+        ("plan", "p.Q8_0.gguf", "q8_0"),  # the type tag is case-insensitive
+    ],
+)
+def test_prune_to_gguf_equals_prune_then_export(
+    capsys, tmp_path: Path, tiny_llama_dir: Path, case: str, name: str, outtype: str
+) -> None:
+    """``prune --out F.gguf`` writes byte for byte what ``prune --out DIR`` then ``export DIR
+    --format gguf --outtype T`` write; the report and recipe of the run go next to it."""
+    import json
+
+    import yaml
+
+    if case == "magnitude":
+        method = ["--method", "magnitude", "--ratio", "0.5"]
+    else:
+        plan = tmp_path / "plan.yaml"
+        plan.write_text(HETEROGENEOUS_PLAN)
+        method = ["--method", "manual", "--method-args", f"spec={plan}"]
+    out = tmp_path / name
+    assert main(_prune_argv(tiny_llama_dir, out, *method)) == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    report_file, recipe_file = tmp_path / f"{name}.report.json", tmp_path / f"{name}.recipe.yaml"
+    assert f"report: {report_file}, recipe: {recipe_file}" in stdout and f"saved to {out}" in stdout
+    assert f"wrote {out}: llama.cpp architecture" in stdout and f", {outtype}," in stdout
+    assert main(_prune_argv(tiny_llama_dir, tmp_path / "dir", *method)) == 0
+    two_step = tmp_path / "two-step.gguf"
+    assert (
+        main(["export", str(tmp_path / "dir"), "--format", "gguf", "--outtype", outtype, "--out", str(two_step)]) == 0
+    )
+    assert out.read_bytes() == two_step.read_bytes()
+    fields, tensors = _read(out)
+    assert fields["general.file_type"] == {"f32": 0, "f16": 1, "q8_0": 7}[outtype]
+    assert fields["general.architecture"] == ("llama" if case == "magnitude" else "deci")
+    up = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16}
+    assert tensors["blk.0.ffn_up.weight"].tensor_type == up.get(outtype, gguf.GGMLQuantizationType.Q8_0)
+    report = json.loads(report_file.read_text())
+    saved = json.loads((tmp_path / "dir" / "report.json").read_text())
+    assert report["export"]["kind"] == "gguf" and report["export"]["path"] == str(out)
+    assert report["export"]["outtype"] == outtype and report["export"]["report"] == report_file.name
+    for key in ("method", "method_args", "ratio", "model", "params_before", "params_after", "structured"):
+        assert report[key] == saved[key], key
+    assert yaml.safe_load(recipe_file.read_text()) == yaml.safe_load((tmp_path / "dir" / "recipe.yaml").read_text())
+    assert PruneReport.from_json(report_file).export["arch"] == fields["general.architecture"]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not leftovers  # no temporary files
+
+
+def test_gguf_type_from_the_file_name() -> None:
+    from llmprune.export.gguf_out import gguf_target
+
+    cases = {
+        "m.gguf": ("f16", None),
+        "m.GGUF": ("f16", None),
+        "SmolLM2-135M.v2.gguf": ("f16", None),
+        "llama-3.2-1b.gguf": ("f16", None),
+        "m.F32.gguf": ("f32", None),
+        "m.f16.gguf": ("f16", None),
+        "pruned.sobp.q8_0.gguf": ("q8_0", None),
+        "m.Q4_1.gguf": ("f32", "q4_1"),  # the float file llama.cpp quantizes: export's default f32
+        "m.q4_k_m.gguf": ("f32", "q4_k_m"),
+    }
+    for name, (outtype, quantize) in cases.items():
+        target = gguf_target(name)
+        assert (target.outtype, target.quantize) == (outtype, quantize), name
+    assert gguf_target("a/m.gguf").report == Path("a/m.gguf.report.json")
+    assert (
+        gguf_target("m.Q4_1.gguf").export_command() == "llmprune export DIR --format gguf --outtype f32 --quantize q4_1"
+    )
+    for name in ("m.Q5_K_M.gguf", "m.bf16.gguf", "m.iq2_xs.gguf", "m.q4.gguf"):
+        with pytest.raises(LlmpruneError, match="unknown GGUF type"):
+            gguf_target(name)
+
+
+def test_prune_to_gguf_errors_before_loading(capsys, tmp_path: Path) -> None:
+    """--model points nowhere: each error is about the output, so the model was never loaded."""
+    nowhere = str(tmp_path / "no-model")
+    plan = tmp_path / "plan.yaml"
+    keep = list(range(0, 64, 2))
+    plan.write_text(f"layers:\n  0: {{residual: {{attn_in: {keep}}}}}\n")
+    manual = ["--method", "manual", "--method-args", f"spec={plan}"]
+    magnitude = ["--method", "magnitude", "--ratio", "0.5"]
+    err = _cli_error(capsys, *_prune_argv(Path(nowhere), tmp_path / "m.Q5_K_M.gguf", *magnitude))
+    assert "unknown GGUF type 'Q5_K_M'" in err and "Q4_K_M" in err
+    err = _cli_error(capsys, *_prune_argv(Path(nowhere), tmp_path / "m.gguf", *manual))
+    assert "layer 0 keeps a subset of the residual stream" in err and "--out DIR" in err
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        err = _cli_error(capsys, *_prune_argv(Path(nowhere), tmp_path / "m.Q4_1.gguf", *magnitude))
+        assert "llama-cpp-python" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.yaml"]  # nothing written
+    (tmp_path / "old.gguf").write_bytes(b"x")
+    err = _cli_error(capsys, *_prune_argv(Path(nowhere), tmp_path / "old.gguf", *magnitude))
+    assert "already exists" in err and "--force" in err
+    (tmp_path / "side.gguf.report.json").write_text("{}")
+    err = _cli_error(capsys, *_prune_argv(Path(nowhere), tmp_path / "side.gguf", *magnitude))
+    assert "side.gguf.report.json already exists" in err
+    (tmp_path / "d.gguf").mkdir()
+    err = _cli_error(capsys, *_prune_argv(Path(nowhere), tmp_path / "d.gguf", *magnitude, "--force"))
+    assert "is a directory" in err
+    assert (tmp_path / "old.gguf").read_bytes() == b"x"
+
+
+def test_prune_to_gguf_errors_before_pruning(capsys, monkeypatch, tmp_path: Path, toy_tokenizer) -> None:
+    """A family llama.cpp's LLaMA-style graphs cannot run is refused after loading, before pruning."""
+    import llmprune.api
+
+    def no_pruning(*args, **kwargs):
+        raise AssertionError("pruned although the GGUF output was refused")
+
+    monkeypatch.setattr(llmprune.api, "prune", no_pruning)
+    opt = tmp_path / "opt"
+    build_tiny("opt", vocab_size=len(toy_tokenizer)).save_pretrained(opt)
+    toy_tokenizer.save_pretrained(opt)
+    err = _cli_error(capsys, *_prune_argv(opt, tmp_path / "o.gguf", "--method", "magnitude", "--ratio", "0.5"))
+    assert "'opt' is not supported" in err and "--out DIR" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opt"]
+
+
+def test_prune_to_gguf_refused_after_pruning_writes_nothing(
+    capsys, monkeypatch, tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    """A structure only known after pruning (DISP's residual subsets; here a manual plan with
+    the pre-check switched off) is refused when writing: one line, nothing written."""
+    import llmprune.export.gguf_out as gguf_out
+
+    monkeypatch.setattr(gguf_out, "_check_method", lambda method: None)
+    plan = tmp_path / "plan.yaml"
+    keep = list(range(0, 64, 2))
+    plan.write_text(f"layers:\n  0: {{residual: {{attn_in: {keep}, attn_out: {keep}}}}}\n")
+    out = tmp_path / "out" / "r.gguf"
+    err = _cli_error(capsys, *_prune_argv(tiny_llama_dir, out, "--method", "manual", "--method-args", f"spec={plan}"))
+    assert "subset of the residual stream" in err
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_disp_warns_before_pruning(capsys, tmp_path: Path) -> None:
+    from llmprune.export.gguf_out import check_gguf_out
+    from llmprune.methods import build_method
+
+    check_gguf_out(tmp_path / "d.gguf", method=build_method("disp", ratio=0.3))
+    assert "DISP usually keeps subsets of the residual stream" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_api_save_to_gguf(tmp_path: Path, toy_tokenizer) -> None:
+    """``llmprune.save(model, tok, "x.gguf", report)``: the GGUF, its report and recipe; the
+    report records what was written; without a report, the GGUF alone."""
+    model = build_tiny("llama", vocab_size=len(toy_tokenizer))
+    report = llmprune.prune(model, toy_tokenizer, "magnitude", ratio=0.5, progress=False)
+    path = llmprune.save(model, toy_tokenizer, tmp_path / "x.gguf", report)
+    assert path == tmp_path / "x.gguf" and report.export["kind"] == "gguf" and report.export["outtype"] == "f16"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.gguf", "x.gguf.recipe.yaml", "x.gguf.report.json"]
+    assert PruneReport.from_json(tmp_path / "x.gguf.report.json").export == report.export
+    fields, tensors = _read(path)
+    assert fields["general.file_type"] == 1
+    np.testing.assert_allclose(
+        _values(tensors["blk.1.ffn_gate.weight"]).reshape(128, 64),
+        model.model.layers[1].mlp.gate_proj.weight.detach().numpy(),
+        atol=1e-3,
+    )
+    as_dict = report.to_dict()
+    llmprune.save(model, toy_tokenizer, tmp_path / "d.f32.gguf", as_dict)
+    assert as_dict["export"]["outtype"] == "f32"
+    llmprune.save(model, toy_tokenizer, tmp_path / "bare" / "y.gguf", None)
+    assert [p.name for p in (tmp_path / "bare").iterdir()] == ["y.gguf"]
+    with pytest.raises(LlmpruneError, match="already exists"):
+        llmprune.save(model, toy_tokenizer, tmp_path / "x.gguf", report)
+    llmprune.save(model, toy_tokenizer, tmp_path / "x.gguf", report, force=True)
+
+
+def test_source_gguf_for_run(toy_tokenizer) -> None:
+    from llmprune.export.gguf import source_gguf_for_run
+
+    assert source_gguf_for_run("some/other-model", toy_tokenizer) is None
+    assert source_gguf_for_run(None, toy_tokenizer) is None  # vocabulary differs from the shipped file's
+
+
+def test_gguf_outputs_are_atomic(tmp_path: Path, capsys) -> None:
+    """Temporaries of a killed run are swept by the next one; an output that appears while
+    writing is not replaced without --force; an error leaves nothing."""
+    import subprocess
+    import sys
+
+    from llmprune.export.atomic import atomic_files
+    from llmprune.export.gguf_out import check_gguf_out
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = [
+        tmp_path / f".x.gguf.llmprune-tmp-{dead.pid}-abc.gguf",
+        tmp_path / f".x.gguf.report.json.llmprune-tmp-{dead.pid}-def.json",
+    ]
+    for p in left:
+        p.write_bytes(b"partial")
+    check_gguf_out(tmp_path / "x.gguf")
+    assert not any(p.exists() for p in left)
+    assert capsys.readouterr().err.count("a temporary file left by an interrupted llmprune run") == 2
+    files = [tmp_path / "a.json", tmp_path / "a.gguf"]
+    with pytest.raises(LlmpruneError, match="appeared while this run was working"):
+        with atomic_files(files) as tmps:
+            assert [t.suffix for t in tmps] == [".json", ".gguf"]
+            for t in tmps:
+                t.write_text("new")
+            files[-1].write_text("theirs")
+    assert files[-1].read_text() == "theirs" and not files[0].exists()
+    with atomic_files(files, force=True) as tmps:
+        for t in tmps:
+            t.write_text("new")
+    assert [p.read_text() for p in files] == ["new", "new"]
+    with pytest.raises(LlmpruneError, match="nothing was written"):
+        with atomic_files([tmp_path / "b.gguf"]):
+            raise OSError(28, "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gguf", "a.json"]

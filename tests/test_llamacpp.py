@@ -6,7 +6,8 @@ uniform structured (SoBP, same counts per layer) and heterogeneous (SoBP, PG, Sh
 a manual plan with an attention-free first layer and a block without MLP) exports of
 SmolLM2-135M and of a tiny Qwen2 (FFN widths padded with zero channels to multiples of 32,
 as written by default, and as pruned); SoBP re-quantized by llama.cpp to Q4_1 and Q4_K_M has every
-matrix quantized, loads, generates and is smaller than the shipped Q4_1 file.
+matrix quantized, loads, generates and is smaller than the shipped Q4_1 file. ``llmprune prune
+--out F.gguf`` (one step) runs too, and its Q4_1 file equals ``llmprune export --quantize q4_1``'s.
 
 The SmolLM2 cases prune a 135M model on CPU (SparseGPT took 5-10 minutes on a shared
 2-core machine), hence their longer timeout.
@@ -182,3 +183,37 @@ def test_sobp_requantized_by_llamacpp_is_smaller(smol, tmp_path: Path) -> None:
             assert np.isfinite(lc.prompt_logits(llm, prompt)).all()
         finally:
             llm.close()
+
+
+def test_prune_to_gguf_in_one_step(toy_tokenizer, tmp_path: Path) -> None:
+    """``llmprune prune --out F.f32.gguf`` of a tiny LLaMA (a manual plan: the ``deci``
+    stand-ins) runs in llama.cpp with transformers' greedy tokens; ``--out F.Q4_1.gguf``
+    equals ``llmprune export DIR --format gguf --quantize q4_1`` byte for byte."""
+    from llmprune.cli import main
+
+    src = tmp_path / "src"
+    build_tiny("llama", vocab_size=len(toy_tokenizer)).save_pretrained(src)  # a saved Qwen2 reloads with one more token
+    toy_tokenizer.save_pretrained(src)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "layers:\n  0: {remove_attention: true, remove_channels: {count: 24}}\n"
+        "  1: {remove_mlp: true, remove_kv_heads: [0]}\n"
+    )
+
+    def prune(out: Path) -> None:
+        argv = ["prune", "--model", str(src), "--method", "manual", "--method-args", f"spec={plan}"]
+        assert main([*argv, "--out", str(out), "--quiet"]) == 0
+
+    prune(tmp_path / "p.f32.gguf")
+    prune(tmp_path / "dir")
+    model, tok = llmprune.load(tmp_path / "dir")
+    windows = eval_windows(tokenize(tok, load_text("wikitext2", "test")[:20000]), 64, 3)
+    r = _judge(model, tok, tmp_path / "p.f32.gguf", tok(PROMPT).input_ids, windows)
+    assert r["llamacpp"] == r["hf"], r
+    assert abs(r["ppl_llamacpp"] / r["ppl"] - 1) < 0.01, r
+    prune(tmp_path / "p.Q4_1.gguf")
+    two_step = tmp_path / "two-step.gguf"
+    assert (
+        main(["export", str(tmp_path / "dir"), "--format", "gguf", "--quantize", "q4_1", "--out", str(two_step)]) == 0
+    )
+    assert (tmp_path / "p.Q4_1.gguf").read_bytes() == two_step.read_bytes()

@@ -247,7 +247,18 @@ def save(
     model: nn.Module, tokenizer, out: str | os.PathLike, report: PruneReport | dict | None, force: bool = False
 ) -> Path:
     """Write model + tokenizer + ``report.json`` and ``recipe.yaml`` (the run as a recipe)
-    to ``out`` atomically."""
+    to ``out`` atomically.
+
+    ``out`` ending in ``.gguf``: one GGUF file for llama.cpp instead of a directory (f16, or
+    the type tagged in its name: ``NAME.f32.gguf``, ``NAME.q8_0.gguf``, ``NAME.Q4_1.gguf``,
+    ``NAME.Q4_K_M.gguf``), with ``NAME.gguf.report.json`` and ``NAME.gguf.recipe.yaml``
+    next to it; the same file as ``llmprune export`` of the directory (see
+    :mod:`llmprune.export.gguf_out`). ``report.export`` records what was written."""
+    from .export.gguf_out import is_gguf_out, save_gguf
+
+    if is_gguf_out(out):
+        save_gguf(model, tokenizer, out, report, force=force)
+        return Path(out).expanduser()
     from .export import save_pruned
 
     return save_pruned(model, tokenizer, out, report, force=force)

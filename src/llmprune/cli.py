@@ -126,7 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="calibration sampling and method seed (default 0)")
     p.add_argument("--device", default="cpu", help="compute device: cpu or cuda[:N] (default cpu)")
     p.add_argument("--dtype", default="float32", help="model dtype: float32, bfloat16, float16")
-    p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output directory (written atomically); a path ending in .gguf: one GGUF file for llama.cpp "
+        "instead (f16; NAME.f32.gguf, NAME.q8_0.gguf, NAME.Q4_1.gguf, NAME.Q4_K_M.gguf for other types), "
+        "the run's report in NAME.gguf.report.json",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--data-dir", default=None, help=argparse.SUPPRESS)
@@ -232,7 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_prune(args: argparse.Namespace) -> int:
     from . import api
     from .engine.distributed import is_main_process
-    from .export import check_output_dir
     from .methods import build_method
     from .recipe import Recipe, load_recipe, parse_method_args
 
@@ -248,7 +253,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     options.update(_deprecated_method_args(args))
     options.update(parse_method_args(args.method_args))
     m = build_method(method, ratio, pattern, options)  # every check, before the model is loaded
-    check_output_dir(args.out, args.force)
+    gguf = _check_out(args.out, args.force, method=m)
     device = _device(args.device)
     calib = recipe.calibration
 
@@ -257,7 +262,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     model_name = args.model or recipe.model
     model, tok = api.load(model_name, dtype=args.dtype)
-    check_output_dir(args.out, args.force, model=model)  # free space for this model, before pruning
+    _check_out(args.out, args.force, model=model, tokenizer=tok, model_name=model_name, gguf=gguf)  # before pruning
     report = api.prune(
         model,
         tok,
@@ -290,11 +295,38 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(
+    out: str,
+    force: bool,
+    method: Any = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    model_name: str | None = None,
+    gguf: Any = None,
+) -> Any:
+    """Output checks: before loading (``model`` None) and, with the loaded ``model``, before
+    pruning. A ``.gguf`` ``--out`` is one GGUF file (returns its target), else a directory."""
+    from .export import check_output_dir
+    from .export.gguf_out import check_gguf_model, check_gguf_out, is_gguf_out
+
+    if not is_gguf_out(out):
+        check_output_dir(out, force, model=model)
+        return None
+    if gguf is None:
+        gguf = check_gguf_out(out, force, method=method)
+    if model is not None:  # the report of a CLI run names the model: smollm2-135m when none is given
+        check_gguf_model(model, tokenizer, gguf, model_name or "smollm2-135m")
+    return gguf
+
+
 def _print_export(record: dict | None) -> None:
     from .export.save import describe_export
 
     if record is not None:
         print(describe_export(record))
+        if record.get("kind") == "gguf" and "report" in record:
+            folder = Path(record["path"]).parent
+            print(f"report: {folder / record['report']}, recipe: {folder / record['recipe']}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -490,15 +522,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import copy
 
     from . import api
-    from .export import check_output_dir
 
-    if args.out:
-        check_output_dir(args.out, args.force)
+    gguf = _check_out(args.out, args.force) if args.out else None
     device = _device(args.device)
     t0 = time.perf_counter()
     model, tok = api.load(args.model, dtype=args.dtype)
-    if args.out:
-        check_output_dir(args.out, args.force, model=model)
+    if args.out:  # the demo's report names no model: as for the default one
+        _check_out(args.out, args.force, model=model, tokenizer=tok, gguf=gguf)
     print(
         f"model: {args.model or 'SmolLM2-135M (embedded)'}, {sum(p.numel() for p in model.parameters()):,} parameters"
     )

@@ -28,7 +28,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from torch import nn
 
@@ -108,7 +108,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def sweep_stale(path: Path) -> list[Path]:
-    """Remove temporary folders next to ``path`` whose writing process is gone; warn naming each."""
+    """Remove temporary folders (and files) next to ``path`` whose writing process is gone; warn naming each."""
     parent = path.parent
     if not parent.is_dir():
         return []
@@ -122,11 +122,17 @@ def sweep_stale(path: Path) -> list[Path]:
         m = pattern.match(entry.name)
         if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
             continue
-        shutil.rmtree(entry, ignore_errors=True)
+        folder = entry.is_dir() and not entry.is_symlink()
+        if folder:
+            shutil.rmtree(entry, ignore_errors=True)
+        else:  # a single-file output's temporary (``atomic_files``)
+            with contextlib.suppress(OSError):
+                entry.unlink()
         if not entry.exists():
             removed.append(entry)
             print(
-                f"warning: removed {entry}, a temporary folder left by an interrupted llmprune run (pid {m.group(1)})",
+                f"warning: removed {entry}, a temporary {'folder' if folder else 'file'} left by "
+                f"an interrupted llmprune run (pid {m.group(1)})",
                 file=sys.stderr,
             )
     return removed
@@ -279,7 +285,7 @@ def _commit(tmp: Path, path: Path, force: bool) -> None:
 def check_out_file(out: str | os.PathLike, force: bool = False) -> Path:
     """A single-file output (``FILE.gguf``): refused when it is a directory or exists without ``force``."""
     path = Path(out).expanduser()
-    if path.suffix != ".gguf":
+    if path.suffix.lower() != ".gguf":
         raise LlmpruneError(f"--out {path} should name a .gguf file")
     if path.is_dir():
         raise LlmpruneError(f"--out {path} is a directory: name a .gguf file")
@@ -301,3 +307,63 @@ def atomic_file(out: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextmanager
+def atomic_files(paths: Sequence[Path], force: bool = False) -> Iterator[list[Path]]:
+    """Temporary paths next to ``paths`` (same names' suffixes, so ``x.gguf`` gets a ``.gguf``
+    temporary), renamed onto them together when the block succeeds, the **last path last**
+    (the main file: its presence means the others are complete too).
+
+    Errors while writing become one-line :class:`LlmpruneError`; on any error, Ctrl-C or
+    SIGTERM every temporary is removed and nothing is renamed. At the commit, under the
+    parent's lock, an output that appeared meanwhile is refused without ``force``; a failed
+    rename removes the files this call already put in place.
+    """
+    paths = [Path(p) for p in paths]
+    parent = paths[-1].parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LlmpruneError(f"cannot create {parent} ({exc.strerror}): choose another --out") from None
+    tmps: list[Path] = []
+    with _terminate_cleanly():
+        try:
+            for p in paths:
+                fd, name = tempfile.mkstemp(prefix=f".{p.name}.{_TMP_TAG}-{os.getpid()}-", suffix=p.suffix, dir=parent)
+                os.close(fd)
+                tmps.append(Path(name))
+            try:
+                yield tmps
+            except LlmpruneError:
+                raise
+            except Exception as exc:
+                raise LlmpruneError(
+                    f"writing {paths[-1]} failed ({_first_line(exc)}); nothing was written: check "
+                    "free space and permissions, or choose another --out"
+                ) from None
+            _commit_files(tmps, paths, force)
+        finally:
+            for tmp in tmps:
+                if tmp.exists():
+                    tmp.unlink()
+
+
+def _commit_files(tmps: Sequence[Path], paths: Sequence[Path], force: bool) -> None:
+    with _parent_lock(paths[-1].parent):
+        there = [p for p in paths if p.exists()]
+        if there and not force:
+            raise LlmpruneError(
+                f"{there[0]} appeared while this run was working (another run writing the same --out?): "
+                "nothing was replaced; choose another --out or pass --force"
+            )
+        done: list[Path] = []
+        for tmp, path in zip(tmps, paths):
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                for p in done:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                raise LlmpruneError(f"cannot rename the finished output to {path} ({exc.strerror})") from None
+            done.append(path)

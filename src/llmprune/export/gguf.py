@@ -221,25 +221,33 @@ def source_gguf_for(src: str | os.PathLike | None, tokenizer) -> Path | None:
     from ..models.loading import DEFAULT_MODEL, _gguf_path
 
     default = src is None or str(src).lower() in (DEFAULT_MODEL, "default")
-    if not default and src is not None:
-        report = Path(src).expanduser() / "report.json"
-        if not report.is_file():
-            return None
-        try:
-            model_name = json.loads(report.read_text()).get("model")
-        except (OSError, json.JSONDecodeError):
-            return None
-        if model_name not in (None, DEFAULT_MODEL, "default"):
-            return None
+    if default:
+        return _gguf_path()
+    report = Path(src).expanduser() / "report.json"  # type: ignore[arg-type]
+    if not report.is_file():
+        return None
+    try:
+        model_name = json.loads(report.read_text()).get("model")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return source_gguf_for_run(model_name, tokenizer)
+
+
+def source_gguf_for_run(model_name: str | None, tokenizer) -> Path | None:
+    """What :func:`source_gguf_for` picks for an llmprune output whose ``report.json`` names
+    ``model_name``: the default model's shipped GGUF when the run pruned it (or names no
+    model) and ``tokenizer``'s vocabulary equals that file's, else ``None`` (vocabulary
+    built from ``tokenizer``). ``llmprune prune --out FILE.gguf`` decides with it, so the
+    file equals ``llmprune export`` of the same run's output directory."""
+    from ..models.loading import DEFAULT_MODEL, _gguf_path
+
+    if model_name not in (None, DEFAULT_MODEL, "default"):
+        return None
     try:
         path = _gguf_path()
     except LlmpruneError:
-        if default:
-            raise
         return None
-    if not default and not _same_vocab(path, tokenizer):
-        return None
-    return path
+    return path if _same_vocab(path, tokenizer) else None
 
 
 def _same_vocab(path: Path, tokenizer) -> bool:

@@ -85,11 +85,9 @@ def _is_byte_level(spec: dict) -> bool:
     return has(spec.get("pre_tokenizer")) or has(spec.get("decoder"))
 
 
-def add_hf_vocab(writer, tokenizer, n_vocab: int) -> None:
-    """Write a byte-level BPE tokenizer as GGUF's ``gpt2`` model: tokens by id (ids the
-    tokenizer lacks up to the embedding size become unused ``[PAD{i}]``), types, merges,
-    special ids, BOS/EOS insertion and the chat template. Pre-tokenization uses
-    llama.cpp's ``default`` regex; SentencePiece-style tokenizers are refused."""
+def check_hf_vocab(tokenizer, n_vocab: int) -> dict:
+    """The tokenizer's ``tokenizers`` JSON if :func:`add_hf_vocab` can write it for a model
+    with ``n_vocab`` embedding rows, else a one-line error (before any pruning work)."""
     spec = _backend_json(tokenizer)
     model = spec.get("model", {})
     if model.get("type") != "BPE" or model.get("byte_fallback") or not _is_byte_level(spec):
@@ -106,6 +104,17 @@ def add_hf_vocab(writer, tokenizer, n_vocab: int) -> None:
             f"the tokenizer has ids up to {max(vocab.values())} but the model only {n_vocab} "
             "embedding rows: tokenizer and model do not match"
         )
+    return spec
+
+
+def add_hf_vocab(writer, tokenizer, n_vocab: int) -> None:
+    """Write a byte-level BPE tokenizer as GGUF's ``gpt2`` model: tokens by id (ids the
+    tokenizer lacks up to the embedding size become unused ``[PAD{i}]``), types, merges,
+    special ids, BOS/EOS insertion and the chat template. Pre-tokenization uses
+    llama.cpp's ``default`` regex; SentencePiece-style tokenizers are refused."""
+    spec = check_hf_vocab(tokenizer, n_vocab)
+    model = spec.get("model", {})
+    vocab = tokenizer.get_vocab()
     added = {t["id"]: t for t in spec.get("added_tokens", [])}
     tokens: list[str] = [f"[PAD{i}]" for i in range(n_vocab)]
     types = [UNUSED] * n_vocab

@@ -67,6 +67,10 @@ def export_record(plan: ExportPlan) -> dict[str, Any]:
 
 def describe_export(record: dict[str, Any]) -> str:
     """One line for stdout: which format was written and, if vLLM cannot serve it, why."""
+    if record.get("kind") == "gguf":
+        from .gguf import describe
+
+        return describe(record)
     names = {
         "dense": "the family's own config (every block as config.json says)",
         "stock": "stock config (uniform widths)",

@@ -50,6 +50,8 @@ check bench-sobp $PY -m llmprune bench "$OUT/sobp" --vs smollm2-135m --device cu
 check streamed-wanda $PY -m llmprune prune-streamed --method wanda --ratio 0.5 $CAL --device cuda --out "$OUT/s-wanda" --force --quiet
 check streamed-sparsegpt-disk $PY -m llmprune prune-streamed --method sparsegpt --ratio 0.5 $CAL --device cuda --activations disk --out "$OUT/s-sparsegpt" --force --quiet
 check eval-streamed-sparsegpt $PY -m llmprune eval "$OUT/s-sparsegpt" --device cuda --dtype bfloat16 $EV --quiet
+check streamed-flap-disk $PY -m llmprune prune-streamed --method flap --ratio 0.2 $CAL --device cuda --activations disk --out "$OUT/s-flap" --force --quiet
+check eval-streamed-flap $PY -m llmprune eval "$OUT/s-flap" --device cuda --dtype bfloat16 $EV --quiet
 # the 2-rank NCCL path (PG and DISP are data-parallel under torchrun)
 if [ "$NGPU" -ge 2 ]; then
   check nccl-pg-2rank $PY -m torch.distributed.run --nproc_per_node 2 -m llmprune prune --method pg --ratio 0.2 $CAL --steps 20 --device cuda --dtype bfloat16 --out "$OUT/pg-2rank" --force --quiet

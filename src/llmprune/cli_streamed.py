@@ -8,15 +8,24 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prune-streamed",
-        help="prune a model larger than memory block by block from disk (magnitude, wanda, sparsegpt, mrp); resumable",
+        help="prune a model larger than memory block by block from disk (magnitude, wanda, sparsegpt, mrp; "
+        "wanda-sp, flap, shortgpt in two passes); resumable",
     )
     p.add_argument(
         "--model", default=None, help="local Hugging Face directory with safetensors (default: SmolLM2-135M)"
     )
-    p.add_argument("--method", required=True, help="magnitude, wanda, sparsegpt or mrp")
+    p.add_argument(
+        "--method", required=True, help="magnitude, wanda, sparsegpt, mrp (unstructured); wanda-sp, flap, shortgpt"
+    )
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--ratio", type=float, help="fraction of block linear weights to remove")
-    group.add_argument("--pattern", type=str, help="N:M sparsity, e.g. 2:4")
+    group.add_argument("--pattern", type=str, help="N:M sparsity, e.g. 2:4 (unstructured methods)")
+    p.add_argument(
+        "--method-args",
+        default=None,
+        metavar="K=V,...",
+        help="method options as for `llmprune prune`, e.g. units=servable,bias_compensation=false",
+    )
     p.add_argument("--out", required=True, help="output directory (appears only when complete)")
     p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--calib-dataset", default="wikitext2")
@@ -42,9 +51,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd(args: argparse.Namespace) -> int:
+    from .export.save import describe_export
+    from .recipe import parse_method_args
     from .streamed import prune_streamed
 
-    options = {k: v for k, v in (("damp", args.damp), ("blocksize", args.blocksize)) if v is not None}
+    options: dict[str, object] = dict(parse_method_args(args.method_args))
+    for key, value in (("damp", args.damp), ("blocksize", args.blocksize)):
+        if value is not None:
+            options[key] = value
     report = prune_streamed(
         args.model,
         args.method,
@@ -65,6 +79,17 @@ def cmd(args: argparse.Namespace) -> int:
         update=args.update,
         **options,
     )
+    if report.get("kind") == "structured":  # a PruneReport: the streamed record is in details
+        streamed = report["details"]["streamed"]
+        resumed = streamed["resumed_from_block"]
+        print(
+            f"pruned {streamed['blocks']} blocks with {report['method']} streamed in two passes "
+            f"({'resumed at step ' + str(resumed) + ', ' if resumed else ''}{streamed['kept_blocks']} blocks kept, "
+            f"{report['structured']['achieved_ratio']:.1%} of block linear weights removed, {streamed['dtype']}), "
+            f"{report['seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MiB; saved to {args.out}"
+        )
+        print(describe_export(report["export"]))
+        return 0
     resumed = report["streamed"]["resumed_from_block"]
     print(
         f"pruned {report['streamed']['blocks']} blocks with {report['method']} streamed "

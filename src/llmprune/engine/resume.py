@@ -8,6 +8,10 @@ The state lives in ``state/`` inside the run's partial output directory. After b
 block whose ``progress.json`` was renamed into place, and since every block is a
 deterministic function of its inputs and weights the resumed run writes the same
 tensors as an uninterrupted one.
+
+The structured methods run two passes (:mod:`llmprune.streamed_structured`): pass 1
+commits each block's unit scores (:meth:`RunState.save_scores`) before ``progress.json``
+counts it in ``scored``; pass 2 commits written blocks in ``done`` as above.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +36,8 @@ class Progress:
     """What a finished prefix of blocks produced."""
 
     fingerprint: dict
-    done: int = 0  # blocks finished (0..n_blocks)
+    done: int = 0  # blocks finished (0..n_blocks; for the structured methods: written in pass 2)
+    scored: int = 0  # structured methods: blocks scored in pass 1 (their scores-NNNNN.pt files)
     hidden: str | None = None  # file in state/ with the inputs of block ``done``
     weight_map: dict[str, str] = field(default_factory=dict)
     total_size: int = 0
@@ -115,6 +121,28 @@ class RunState:
                 f"resume state names {path}, which is missing: pass resume=False (--no-resume) to start again"
             )
         return load_file(str(path))["hidden"]
+
+    # -- pass-1 results of the structured methods ------------------------------------
+    def save_scores(self, block: int, record: dict) -> None:
+        """Block ``block``'s scores (tensors, numbers, strings, lists; see
+        :mod:`llmprune.streamed_structured`), written atomically."""
+        name = f"scores-{block:05d}.pt"
+        tmp = self.dir / f".{name}.tmp"
+        torch.save(record, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.dir / name)
+
+    def load_scores(self, block: int) -> dict:
+        path = self.dir / f"scores-{block:05d}.pt"
+        try:
+            record: dict = torch.load(path, weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise LlmpruneError(
+                f"resume state {path} is missing or unreadable ({type(exc).__name__}): "
+                "pass resume=False (--no-resume) to start again"
+            ) from None
+        return record
 
     def drop_stale(self, keep: set[str]) -> None:
         """Remove hidden-state files other than ``keep`` (earlier blocks' inputs)."""

@@ -207,16 +207,22 @@ def decilm_config(model: nn.Module, adapter: ModelAdapter) -> dict:
     return config
 
 
+def noop_names(adapter: ModelAdapter, block: nn.Module) -> tuple[str, ...]:
+    """Name prefixes (relative to the block) of the tensors a ``no_op`` attention or MLP of
+    ``block`` drops from the checkpoint (with the norm in front of it)."""
+    drop: tuple[str, ...] = ()
+    if adapter.attention(block) is None:
+        drop += ("self_attn.", "input_layernorm.")
+    if adapter.mlp(block).channels == 0:
+        drop += ("mlp.", "post_attention_layernorm.")
+    return drop
+
+
 def decilm_state_dict(model: nn.Module, adapter: ModelAdapter) -> dict[str, torch.Tensor]:
     """The model's tensors under LLaMA names, without the parts ``no_op`` removes."""
     blocks = adapter.blocks()
     prefix = next(name for name, m in model.named_modules() if m is blocks)
-    drop: list[str] = []
-    for i, block in enumerate(blocks):
-        if adapter.attention(block) is None:
-            drop += [f"{prefix}.{i}.self_attn.", f"{prefix}.{i}.input_layernorm."]
-        if adapter.mlp(block).channels == 0:
-            drop += [f"{prefix}.{i}.mlp.", f"{prefix}.{i}.post_attention_layernorm."]
+    drop = [f"{prefix}.{i}.{name}" for i, block in enumerate(blocks) for name in noop_names(adapter, block)]
     tied = adapter.tied_embeddings()
     out = {}
     for name, tensor in model.state_dict().items():
@@ -234,19 +240,26 @@ def code_sources() -> dict[str, str]:
     return {name: (here / name).read_text() for name in (CONFIG_FILE, MODELING_FILE)}
 
 
-def write_decilm(model: nn.Module, adapter: ModelAdapter, directory: Path) -> dict:
-    """Write config.json, safetensors, generation config and code files into ``directory``;
-    returns the config written."""
+def write_decilm_files(model: nn.Module, adapter: ModelAdapter, directory: Path) -> dict:
+    """Write config.json and the code files (no tensors, no generation config) into
+    ``directory``; returns the config written. ``model`` may hold ``meta`` tensors."""
     import json
-
-    from huggingface_hub import save_torch_state_dict
 
     config = decilm_config(model, adapter)
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for name, text in code_sources().items():
+        (directory / name).write_text(text)
+    return config
+
+
+def write_decilm(model: nn.Module, adapter: ModelAdapter, directory: Path) -> dict:
+    """Write config.json, safetensors, generation config and code files into ``directory``;
+    returns the config written."""
+    from huggingface_hub import save_torch_state_dict
+
+    config = write_decilm_files(model, adapter, directory)
     save_torch_state_dict(decilm_state_dict(model, adapter), directory, metadata={"format": "pt"})
     generation = getattr(model, "generation_config", None)
     if generation is not None:
         generation.save_pretrained(directory)
-    for name, text in code_sources().items():
-        (directory / name).write_text(text)
     return config

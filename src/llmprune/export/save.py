@@ -83,6 +83,18 @@ def describe_export(record: dict[str, Any]) -> str:
     return line
 
 
+def apply_plan_config(config: Any, plan: ExportPlan) -> None:
+    """Set the family config of a ``dense``/``stock``/``layout`` plan: its updates, and for
+    ``layout`` the ``auto_map`` of the remote-code class (earlier layout keys are dropped)."""
+    for key in (LAYOUT_KEY, "auto_map"):
+        if hasattr(config, key):
+            delattr(config, key)
+    for key, value in plan.config_updates.items():
+        setattr(config, key, value)
+    if plan.kind == "layout":
+        config.auto_map = {"AutoModelForCausalLM": f"{REMOTE_FILE[:-3]}.{REMOTE_CLASS}"}
+
+
 def save_pruned(
     model: nn.Module,
     tokenizer: Any,
@@ -134,15 +146,8 @@ def write_model(
     if given is not None:  # a caller's dict sees the format written, as a PruneReport would
         given["export"] = record
     hf: Any = model  # a transformers model: config, save_pretrained
-    config = hf.config
     if plan.kind != "block_configs":
-        for key in (LAYOUT_KEY, "auto_map"):
-            if hasattr(config, key):
-                delattr(config, key)
-        for key, value in plan.config_updates.items():
-            setattr(config, key, value)
-        if plan.kind == "layout":
-            config.auto_map = {"AutoModelForCausalLM": f"{REMOTE_FILE[:-3]}.{REMOTE_CLASS}"}
+        apply_plan_config(hf.config, plan)
     with atomic_directory(Path(out), force=force, need_bytes=model_bytes(model) + (8 << 20)) as tmp:
         if plan.kind == "block_configs":
             write_decilm(model, adapter, tmp)

@@ -139,6 +139,9 @@ class Method(ABC):
     kind: ClassVar[Kind]
     summary: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = NoOptions
+    #: what the method needs of the whole model at once (e.g. "gradients of the LM loss through
+    #: the whole model"), the reason ``prune-streamed`` cannot run it block by block
+    whole_model: ClassVar[str] = ""
 
     config: MethodConfig
 

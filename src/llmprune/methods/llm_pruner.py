@@ -124,6 +124,7 @@ def _layer_range(n: int, start: int | None, end: int | None) -> tuple[int, int]:
 class LLMPruner(StructuredMethod):
     name = "llm-pruner"
     summary = "first-order Taylor importance of coupled structures, no recovery (Ma et al. 2023)"
+    whole_model = "gradients of the LM loss through the whole model"
     Config = LLMPrunerConfig
     config: LLMPrunerConfig
 

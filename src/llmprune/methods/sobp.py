@@ -293,6 +293,7 @@ class SoBPConfig(UnitsConfig):
 class SoBP(StructuredMethod):
     name = "sobp"
     summary = "global first-order selection, OBS refinement, least-squares reconstruction (Wei et al. 2024)"
+    whole_model = "gradients of the LM loss through the whole model (stage 1) and the dense stream (stage 3)"
     Config = SoBPConfig
     config: SoBPConfig
     supported_units = ("groups", "attention", "channels", "mlp")

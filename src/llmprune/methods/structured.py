@@ -17,7 +17,11 @@ ShortGPT.
   the budget is met.
 
 Statistics are gathered in one layer-wise pass over the *dense* model (as FLAP's
-code does), then the whole selection is applied. Every block keeps at least one KV
+code does), then the whole selection is applied. :meth:`ScoredMethod.score`,
+:meth:`~ScoredMethod.influence` and :meth:`~ScoredMethod.choose` are that pass's per-block
+step and the selection, shared with the two-pass streamed pipeline
+(:mod:`llmprune.streamed_structured`), which removes the units block by block with
+:func:`~llmprune.methods.units.apply_block`. Every block keeps at least one KV
 group and one channel (``allow_empty`` lifts this).
 """
 
@@ -33,7 +37,7 @@ from torch import nn
 from ..engine.layerwise import BlockRunner, LayerwiseEngine, peak_rss_mb
 from ..engine.stats import InputStats
 from ..errors import LlmpruneError
-from ..models.base import AttentionSpec, MLPSpec
+from ..models.base import AttentionSpec, MLPSpec, ModelAdapter
 from .base import MethodConfig, PruneContext, PruneResult
 from .registry import register
 from .units import (
@@ -110,6 +114,50 @@ class ScoredMethod(StructuredMethod):
             "units": list(self.units),
         }
 
+    def score(
+        self, i: int, block: nn.Module, adapter: ModelAdapter, runner: BlockRunner
+    ) -> tuple[list[Unit], BlockInfo, int]:
+        """Block ``i``'s candidate units with their scores, its :class:`BlockInfo` (with the
+        ``o_proj``/``down_proj`` input means FLAP's compensation uses) and its linear weights,
+        from one pass of the calibration inputs through the *dense* block. Block-scoring
+        methods (ShortGPT) return no units here: see :meth:`influence`."""
+        att, mlp = adapter.attention(block), adapter.mlp(block)
+        cost = sum(lin.weight.numel() for lin in adapter.prunable_linears(block).values())
+        bi = BlockInfo(*unit_costs(att, mlp))
+        units: list[Unit] = []
+        if not self.scores_blocks:
+            wanted = [
+                g
+                for g in adapter.linear_groups(block)
+                if any(lin is mlp.down or (att is not None and lin is att.o) for lin in g.linears)
+            ]
+            named = runner.collect(wanted, hessian=False)
+            by_id = {id(lin): named[name] for g in wanted for name, lin in zip(g.names, g.linears)}
+            units = self.score_block(i, att, mlp, by_id)
+            if att is not None:
+                bi.o_mean = by_id[id(att.o)].mean.float()
+            bi.down_mean = by_id[id(mlp.down)].mean.float()
+        return units, bi, cost
+
+    @staticmethod
+    def influence(inputs: torch.Tensor, outputs: torch.Tensor) -> float:
+        """ShortGPT's block influence ``BI = 1 − E_tokens cos(x_in, x_out)`` (Men et al. 2024, Eq. 1)."""
+        cos = torch.nn.functional.cosine_similarity(inputs.float(), outputs.float(), dim=-1)
+        return float(1 - cos.mean())
+
+    def choose(
+        self, units: list[Unit], info: list[BlockInfo], block_costs: list[int], influence: list[float]
+    ) -> list[Unit]:
+        """The units to remove, from every block's :meth:`score` (and :meth:`influence` for
+        block-scoring methods): ``ratio`` of all block linear weights."""
+        total = sum(block_costs)
+        target = self.ratio * total
+        if self.scores_blocks:
+            units = [Unit(b, "block", b, block_costs[b], s) for b, s in enumerate(influence)]
+            if target >= total:
+                raise LlmpruneError(f"{self.name} cannot remove every block: use a smaller --ratio")
+        return self.select(units, info, target)
+
     def run(self, ctx: PruneContext) -> PruneResult:
         adapter = ctx.adapter
         units: list[Unit] = []
@@ -118,38 +166,19 @@ class ScoredMethod(StructuredMethod):
         block_costs: list[int] = []
 
         def on_block(i: int, block: nn.Module, runner: BlockRunner) -> None:
-            att, mlp = adapter.attention(block), adapter.mlp(block)
-            block_costs.append(sum(lin.weight.numel() for lin in adapter.prunable_linears(block).values()))
-            bi = BlockInfo(*unit_costs(att, mlp))
-            if not self.scores_blocks:
-                wanted = [
-                    g
-                    for g in adapter.linear_groups(block)
-                    if any(lin is mlp.down or (att is not None and lin is att.o) for lin in g.linears)
-                ]
-                named = runner.collect(wanted, hessian=False)
-                by_id = {id(lin): named[name] for g in wanted for name, lin in zip(g.names, g.linears)}
-                units.extend(self.score_block(i, att, mlp, by_id))
-                if att is not None:
-                    bi.o_mean = by_id[id(att.o)].mean.float()
-                bi.down_mean = by_id[id(mlp.down)].mean.float()
+            mine, bi, cost = self.score(i, block, adapter, runner)
+            units.extend(mine)
             info.append(bi)
+            block_costs.append(cost)
 
         def on_output(i: int, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
             if self.scores_blocks:
-                cos = torch.nn.functional.cosine_similarity(inputs.float(), outputs.float(), dim=-1)
-                influence.append(float(1 - cos.mean()))
+                influence.append(self.influence(inputs, outputs))
 
         t0 = time.perf_counter()
         engine = LayerwiseEngine(ctx.model, adapter, device=ctx.device, progress=ctx.progress)
         stats = engine.run(ctx.require_calib(self.name), on_block, desc=self.name, on_output=on_output)
-        total = sum(block_costs)
-        target = self.ratio * total
-        if self.scores_blocks:
-            units = [Unit(b, "block", b, block_costs[b], s) for b, s in enumerate(influence)]
-            if target >= total:
-                raise LlmpruneError(f"{self.name} cannot remove every block: use a smaller --ratio")
-        chosen = self.select(units, info, target)
+        chosen = self.choose(units, info, block_costs, influence)
         apply_selection(adapter, chosen, info, self.compensate_bias)
         return PruneResult(
             seconds=time.perf_counter() - t0,

@@ -81,7 +81,7 @@ def resolve_units(
     return tuple(f for f in FAMILIES if f in value)
 
 
-@dataclass
+@dataclass(slots=True)  # one per KV group and channel of every block: ~150 bytes each, not ~550
 class Unit:
     block: int
     kind: str  # "group" | "attention" | "channel" | "mlp" | "block"
@@ -219,41 +219,55 @@ def compensate_bias(lin: nn.Linear, cols: list[int], mean: torch.Tensor) -> None
         lin.bias.add_(delta.to(lin.bias.dtype))
 
 
-def apply_selection(adapter: ModelAdapter, chosen: list[Unit], info: list[BlockInfo], compensate: bool) -> None:
-    """Remove the ``chosen`` units physically (with FLAP's bias compensation of removed
-    groups and channels if asked; a whole attention or MLP leaves nothing behind)."""
-    blocks = list(adapter.blocks())
-    drop_blocks = sorted({u.block for u in chosen if u.kind == "block"})
-    for b, block in enumerate(blocks):
-        if any(u.block == b and u.kind == "attention" for u in chosen):
-            structural.remove_attention(adapter, block, keep_bias=False, layer=b)
-        if any(u.block == b and u.kind == "mlp" for u in chosen):
-            structural.remove_mlp(adapter, block, layer=b)
-        groups = {u.index for u in chosen if u.block == b and u.kind == "group"}
-        chans = {u.index for u in chosen if u.block == b and u.kind == "channel"}
-        att, mlp = adapter.attention(block), adapter.mlp(block)
-        if compensate:
-            if att is not None and groups:
-                o_mean = info[b].o_mean
-                assert o_mean is not None
-                cols = [
-                    q * att.head_dim + d
-                    for g in sorted(groups)
-                    for q in range(g * att.group_size, (g + 1) * att.group_size)
-                    for d in range(att.head_dim)
-                ]
-                compensate_bias(att.o, cols, o_mean)
-            if chans:
-                down_mean = info[b].down_mean
-                assert down_mean is not None
-                compensate_bias(mlp.down, sorted(chans), down_mean)
+def apply_block(
+    adapter: ModelAdapter, block: nn.Module, b: int, chosen: list[Unit], info: BlockInfo, compensate: bool
+) -> None:
+    """Remove block ``b``'s ``chosen`` units (other blocks' units and whole-block units are
+    ignored) from ``block`` physically, with FLAP's bias compensation of removed groups and
+    channels if asked (``info`` holds the block's input means); a whole attention or MLP
+    leaves nothing behind. The streamed pipeline calls it one block at a time."""
+    if any(u.block == b and u.kind == "attention" for u in chosen):
+        structural.remove_attention(adapter, block, keep_bias=False, layer=b)
+    if any(u.block == b and u.kind == "mlp" for u in chosen):
+        structural.remove_mlp(adapter, block, layer=b)
+    groups = {u.index for u in chosen if u.block == b and u.kind == "group"}
+    chans = {u.index for u in chosen if u.block == b and u.kind == "channel"}
+    att, mlp = adapter.attention(block), adapter.mlp(block)
+    if compensate:
         if att is not None and groups:
-            keep = [g for g in range(att.num_kv_heads) if g not in groups]
-            structural.prune_heads(adapter, block, keep, layer=b)
+            o_mean = info.o_mean
+            assert o_mean is not None
+            cols = [
+                q * att.head_dim + d
+                for g in sorted(groups)
+                for q in range(g * att.group_size, (g + 1) * att.group_size)
+                for d in range(att.head_dim)
+            ]
+            compensate_bias(att.o, cols, o_mean)
         if chans:
-            structural.prune_channels(adapter, block, [c for c in range(mlp.channels) if c not in chans], layer=b)
-    if drop_blocks:
-        structural.drop_blocks(adapter, drop_blocks)
+            down_mean = info.down_mean
+            assert down_mean is not None
+            compensate_bias(mlp.down, sorted(chans), down_mean)
+    if att is not None and groups:
+        keep = [g for g in range(att.num_kv_heads) if g not in groups]
+        structural.prune_heads(adapter, block, keep, layer=b)
+    if chans:
+        structural.prune_channels(adapter, block, [c for c in range(mlp.channels) if c not in chans], layer=b)
+
+
+def dropped_blocks(chosen: list[Unit]) -> list[int]:
+    """The whole blocks among ``chosen``, in order."""
+    return sorted({u.block for u in chosen if u.kind == "block"})
+
+
+def apply_selection(adapter: ModelAdapter, chosen: list[Unit], info: list[BlockInfo], compensate: bool) -> None:
+    """Remove the ``chosen`` units physically: :func:`apply_block` for every block, then
+    the whole blocks (renumbering the rest)."""
+    for b, block in enumerate(list(adapter.blocks())):
+        apply_block(adapter, block, b, [u for u in chosen if u.block == b], info[b], compensate)
+    drop = dropped_blocks(chosen)
+    if drop:
+        structural.drop_blocks(adapter, drop)
 
 
 def removed_counts(chosen: list[Unit]) -> dict[str, Any]:

@@ -63,6 +63,7 @@ class DISP(StructuredMethod):
     parameters removed under ``target`` accounting (``"total"`` or ``"block"``)."""
 
     name = "disp"
+    whole_model = "a hypernetwork trained by forward and backward passes through the whole model"
     summary = "dimension-independent residual selection by a trained hypernetwork (Gao et al. 2024)"
     Config = DISPConfig
     config: DISPConfig

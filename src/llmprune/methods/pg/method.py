@@ -91,6 +91,7 @@ class PG(StructuredMethod):
 
     name = "pg"
     summary = "policy gradient over Bernoulli masks, forward passes only (Gao et al. 2024)"
+    whole_model = "forward passes of the whole model under sampled masks"
     Config = PGConfig
     config: PGConfig
     supported_units = FAMILIES

@@ -1,0 +1,242 @@
+"""Streamed structured pruning: Wanda-sp, FLAP and ShortGPT in two passes over the blocks.
+
+These methods score units on the *dense* model, one block at a time, and select over all
+blocks (:class:`~llmprune.methods.structured.ScoredMethod`), so the streamed run is:
+
+1. **Pass 1 (scores).** Each dense block is read from the checkpoint, its unit scores are
+   computed by the method's own :meth:`~llmprune.methods.structured.ScoredMethod.score`
+   (the same hooks and :class:`~llmprune.engine.layerwise.BlockRunner` pass as
+   :func:`llmprune.prune`; Wanda-sp: ``Σ_i |W_ij|·‖X_j‖₂``, FLAP: An et al. 2024 Eq. 3-4
+   fluctuation, with the ``o_proj``/``down_proj`` input means its bias compensation needs;
+   ShortGPT: block influence, Men et al. 2024 Eq. 1), the dense block runs to produce the
+   next block's inputs, and the block is released. Each block's scores are committed to the
+   state folder (``scores-NNNNN.pt``) before ``progress.json`` counts it, so a killed run
+   does not score a block twice.
+2. **Selection** over all blocks by the method's
+   :meth:`~llmprune.methods.structured.ScoredMethod.choose` (uniform per block for
+   Wanda-sp, global with per-kind standardisation for FLAP, lowest influence for ShortGPT),
+   exactly as in memory. The selection is applied to a copy of the ``meta`` skeleton (shapes
+   only), which gives the export plan (:func:`llmprune.export.layout.plan_export`), the
+   config and the report before any block is written.
+3. **Pass 2 (removal).** Each kept block is read again, its units are removed by
+   :func:`~llmprune.methods.units.apply_block` (the surgery of
+   :func:`~llmprune.methods.units.apply_selection`, with FLAP's compensation from the
+   pass-1 means), and its tensors are written to their own shard under the block's final
+   (renumbered, when ShortGPT drops blocks) name; a removed block is never read again.
+
+The output holds the tensors and config ``llmprune.save`` writes for the model pruned in
+memory: a stock config, the DeciLM ``block_configs`` vLLM serves (without the ``no_op``
+parts) or the llmprune layout with its remote code.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .errors import LlmpruneError
+
+if TYPE_CHECKING:
+    from .methods.structured import ScoredMethod
+    from .methods.units import BlockInfo, Unit
+    from .streamed import StreamRun
+
+
+def _score_pass(run: StreamRun, method: ScoredMethod) -> None:
+    """Pass 1: score every block not yet scored, committing each."""
+    prog, n = run.prog, run.n_blocks
+    for i in run.bar(prog.scored, n, f"{method.name} (streamed, pass 1: scores)"):
+        tb = time.perf_counter()
+        block = run.read_block(i)
+        # ShortGPT compares every block's outputs with its inputs, the last block's included
+        keep = i + 1 < n or method.scores_blocks
+        runner = run.runner(i, keep_outputs=keep)
+        units, info, cost = method.score(i, block, run.adapter, runner)
+        outputs = runner.forward(keep_outputs=True) if keep else None
+        record: dict[str, Any] = {
+            "units": [(u.kind, u.index, u.cost, u.score) for u in units],
+            "info": [info.groups, info.channels, info.group_cost, info.channel_cost],
+            "cost": cost,
+            "influence": None,
+        }
+        if method.scores_blocks:
+            assert run.hidden is not None and outputs is not None
+            record["influence"] = method.influence(run.hidden, outputs)
+        for key in ("o_mean", "down_mean"):
+            mean = getattr(info, key)
+            if mean is not None:
+                record[key] = mean.detach().cpu()
+        run.state.save_scores(i, record)
+        del runner, units, info
+        _release(run, i)
+        run.advance(i, outputs if i + 1 < n else None)
+        prog.scored = i + 1
+        prog.block_seconds.append(time.perf_counter() - tb)
+        run.commit(i)
+    run.hidden = run.acts = None
+
+
+def _release(run: StreamRun, i: int) -> None:
+    """Put every tensor of block ``i`` (pruned or not) back on ``meta``."""
+    from .engine.streaming import persistent_names, to_meta
+
+    to_meta(run.blocks[i], persistent_names(run.blocks[i]))
+
+
+def _selection(run: StreamRun, method: ScoredMethod) -> tuple[list[Unit], list[BlockInfo], list[int], list[float]]:
+    """The method's selection over the committed pass-1 scores of every block."""
+    from .methods.units import BlockInfo, Unit
+
+    units: list[Unit] = []
+    info: list[BlockInfo] = []
+    costs: list[int] = []
+    influence: list[float] = []
+    for i in range(run.n_blocks):
+        record = run.state.load_scores(i)
+        units += [Unit(i, kind, index, cost, score) for kind, index, cost, score in record["units"]]
+        groups, channels, group_cost, channel_cost = record["info"]
+        info.append(
+            BlockInfo(groups, channels, group_cost, channel_cost, record.get("o_mean"), record.get("down_mean"))
+        )
+        costs.append(record["cost"])
+        if record["influence"] is not None:
+            influence.append(record["influence"])
+    return method.choose(units, info, costs, influence), info, costs, influence
+
+
+def prune_structured(run: StreamRun, method: ScoredMethod) -> dict:
+    """Run the two passes (module docstring) on ``run`` and publish the checkpoint; return
+    the report (a :class:`~llmprune.prune_report.PruneReport` as a dict, with the streamed
+    run's record under ``details["streamed"]``)."""
+    import yaml
+
+    from . import api
+    from .checks import first_nonfinite
+    from .engine.layerwise import peak_rss_mb
+    from .engine.streaming import module_prefix
+    from .export.decilm import noop_names, write_decilm_files
+    from .export.layout import plan_export
+    from .export.save import REMOTE_FILE, apply_plan_config, export_record, remote_code_source
+    from .export.shards import shard_name, write_shard
+    from .methods.units import apply_block, apply_selection, dropped_blocks, removed_counts
+    from .modeling.modeling_llmprune import LAYOUT_KEY
+    from .models import count_parameters, get_adapter
+    from .prune_report import Calibration, PruneReport, StructuredSection
+    from .surgery import block_widths
+
+    prog, dev, n = run.prog, run.dev, run.n_blocks
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    dense_block_params = sum(count_parameters(b) for b in run.blocks)
+    run.start_stream(prog.scored)
+    run.release_outer()
+    _score_pass(run, method)
+
+    # -- selection, applied to a shape-only copy: the export plan ---------------------
+    chosen, info, costs, influence = _selection(run, method)
+    shapes: Any = copy.deepcopy(run.model)  # every tensor on meta: shapes only
+    shape_adapter = get_adapter(shapes)
+    apply_selection(shape_adapter, chosen, info, method.compensate_bias)
+    plan = plan_export(shapes, shape_adapter, "auto")
+    drop = set(dropped_blocks(chosen))
+    kept = [i for i in range(n) if i not in drop]
+    out_prefixes = [module_prefix(shapes, b) for b in shape_adapter.blocks()]
+    by_block: dict[int, list[Unit]] = {}
+    for u in chosen:
+        by_block.setdefault(u.block, []).append(u)
+
+    # -- pass 2: remove each kept block's units, write it under its final name ---------
+    total = len(kept) + 1
+    for j in run.bar(prog.done, len(kept), f"{method.name} (streamed, pass 2: removal)"):
+        tb = time.perf_counter()
+        i = kept[j]
+        block = run.read_block(i)
+        apply_block(run.adapter, block, i, by_block.get(i, []), info[i], method.compensate_bias)
+        bad = first_nonfinite(block)
+        if bad is not None:
+            raise LlmpruneError(
+                f"cannot save to {run.out_path}: tensor {run.prefixes[i]}{bad} holds NaN/inf values; the model is "
+                "broken (re-run the pruning in float32, or check the input checkpoint)"
+            )
+        skip = noop_names(run.adapter, block) if plan.kind == "block_configs" else ()
+        tensors = {
+            out_prefixes[j] + k: v.detach().to("cpu")
+            for k, v in block.state_dict().items()
+            if not any(k.startswith(p) for p in skip)
+        }
+        shard = shard_name(j + 1, total)
+        write_shard(run.partial, shard, tensors)
+        prog.weight_map.update({k: shard for k in tensors})
+        prog.total_size += sum(t.numel() * t.element_size() for t in tensors.values())
+        del tensors
+        _release(run, i)
+        prog.done = j + 1
+        prog.block_seconds.append(time.perf_counter() - tb)
+        run.commit(n + j)
+
+    # -- the tensors outside the blocks, config, tokenizer, report --------------------
+    _, total_size = run.finish_files(shard_name(total, total))
+    config: Any = shapes.config
+    if plan.kind == "block_configs":
+        write_decilm_files(shapes, shape_adapter, run.partial)
+    else:
+        apply_plan_config(config, plan)
+        config.dtype = run.dtype_name  # what save_pretrained records
+        config.architectures = [type(shapes).__name__]
+        config.save_pretrained(str(run.partial))
+        if plan.kind == "layout":
+            base = plan.config_updates[LAYOUT_KEY]["base_architecture"]
+            (run.partial / REMOTE_FILE).write_text(remote_code_source(base))
+    block_before = sum(costs)
+    block_after = shape_adapter.block_linear_params()
+    achieved = 1.0 - block_after / block_before if block_before else 0.0
+    ratio, _ = method.reported_target()
+    seconds = time.perf_counter() - run.t0
+    calibration = run.calibration
+    report = PruneReport(
+        method=method.name,
+        kind="structured",
+        ratio=achieved if ratio is None else ratio,
+        pattern=None,
+        options=method.options(),
+        method_args=method.method_args(),
+        model_type=str(run.config.model_type),
+        calibration=None if calibration is None else Calibration(**calibration),
+        params_before=run.params_total,
+        params_after=run.params_total - dense_block_params + sum(count_parameters(b) for b in shape_adapter.blocks()),
+        params_note="stored parameters (tied embeddings counted once); structured pruning removes them",
+        block_linear_params=block_after,
+        seconds=seconds,
+        prune_seconds=seconds,
+        peak_rss_mb=peak_rss_mb(),
+        peak_device_mb=torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+        device=run.device,
+        environment=api.environment(),
+        structured=StructuredSection(
+            achieved_ratio=achieved,
+            block_linear_params_before=block_before,
+            layers_structured=block_widths(shape_adapter),
+            removed=removed_counts(chosen),
+            block_influence=influence or None,
+        ),
+        details={
+            "streamed": {
+                "blocks": n,
+                "kept_blocks": len(kept),
+                "resumed_from_block": run.resumed_from,
+                "activations": run.activations,
+                "dtype": run.dtype_name,
+                "score_seconds": prog.block_seconds[:n],
+                "write_seconds": prog.block_seconds[n:],
+                "shard_bytes": total_size,
+            }
+        },
+        export=export_record(plan),
+    )
+    (run.partial / "report.json").write_text(report.to_json())
+    (run.partial / "recipe.yaml").write_text(yaml.safe_dump(report.to_recipe(), sort_keys=False))
+    run.publish()
+    return report.to_dict()

@@ -45,9 +45,10 @@ def _once(fn, device: str) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - t0, out
 
 
-def _interleaved(fns, repeats: int, device: str) -> list[tuple[float, list[float], torch.Tensor]]:
-    """Warm each of ``fns`` once, then time them in turn ``repeats`` times: (median, times, output)."""
-    outs = [fn() for fn in fns]
+def _interleaved(fns, repeats: int, device: str, warmup: bool = True) -> list[tuple[float, list[float], torch.Tensor]]:
+    """Warm each of ``fns`` once (unless not ``warmup``), then time them in turn ``repeats``
+    times: (median, times, output)."""
+    outs = [fn() for fn in fns] if warmup else [None for _ in fns]
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for k, fn in enumerate(fns):
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="float32", choices=("float64", "float32"))
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-warmup", action="store_true", help="no untimed first call (large shapes)")
     p.add_argument("--chol-block", type=int, default=None, help="override the batched Cholesky block")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     args = p.parse_args(argv)
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 args.repeats,
                 args.device,
+                warmup=not args.no_warmup,
             )
             err = [float(torch.einsum("ri,ij,rj->", d, Hd, d)) for d in ((W - out_s).double(), (W - out_m).double())]
             row = {

@@ -146,6 +146,7 @@ def test_prune_eval_roundtrip(capsys, tiny_llama_dir: Path, tmp_path: Path) -> N
         ]
     )
     assert code == 0
+    assert "Loading weights" not in capsys.readouterr().err  # --quiet silences transformers' bars too
     report = json.loads((out / "report.json").read_text())
     for key in (
         "schema_version",

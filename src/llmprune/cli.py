@@ -612,6 +612,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import cli_streamed
 
+    if getattr(args, "quiet", False):  # transformers' own bars too ("Loading weights")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
     handler = {
         "prune": cmd_prune,
         "eval": cmd_eval,

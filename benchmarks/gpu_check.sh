@@ -44,6 +44,7 @@ done
 check prune-pg-20 $PY -m llmprune prune --method pg --ratio 0.2 $CAL --steps 20 --device cuda --dtype bfloat16 --out "$OUT/pg" --force --quiet
 check prune-pg-20-offload $PY -m llmprune prune --method pg --ratio 0.2 $CAL --steps 20 --offload --device cuda --dtype bfloat16 --out "$OUT/pg-off" --force --quiet
 check prune-disp-50 $PY -m llmprune prune --method disp --ratio 0.5 $CAL --steps 20 --device cuda --dtype bfloat16 --out "$OUT/disp" --force --quiet
+check prune-sobp-20-offload $PY -m llmprune prune --method sobp --ratio 0.2 $CAL --method-args offload=true --device cuda --dtype bfloat16 --out "$OUT/sobp-off" --force --quiet
 check prune-disp-50-offload $PY -m llmprune prune --method disp --ratio 0.5 $CAL --steps 20 --offload --device cuda --dtype bfloat16 --out "$OUT/disp-off" --force --quiet
 check bench-sobp $PY -m llmprune bench "$OUT/sobp" --vs smollm2-135m --device cuda --dtype bfloat16 --trials 2
 # the streamed pipeline (bf16 blocks by default on CUDA), in memory and with memory-mapped activations

@@ -6,7 +6,7 @@ Rows: SoBP default (KV groups + channels) vs SoBP ``units=servable``; PG ``budge
 (groups + channels + blocks) vs PG ``budget=params units=servable`` (channels + blocks).
 
     python benchmarks/units.py --seqlen 512 --calib-samples 32 --eval-windows 24 \
-        [--ratios 0.2,0.3] [--save-models DIR]
+        [--ratios 0.2,0.3] [--pg-steps N] [--save-models DIR]
 
 Writes ``benchmarks/results/units.json`` after every run (``--resume`` keeps finished rows).
 """
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(p)
     p.add_argument("--ratios", default="0.2,0.3")
+    p.add_argument("--pg-steps", type=int, default=None, help="PG steps of both PG rows (default: the method's)")
     args = finish_args(p.parse_args(argv), "units")
     protocol = {
         "model": args.model or "smollm2-135m",
@@ -64,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     plan: list[tuple[str | None, str, dict]] = [(None, "-", {})]
     for r in args.ratios.split(","):
-        plan += [(m, f"{r} {label}", {"ratio": float(r), **opts}) for m, label, opts in ROWS]
+        for m, label, opts in ROWS:
+            if m == "pg" and args.pg_steps is not None:
+                label, opts = f"{label} steps={args.pg_steps}", {**opts, "steps": args.pg_steps}
+            plan.append((m, f"{r} {label}", {"ratio": float(r), **opts}))
     return run_plan(args, "units", protocol, plan, markdown)
 
 

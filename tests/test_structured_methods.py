@@ -184,6 +184,26 @@ def test_sobp_holds_no_weight_gradients(toy_tokenizer):
     assert any(s != 0 for s in scores[0][1])
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
+def test_sobp_offloaded_stage1_equals_in_place(toy_tokenizer, family):
+    """``offload=true`` (one checkpointed block at a time on the device) gives stage 1's
+    scores of the plain backward pass, and LLM-Pruner-style weight gradients are refused."""
+    from llmprune.errors import LlmpruneError
+    from llmprune.methods.gradients import backward_windows
+    from llmprune.methods.sobp import first_order_scores
+
+    model = build_tiny(family, vocab_size=len(toy_tokenizer))
+    adapter = get_adapter(model)
+    calib = llmprune.calibration_data(toy_tokenizer, 2, 16)
+    plain = first_order_scores(model, adapter, calib, progress=False)
+    streamed = first_order_scores(model, adapter, calib, progress=False, offload=True)
+    for (gp, cp), (gs, cs) in zip(plain, streamed):
+        assert torch.allclose(torch.tensor(gp + cp), torch.tensor(gs + cs), rtol=1e-5, atol=1e-9)
+    assert all("forward" not in b.__dict__ for b in adapter.blocks())  # wrappers removed
+    with pytest.raises(LlmpruneError, match="masks only"):
+        backward_windows(model, calib, "cpu", [next(model.parameters())], offload_blocks=list(adapter.blocks()))
+
+
 def _window_grads(model, calib):
     for p in model.parameters():
         p.grad = None

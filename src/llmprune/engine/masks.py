@@ -23,7 +23,7 @@ MaskFn = Callable[[], "torch.Tensor | None"]
 def _expand(m: torch.Tensor, repeat: int, like: torch.Tensor) -> torch.Tensor:
     if repeat > 1:
         m = m.repeat_interleave(repeat)
-    return m.to(like.dtype)
+    return m.to(device=like.device, dtype=like.dtype)  # masks may live off the compute device
 
 
 class MaskHooks:

@@ -8,13 +8,20 @@ LM head's input ``h``; each chunk's logits, loss and backward into a detached co
 vocabulary at 2048 tokens would otherwise hold 2 GiB of logits and as much again for
 their softmax and gradient); ``h`` then back-propagates the summed gradient through the
 model once. The gradients equal those of the unchunked loss up to rounding.
+
+``offload_blocks`` (gradients of hook-inserted tensors only, e.g. SoBP's masks) keeps
+only the running decoder block on the device: every block runs under non-reentrant
+activation checkpointing and is streamed in for its forward and for its recomputation
+(:func:`~llmprune.engine.offload.checkpointed_blocks`), the rest of the model stays
+there throughout (:func:`~llmprune.engine.offload.move_except_blocks`).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Iterable
+from contextlib import nullcontext
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -98,16 +105,25 @@ def backward_windows(
     progress: bool = True,
     desc: str = "gradients",
     loss_chunk: int = LOSS_CHUNK,
+    offload_blocks: Sequence[nn.Module] | None = None,
 ) -> None:
     """Accumulate ``∂L/∂t`` (LM loss, summed over the windows of ``calib``) into ``.grad``
     of every tensor in ``trainable`` and of any leaf tensor hooks put in the graph.
 
     Every model parameter outside ``trainable`` has ``requires_grad=False`` meanwhile;
     the flags, the training mode and gradient checkpointing are restored afterwards.
+    ``offload_blocks`` (the decoder blocks) streams one block at a time to ``device``
+    (module docstring); the model is back on the CPU afterwards. It takes no weight
+    gradients (``trainable`` must be empty): a streamed block's weights leave the device
+    before their gradients would be accumulated.
     """
     from tqdm.auto import tqdm
 
+    from ..engine.offload import checkpointed_blocks, move_except_blocks
+
     trainable = list(trainable)
+    if offload_blocks is not None and trainable:
+        raise LlmpruneError("offloaded backward passes take gradients of masks only, not of weights")
     hf: Any = model  # a transformers causal LM
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
@@ -116,18 +132,26 @@ def backward_windows(
         t.requires_grad_(True)
         t.grad = None
     was_training = model.training
+    checkpointing = checkpointing and offload_blocks is None  # offloading checkpoints every block itself
     if checkpointing:
         hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
-    model.to(device)
+    if offload_blocks is not None:
+        move_except_blocks(model, offload_blocks, torch.device(device))
+        streamed: Any = checkpointed_blocks(offload_blocks, torch.device(device))
+    else:
+        model.to(device)
+        streamed = nullcontext()
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), streamed:
             for i in tqdm(range(calib.shape[0]), desc=desc, disable=not progress, file=sys.stderr):
                 ids = calib[i : i + 1].to(device)
                 loss = lm_loss_backward(model, ids, loss_chunk)
                 if not math.isfinite(loss):
                     raise LlmpruneError("the calibration loss is NaN/inf: load the model in float32 (--dtype float32)")
     finally:
+        if offload_blocks is not None:
+            model.to("cpu")
         if checkpointing:
             hf.gradient_checkpointing_disable()
         model.train(was_training)

@@ -90,6 +90,7 @@ def first_order_scores(
     device: str = "cpu",
     checkpointing: bool = False,
     progress: bool = True,
+    offload: bool = False,
 ) -> list[tuple[list[float], list[float]]]:
     """``Σ_x ∂L/∂m_g`` (signed) for every KV group and channel of every block (stage 1).
 
@@ -98,7 +99,13 @@ def first_order_scores(
     has the sum of their gradients."""
     with _masks(adapter) as masks:
         backward_windows(
-            model, calib, device, checkpointing=checkpointing, progress=progress, desc="sobp: first-order scores"
+            model,
+            calib,
+            device,
+            checkpointing=checkpointing,
+            progress=progress,
+            desc="sobp: first-order scores",
+            offload_blocks=list(adapter.blocks()) if offload else None,
         )
         return [([] if gm is None else _grad(gm).tolist(), _grad(cm).tolist()) for gm, cm in masks]
 
@@ -263,6 +270,7 @@ class SoBPConfig(UnitsConfig):
     global_selection: bool = Field(True, description="stage 1 allocates globally (False: same counts per layer)")
     damp: float = Field(0.01, description="dampening of stage 2 (and of stage 3 unless refit_damp)")
     checkpointing: bool = Field(False, description="activation checkpointing in stage 1")
+    offload: bool = Field(False, description="stage 1 with one block on the device at a time (checkpointed per block)")
     normalize: Literal["none", "params"] = Field("none", description="rank stage-1 scores as is or per parameter")
     refit_prior: Literal["current", "zero"] = Field(
         "current", description="stage 3 ridge towards the stage-2 weights or zero"
@@ -313,6 +321,7 @@ class SoBP(StructuredMethod):
             "global_selection": self.config.global_selection,
             "damp": self.config.damp,
             "checkpointing": self.config.checkpointing,
+            "offload": self.config.offload,
             "allow_empty": self.allow_empty,
             "units": list(self.units),
             "normalize": self.config.normalize,
@@ -431,7 +440,9 @@ class SoBP(StructuredMethod):
         info, units = [], []
         scores = ctx.reuse.get("first_order_scores")
         if scores is None:
-            scores = first_order_scores(model, adapter, calib, device, self.config.checkpointing, progress)
+            scores = first_order_scores(
+                model, adapter, calib, device, self.config.checkpointing, progress, self.config.offload
+            )
         if device != "cpu":
             model.to("cpu")
         stage1_rss = peak_rss_mb()

@@ -242,10 +242,12 @@ def markdown(rows: list[dict]) -> str:
     ]
     for r in rows:
         bs = r["block_seconds"]
+        total = "-" if r.get("seconds") is None else f"{r['seconds']:.0f}"  # None: run stopped by hand
         lines.append(
             f"| {r['shape']} (d={r['hidden']}) | {r['layers']} | {r['model_bytes'] / 1e9:.2f} | "
             f"{r['method']} | {r.get('blocks_run', r['layers'])} | {r['peak_rss_mb']:.0f} | "
-            f"{sum(bs) / len(bs):.1f} | {r['seconds']:.0f} | {r['wchar'] / 1e9:.2f} |"
+            f"{sum(bs) / len(bs):.1f} | {total} | "
+            f"{r['wchar'] / 1e9:.2f} |"
         )
     return "\n".join(lines)
 

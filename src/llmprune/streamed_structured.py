@@ -42,7 +42,10 @@ from .errors import LlmpruneError
 if TYPE_CHECKING:
     from .methods.structured import ScoredMethod
     from .methods.units import BlockInfo, Unit
-    from .streamed import StreamRun
+
+
+#: :class:`llmprune.streamed.StreamRun` (not imported: that module imports this one)
+StreamRun = Any
 
 
 def _score_pass(run: StreamRun, method: ScoredMethod) -> None:

@@ -304,7 +304,8 @@ def export_gguf(
 ) -> dict:
     """``llmprune export SRC --format gguf``: load ``src`` (a model spec or llmprune
     output), write it as GGUF, optionally re-quantize it with llama.cpp into ``out``."""
-    from .. import api
+    from ..checks import check_model_spec
+    from ..models.loading import load_model_and_tokenizer
     from .gguf_quantize import check_quantize, llama_cpp_module
 
     outtype = check_outtype(outtype)
@@ -312,7 +313,8 @@ def export_gguf(
     if qtype is not None:
         llama_cpp_module()  # fail before loading the model
     path = check_out_file(out, force)
-    model, tok = api.load(src)
+    check_model_spec(src)
+    model, tok = load_model_and_tokenizer(src)
     source = source_gguf_for(src, tok)
     if qtype is None:
         return write_gguf(model, tok, path, outtype, source_gguf=source, force=force)

@@ -54,6 +54,7 @@ from .units import (
     StructuredMethod,
     Unit,
     UnitsConfig,
+    module_units,
     removed_counts,
     select_global,
     select_uniform,
@@ -457,14 +458,11 @@ class SoBP(StructuredMethod):
             gn, cn = (gcost, ccost) if per_param else (1, 1)
             if "groups" in families:
                 units += [Unit(b, "group", g, gcost, abs(s) / gn) for g, s in enumerate(gs)]
-            if "attention" in families and gs and b > 0:  # block 0 keeps it: see units.FIRST_ATTENTION
-                cost = groups * gcost
-                units.append(Unit(b, "attention", 0, cost, abs(sum(gs)) / (cost if per_param else 1)))
             if "channels" in families:
                 units += [Unit(b, "channel", c, ccost, abs(s) / cn) for c, s in enumerate(cs)]
-            if "mlp" in families and cs:
-                cost = channels * ccost
-                units.append(Unit(b, "mlp", 0, cost, abs(sum(cs)) / (cost if per_param else 1)))
+            for u in module_units(b, families, info[b], abs(sum(gs)), abs(sum(cs))):
+                u.score /= u.cost if per_param else 1
+                units.append(u)
         total = sum(bi.groups * bi.group_cost + bi.channels * bi.channel_cost for bi in info)
         select = select_global if self.config.global_selection else select_uniform
         chosen = select(units, info, self.ratio, self.ratio * total, self.allow_empty)

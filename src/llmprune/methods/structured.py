@@ -47,6 +47,7 @@ from .units import (
     UnitsConfig,
     apply_selection,
     group_columns,
+    module_units,
     removed_counts,
     select_global,
     select_uniform,
@@ -78,24 +79,21 @@ class ScoredMethod(StructuredMethod):
         raise NotImplementedError
 
     def score_block(self, i: int, att: AttentionSpec | None, mlp: MLPSpec, stats: dict[int, InputStats]) -> list[Unit]:
-        groups, channels, gcost, ccost = unit_costs(att, mlp)
+        info = BlockInfo(*unit_costs(att, mlp))
         families = self.units
+        whole = torch.sum if self.head_reduce == "sum" else torch.mean  # a whole module's score
         units = []
+        att_score = 0.0
         if att is not None:
             cols = self.column_scores(att.o, stats[id(att.o)])
             if "groups" in families:
                 for g, s in enumerate(group_columns(att, cols, self.head_reduce).tolist()):
-                    units.append(Unit(i, "group", g, gcost, s))
-            if "attention" in families and groups and i > 0:  # block 0 keeps it: see units.FIRST_ATTENTION
-                whole = cols.sum() if self.head_reduce == "sum" else cols.mean()
-                units.append(Unit(i, "attention", 0, groups * gcost, float(whole)))
+                    units.append(Unit(i, "group", g, info.group_cost, s))
+            att_score = float(whole(cols))
         cols = self.column_scores(mlp.down, stats[id(mlp.down)])
         if "channels" in families:
-            units += [Unit(i, "channel", c, ccost, s) for c, s in enumerate(cols.tolist())]
-        if "mlp" in families and channels:
-            whole = cols.sum() if self.head_reduce == "sum" else cols.mean()
-            units.append(Unit(i, "mlp", 0, channels * ccost, float(whole)))
-        return units
+            units += [Unit(i, "channel", c, info.channel_cost, s) for c, s in enumerate(cols.tolist())]
+        return units + module_units(i, families, info, att_score, float(whole(cols)))
 
     def select(self, units: list[Unit], info: list[BlockInfo], target: float) -> list[Unit]:
         return (select_uniform if self.allocation == "uniform" else select_global)(

@@ -31,9 +31,8 @@ from ..surgery import structural
 from .base import Method, MethodConfig
 
 
-#: unit families in a fixed order, and the ``Unit.kind`` of each
+#: unit families in a fixed order
 FAMILIES = ("groups", "attention", "channels", "mlp", "blocks")
-KIND = {"groups": "group", "attention": "attention", "channels": "channel", "mlp": "mlp", "blocks": "block"}
 #: families whose removals vLLM's per-layer format expresses (see the module docstring)
 SERVABLE = ("attention", "channels", "mlp", "blocks")
 #: why block 0's whole attention is never a candidate of the ``attention`` family
@@ -114,6 +113,20 @@ def unit_costs(att: AttentionSpec | None, mlp: MLPSpec) -> tuple[int, int, int, 
     lins = ([mlp.gate] if mlp.gate is not None else []) + [mlp.up, mlp.down]
     ccost = sum(lin.weight.numel() for lin in lins) // mlp.channels if mlp.channels else 0
     return groups, mlp.channels, gcost, ccost
+
+
+def module_units(
+    b: int, families: tuple[str, ...], info: BlockInfo, attention_score: float, mlp_score: float
+) -> list[Unit]:
+    """Block ``b``'s whole-attention and whole-MLP candidates for the ``attention`` and
+    ``mlp`` families asked (a module's cost: all its groups' or channels' weights). Block
+    0's attention is never one (:data:`FIRST_ATTENTION`)."""
+    out = []
+    if "attention" in families and info.groups and b > 0:
+        out.append(Unit(b, "attention", 0, info.groups * info.group_cost, attention_score))
+    if "mlp" in families and info.channels:
+        out.append(Unit(b, "mlp", 0, info.channels * info.channel_cost, mlp_score))
+    return out
 
 
 def block_infos(adapter: ModelAdapter) -> list[BlockInfo]:

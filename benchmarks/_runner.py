@@ -46,6 +46,23 @@ def finish_args(args: argparse.Namespace, name: str) -> argparse.Namespace:
     return args
 
 
+def shared_protocol(args: argparse.Namespace, **extra: object) -> dict:
+    """The protocol every run of a benchmark shares (model, calibration, evaluation, device),
+    followed by the benchmark's own ``extra`` entries; ``run_plan --resume`` keeps earlier
+    runs only when it is equal."""
+    return {
+        "model": args.model or "smollm2-135m",
+        "seqlen": args.seqlen,
+        "calib_samples": args.calib_samples,
+        "calib_dataset": "wikitext2 train portion",
+        "seed": 0,
+        "eval_windows": args.eval_windows or "all",
+        "quick": args.quick,
+        "device": args.device,
+        **extra,
+    }
+
+
 def run_one(args: argparse.Namespace, method: str | None, label: str, **prune_kw) -> dict:
     """Load the model, prune it with ``method`` (None = dense), evaluate WikiText-2."""
     model, tok = llmprune.load(args.model, device="cpu")

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 import _runner
-from _runner import add_common_args, finish_args, run_plan
+from _runner import add_common_args, finish_args, run_plan, shared_protocol
 
 import llmprune
 from llmprune.engine.layerwise import peak_rss_mb
@@ -139,19 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if v is not None
     }
-    protocol = {
-        "model": args.model or "smollm2-135m",
-        "seqlen": args.seqlen,
-        "calib_samples": args.calib_samples,
-        "calib_dataset": "wikitext2 train portion",
-        "seed": 0,
-        "eval_windows": args.eval_windows or "all",
-        "quick": args.quick,
-        "device": args.device,
-        "ratio": "fraction of decoder-block linear weights",
-        "pg": pg_kw,
-        "threads": torch.get_num_threads(),
-    }
+    protocol = shared_protocol(
+        args, ratio="fraction of decoder-block linear weights", pg=pg_kw, threads=torch.get_num_threads()
+    )
     plan: list[tuple[str | None, str, dict]] = [(None, "-", {})]
     for r in args.ratios.split(","):
         ratio = float(r)

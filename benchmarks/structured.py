@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _runner import add_common_args, finish_args, run_plan
+from _runner import add_common_args, finish_args, run_plan, shared_protocol
 
 ABLATION = {
     "sobp-no-global": {"global_selection": False},
@@ -61,17 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         "structured_quick.json ran with module, the default then)",
     )
     args = finish_args(p.parse_args(argv), "structured")
-    protocol = {
-        "model": args.model or "smollm2-135m",
-        "seqlen": args.seqlen,
-        "calib_samples": args.calib_samples,
-        "calib_dataset": "wikitext2 train portion",
-        "seed": 0,
-        "eval_windows": args.eval_windows or "all",
-        "quick": args.quick,
-        "device": args.device,
-        "ratio": "fraction of decoder-block linear weights",
-    }
+    protocol = shared_protocol(args, ratio="fraction of decoder-block linear weights")
     sobp = {"refit_target": args.sobp_refit_target}
     plan = [] if args.ablation_only else [(None, "-", {})]
     for r in [] if args.ablation_only else args.ratios.split(","):

@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from _runner import add_common_args, finish_args, run_plan
+from _runner import add_common_args, finish_args, run_plan, shared_protocol
 
 #: the rows of one ratio: (method, label suffix, method options)
 ROWS = (
@@ -50,19 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ratios", default="0.2,0.3")
     p.add_argument("--pg-steps", type=int, default=None, help="PG steps of both PG rows (default: the method's)")
     args = finish_args(p.parse_args(argv), "units")
-    protocol = {
-        "model": args.model or "smollm2-135m",
-        "seqlen": args.seqlen,
-        "calib_samples": args.calib_samples,
-        "calib_dataset": "wikitext2 train portion",
-        "seed": 0,
-        "eval_windows": args.eval_windows or "all",
-        "quick": args.quick,
-        "device": args.device,
-        "ratio": "fraction of decoder-block linear weights",
-        "methods": "package defaults except the options in each row's setting",
-        "threads": torch.get_num_threads(),
-    }
+    protocol = shared_protocol(
+        args,
+        ratio="fraction of decoder-block linear weights",
+        methods="package defaults except the options in each row's setting",
+        threads=torch.get_num_threads(),
+    )
     plan: list[tuple[str | None, str, dict]] = [(None, "-", {})]
     for r in args.ratios.split(","):
         for m, label, opts in ROWS:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _runner import add_common_args, finish_args, run_plan
+from _runner import add_common_args, finish_args, run_plan, shared_protocol
 
 
 def markdown(rows: list[dict]) -> str:
@@ -36,16 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="magnitude,wanda,sparsegpt")
     p.add_argument("--settings", default="0.5,0.7,2:4,4:8", help="ratios and N:M patterns")
     args = finish_args(p.parse_args(argv), "unstructured")
-    protocol = {
-        "model": args.model or "smollm2-135m",
-        "seqlen": args.seqlen,
-        "calib_samples": args.calib_samples,
-        "calib_dataset": "wikitext2 train portion",
-        "seed": 0,
-        "eval_windows": args.eval_windows or "all",
-        "quick": args.quick,
-        "device": args.device,
-    }
+    protocol = shared_protocol(args)
     plan = [(None, "-", {})]
     for s in args.settings.split(","):
         kw = {"pattern": s} if ":" in s else {"ratio": float(s)}

@@ -37,11 +37,28 @@ def load(
 
 
 def calibration_data(
-    tokenizer, n: int, seqlen: int, seed: int = 0, dataset: str = "wikitext2", data_dir: str | os.PathLike | None = None
+    tokenizer,
+    n: int,
+    seqlen: int,
+    seed: int = 0,
+    dataset: str = "wikitext2",
+    data_dir: str | os.PathLike | None = None,
+    model: nn.Module | None = None,
 ) -> torch.Tensor:
     """``n`` random windows of ``seqlen`` tokens from the dataset's calibration split
-    (WikiText-2 train portion by default; C4 validation for ``c4``)."""
+    (WikiText-2 train portion by default; C4 validation for ``c4``), or, for
+    ``dataset="self"``, ``n`` windows ``model`` samples itself (chat models: whole
+    conversations from their chat template; see :mod:`llmprune.data.self_generated`)."""
     from .data import calibration_windows, load_text, tokenize
+    from .data.self_generated import NAME as SELF
+    from .data.self_generated import self_generated_windows
+
+    if dataset == SELF:
+        if model is None:
+            raise LlmpruneError("calibration dataset 'self' needs the model that generates it: pass model=")
+        if n < 1:
+            raise LlmpruneError(f"--calib-samples {n} must be at least 1")
+        return self_generated_windows(model, tokenizer, n, seqlen, seed)
 
     split = {"wikitext2": "train", "c4": "validation", "ptb": "valid"}.get(dataset, "train")
     ids = tokenize(tokenizer, load_text(dataset, split=split, data_dir=data_dir))
@@ -109,7 +126,7 @@ def prune(
     t0 = time.perf_counter()
     calib = None
     if m.needs_calibration:
-        calib = calibration_data(tokenizer, calib_samples, seqlen, seed, calib_dataset, data_dir)
+        calib = calibration_data(tokenizer, calib_samples, seqlen, seed, calib_dataset, data_dir, model)
     result = m.run(
         PruneContext(model, adapter, calib, device=str(device), progress=progress, seed=seed, reuse=reuse or {})
     )

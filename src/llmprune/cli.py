@@ -120,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML recipe: method, ratio/pattern, method_args, calibration (flags override it); "
         "every output holds the recipe.yaml of its run",
     )
-    p.add_argument("--calib-dataset", default=None, help="wikitext2 (default, embedded), c4, ptb")
+    p.add_argument(
+        "--calib-dataset",
+        default=None,
+        help="wikitext2 (default, embedded), c4, ptb, or self: text the model generates itself "
+        "(chat models: conversations in their chat template; use it for instruct models)",
+    )
     p.add_argument("--calib-samples", type=int, default=None, help="calibration windows (default 128)")
     p.add_argument("--seqlen", type=int, default=None, help="tokens per calibration window (default 2048)")
     p.add_argument("--seed", type=int, default=None, help="calibration sampling and method seed (default 0)")

@@ -471,6 +471,11 @@ def _prune_streamed(
     """
     from .methods.structured import ScoredMethod
 
+    if calib_dataset == "self" and calib_ids is None:
+        raise LlmpruneError(
+            "prune-streamed cannot use --calib-dataset self: generating text needs the whole model in memory; "
+            "generate the windows with llmprune.calibration_data(..., dataset='self', model=...) and pass calib_ids"
+        )
     method_obj = _method(method, ratio, pattern, update, options)
     run = _open(
         model_dir,

@@ -25,7 +25,11 @@ MLP, the per-layer widths vLLM serves; :mod:`llmprune.methods.units`).
    two-fold cross-validation; ``refit_weight="rms"`` weights tokens by ``1/rms(h_t)²``.
 
 Stage 1 can be handed in (``PruneContext.reuse["first_order_scores"]``, the output of
-:func:`first_order_scores`) to share it between runs. Measurements and the choice of defaults: docs/methods/sobp.md.
+:func:`first_order_scores`) to share it between runs. ``llmprune.prune_streamed`` runs the
+same stages on a model that is never in memory as a whole (:mod:`llmprune.streamed_sobp`:
+stage 1 by a block-by-block backward pass, :func:`block_masks`/:func:`mask_scores` per
+block; the selection :meth:`SoBP.choose`; stages 2-3 :meth:`SoBP.prune_block` on two
+streams). Measurements and the choice of defaults: docs/methods/sobp.md.
 """
 
 from __future__ import annotations
@@ -308,7 +312,6 @@ class SoBPConfig(UnitsConfig):
 class SoBP(StructuredMethod):
     name = "sobp"
     summary = "global first-order selection, OBS refinement, least-squares reconstruction (Wei et al. 2024)"
-    whole_model = "gradients of the LM loss through the whole model (stage 1) and the dense stream (stage 3)"
     Config = SoBPConfig
     config: SoBPConfig
     supported_units = ("groups", "attention", "channels", "mlp")

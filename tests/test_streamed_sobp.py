@@ -171,58 +171,70 @@ _KILL = """
 import os, signal, sys
 sys.path.insert(0, {src!r})
 import llmprune
+from llmprune.engine.resume import RunState
 
 def done(k):
     if k == {k}:
         os.kill(os.getpid(), signal.SIGKILL)
 
+commit = RunState.commit
+
+def commit_then_kill(self, progress):  # in stage 1's forward pass (disk activations commit it)
+    commit(self, progress)
+    if progress.forward == 2 and {k} < 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+RunState.commit = commit_then_kill
 llmprune.prune_streamed({model!r}, "sobp", {out!r}, ratio=0.3, calib_samples=4, seqlen=32,
                         activations={acts!r}, progress=False, on_block_done=done)
 """
 
+# kill step (-1: after block 1 of stage 1's forward pass), activations, committed
+# (scored, done), blocks the resumed run reads (stage 1 forward, stage 1 backward, stages 2-3)
+RESUME = [
+    (-1, "disk", (0, 0), [2, 3] + [3, 2, 1, 0] + [0, 1, 2, 3]),
+    (1, "memory", (2, 0), [0] + [1, 0] + [0, 1, 2, 3]),  # the forward pass recomputed up to x_1
+    (1, "disk", (2, 0), [1, 0] + [0, 1, 2, 3]),  # the forward pass's files are committed
+    (5, "memory", (4, 2), [2, 3]),
+    (6, "disk", (4, 3), [3]),
+]
+
 
 @pytest.mark.parametrize(
-    "step,activations",
-    [(1, "memory"), (1, "disk"), (5, "memory"), (6, "disk")],
-    ids=["stage1-memory", "stage1-disk", "stage23-memory", "stage23-disk"],
+    "step,activations,committed,reads",
+    RESUME,
+    ids=["stage1-forward-disk", "stage1-memory", "stage1-disk", "stage23-memory", "stage23-disk"],
 )
-def test_sobp_resume_after_kill(sources, tmp_path, step, activations):
-    """Killed after step 1 (stage 1: blocks 3 and 2 scored) or after stage 2-3's block 1 or 2
-    of a 4-block model: the resumed run scores no block twice, refines no written block again
-    and writes what the in-memory run writes."""
+def test_sobp_resume_after_kill(sources, tmp_path, step, activations, committed, reads):
+    """Killed in stage 1's forward pass, after stage 1's step 1 (blocks 3 and 2 scored) or
+    after stage 2-3's block 1 or 2 of a 4-block model: the resumed run reads only the blocks
+    it still needs (it scores no block twice, refines no written block again) and writes
+    what the in-memory run writes."""
+    from llmprune.streamed import StreamRun
+
     out = tmp_path / "out"
     script = _KILL.format(src=str(REPO / "src"), k=step, model=str(sources["deep"]), out=str(out), acts=activations)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert proc.returncode == -9, proc.stderr[-2000:]
     partial = tmp_path / ".out.partial"
     progress = json.loads((partial / "state" / "progress.json").read_text())
-    assert (progress["scored"], progress["done"]) == ((2, 0) if step == 1 else (4, step - 3))
-    from llmprune import streamed_gradients
-    from llmprune.methods.sobp import SoBP
+    assert (progress["scored"], progress["done"]) == committed
+    read = []
+    original = StreamRun.read_block
 
-    scored, refined = [], []
-    backward, prune_block = streamed_gradients.block_backward, SoBP.prune_block
+    def spy(self, i):
+        read.append(i)
+        return original(self, i)
 
-    def spy_backward(run, i, *args, **kwargs):
-        scored.append(i)
-        return backward(run, i, *args, **kwargs)
-
-    def spy_prune(self, adapter, block, runner, b, *args, **kwargs):
-        refined.append(b)
-        return prune_block(self, adapter, block, runner, b, *args, **kwargs)
-
-    streamed_gradients.block_backward = spy_backward  # type: ignore[assignment]
-    SoBP.prune_block = spy_prune  # type: ignore[method-assign]
+    StreamRun.read_block = spy  # type: ignore[method-assign]
     try:
         report = llmprune.prune_streamed(
             sources["deep"], "sobp", out, ratio=0.3, activations=activations, progress=False, **CALIB
         )
     finally:
-        streamed_gradients.block_backward = backward  # type: ignore[assignment]
-        SoBP.prune_block = prune_block  # type: ignore[method-assign]
-    assert scored == ([1, 0] if step == 1 else [])
-    assert refined == ([0, 1, 2, 3] if step == 1 else list(range(step - 3, 4)))
-    assert report["details"]["streamed"]["resumed_from_block"] == step + 1
+        StreamRun.read_block = original  # type: ignore[method-assign]
+    assert read == reads
+    assert report["details"]["streamed"]["resumed_from_block"] == sum(committed)
     _in_memory(sources["deep"], tmp_path / "memory", 0.3)
     _assert_same_checkpoint(out, tmp_path / "memory")
     assert not partial.exists()

@@ -135,6 +135,20 @@ def test_streamed_sobp_equals_in_memory(sources, tmp_path, source, ratio, option
     assert not list(tmp_path.glob(".*partial*"))
 
 
+@pytest.mark.parametrize("family", ["opt", "phi", "gemma3"])
+def test_streamed_sobp_other_families(family, tmp_path, toy_tokenizer):
+    """Learned positions and biases (OPT), parallel blocks and partial rotary (Phi),
+    post-norms (stage 3 refits module outputs) and sliding-window layers (Gemma-3): still the
+    same checkpoint."""
+    from tiny_models import build_tiny
+
+    src = _save(build_tiny(family, vocab_size=len(toy_tokenizer)), tmp_path / "src", toy_tokenizer)
+    report = llmprune.prune_streamed(src, "sobp", tmp_path / "streamed", ratio=0.3, progress=False, **CALIB)
+    ref = _in_memory(src, tmp_path / "memory", 0.3)
+    _assert_same_checkpoint(tmp_path / "streamed", tmp_path / "memory")
+    assert report["structured"] == ref["structured"] and report["export"] == ref["export"]
+
+
 class _StopAfterStage1(Exception):
     pass
 

@@ -56,6 +56,7 @@ class Boundaries:
         from .engine.streaming import DiskActivations
 
         self.acts: DiskActivations | None = (
+            # one file per boundary (:meth:`name`); the pair of names is not used
             DiskActivations(run.state.dir, shape, run.dtype, ("forward-a.bin", "forward-b.bin")) if disk else None
         )
         self.xs: dict[int, torch.Tensor] = {}

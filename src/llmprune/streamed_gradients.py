@@ -126,7 +126,7 @@ def _blocks_return(blocks: list[nn.Module], top: torch.Tensor) -> Iterator[None]
 def _forward(run: StreamRun, bounds: Boundaries, start: int, stop: int, kwargs_list: list[dict]) -> None:
     """Compute ``x_{j+1}`` from ``x_j`` for ``j`` in ``start … stop − 1`` (disk: each step committed)."""
     from .engine.streaming import StreamRunner
-    from .streamed_structured import _release
+    from .streamed_structured import release_block
 
     prog = run.prog
     for j in run.bar(start, stop, "sobp (streamed, stage 1: forward)"):
@@ -136,7 +136,7 @@ def _forward(run: StreamRun, bounds: Boundaries, start: int, stop: int, kwargs_l
         assert outputs is not None
         bounds.put(j + 1, outputs)
         del runner
-        _release(run, j)
+        release_block(run, j)
         if bounds.acts is not None:
             prog.forward = j + 1
             run.state.commit(prog)
@@ -171,7 +171,7 @@ def block_backward(
     ``grad_in`` (None for block 0)."""
     from .engine.masks import MaskHooks
     from .methods.sobp import block_masks, mask_scores
-    from .streamed_structured import _release
+    from .streamed_structured import release_block
 
     block = run.read_block(i)
     kwargs = _clone_tensors(kwargs)
@@ -186,7 +186,7 @@ def block_backward(
                 assert x.grad is not None
                 grad_in[w : w + 1] = x.grad.to(grad_in.device)
         scores = mask_scores(gm, cm)
-    _release(run, i)
+    release_block(run, i)
     return scores
 
 

@@ -71,7 +71,7 @@ def prune_sobp(run: StreamRun, method: SoBP) -> dict:
     from .methods.units import block_infos
     from .models import count_parameters
     from .streamed_gradients import stage1
-    from .streamed_structured import _release, plan_output, publish, write_block
+    from .streamed_structured import plan_output, publish, release_block, write_block
 
     prog, dev, n = run.prog, run.dev, run.n_blocks
     assert run.calib is not None
@@ -132,7 +132,7 @@ def prune_sobp(run: StreamRun, method: SoBP) -> dict:
                     dense_nxt = _outputs(runner.reference)
             del runner  # the dense copy of the block is dropped here
             write_block(run, out, i, block)
-            _release(run, i)
+            release_block(run, i)
             if nxt is not None:
                 pruned.advance(i + 1, nxt)
             if dense is not None and dense_nxt is not None:

@@ -26,7 +26,7 @@ blocks (:class:`~llmprune.methods.structured.ScoredMethod`), so the streamed run
 
 The output holds the tensors and config ``llmprune.save`` writes for the model pruned in
 memory: a stock config, the DeciLM ``block_configs`` vLLM serves (without the ``no_op``
-parts) or the llmprune layout with its remote code. :func:`plan_output`,
+parts) or the llmprune layout with its remote code. :func:`plan_output`, :func:`release_block`,
 :func:`write_block` and :func:`publish` are shared with streamed SoBP
 (:mod:`llmprune.streamed_sobp`).
 """
@@ -77,7 +77,7 @@ def _score_pass(run: StreamRun, method: ScoredMethod) -> None:
                 record[key] = mean.detach().cpu()
         run.state.save_scores(i, record)
         del runner, units, info
-        _release(run, i)
+        release_block(run, i)
         run.advance(i, outputs if i + 1 < n else None)
         prog.scored = i + 1
         prog.block_seconds.append(time.perf_counter() - tb)
@@ -85,7 +85,7 @@ def _score_pass(run: StreamRun, method: ScoredMethod) -> None:
     run.hidden = run.acts = None
 
 
-def _release(run: StreamRun, i: int) -> None:
+def release_block(run: StreamRun, i: int) -> None:
     """Put every tensor of block ``i`` (pruned or not) back on ``meta``."""
     from .engine.streaming import persistent_names, to_meta
 
@@ -198,7 +198,7 @@ def prune_structured(run: StreamRun, method: ScoredMethod) -> dict:
         block = run.read_block(i)
         apply_block(run.adapter, block, i, by_block.get(i, []), info[i], method.compensate_bias)
         write_block(run, out, j, block)
-        _release(run, i)
+        release_block(run, i)
         prog.done = j + 1
         prog.block_seconds.append(time.perf_counter() - tb)
         run.commit(n + j)

@@ -9,13 +9,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prune-streamed",
         help="prune a model larger than memory block by block from disk (magnitude, wanda, sparsegpt, mrp; "
-        "wanda-sp, flap, shortgpt in two passes); resumable",
+        "wanda-sp, flap, shortgpt in two passes; sobp); resumable",
     )
     p.add_argument(
         "--model", default=None, help="local Hugging Face directory with safetensors (default: SmolLM2-135M)"
     )
     p.add_argument(
-        "--method", required=True, help="magnitude, wanda, sparsegpt, mrp (unstructured); wanda-sp, flap, shortgpt"
+        "--method",
+        required=True,
+        help="magnitude, wanda, sparsegpt, mrp (unstructured); wanda-sp, flap, shortgpt, sobp (structured)",
     )
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--ratio", type=float, help="fraction of block linear weights to remove")
@@ -82,9 +84,10 @@ def cmd(args: argparse.Namespace) -> int:
     if report.get("kind") == "structured":  # a PruneReport: the streamed record is in details
         streamed = report["details"]["streamed"]
         resumed = streamed["resumed_from_block"]
+        how = f"({streamed['passes']}; " if "passes" in streamed else "in two passes ("
         print(
-            f"pruned {streamed['blocks']} blocks with {report['method']} streamed in two passes "
-            f"({'resumed at step ' + str(resumed) + ', ' if resumed else ''}{streamed['kept_blocks']} blocks kept, "
+            f"pruned {streamed['blocks']} blocks with {report['method']} streamed {how}"
+            f"{'resumed at step ' + str(resumed) + ', ' if resumed else ''}{streamed['kept_blocks']} blocks kept, "
             f"{report['structured']['achieved_ratio']:.1%} of block linear weights removed, {streamed['dtype']}), "
             f"{report['seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MiB; saved to {args.out}"
         )

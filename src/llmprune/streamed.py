@@ -10,7 +10,8 @@ tokenizer, ``report.json``) that appears under its final name only when complete
 
 The structured methods that score units block by block on the dense model (Wanda-sp,
 FLAP, ShortGPT) share the setup (:class:`StreamRun`) and run two passes over the blocks
-(:mod:`llmprune.streamed_structured`).
+(:mod:`llmprune.streamed_structured`); SoBP runs its stage 1 as a block-by-block forward
+and backward pass, then stages 2-3 on a dense and a pruned stream (:mod:`llmprune.streamed_sobp`).
 """
 
 from __future__ import annotations
@@ -76,18 +77,25 @@ def _source_dir(model_dir: str | os.PathLike | None) -> Path:
     return source
 
 
-def _method(name: str, ratio: float | None, pattern: str | None, update: str | None, options: dict) -> Any:
-    """The method ``name`` built and validated by its Config (``update`` is its ``update``
-    option): an unstructured layer-wise method, or a structured one that scores units
-    block by block (:class:`~llmprune.methods.structured.ScoredMethod`)."""
-    from .methods import get_method, method_names
-    from .methods.registry import methods
+def _streamable(cls: type) -> bool:
+    """An unstructured layer-wise method, a structured one that scores units block by
+    block (:class:`~llmprune.methods.structured.ScoredMethod`), or SoBP."""
+    from .methods.sobp import SoBP
     from .methods.structured import ScoredMethod
     from .methods.unstructured import LayerwiseMethod
 
+    return issubclass(cls, (LayerwiseMethod, ScoredMethod, SoBP))
+
+
+def _method(name: str, ratio: float | None, pattern: str | None, update: str | None, options: dict) -> Any:
+    """The method ``name`` built and validated by its Config (``update`` is its ``update``
+    option), if it can be streamed (:func:`_streamable`)."""
+    from .methods import get_method, method_names
+    from .methods.registry import methods
+
     cls = get_method(name)
-    if not issubclass(cls, (LayerwiseMethod, ScoredMethod)):
-        streamed = [n for n, c in methods().items() if issubclass(c, (LayerwiseMethod, ScoredMethod))]
+    if not _streamable(cls):
+        streamed = [n for n, c in methods().items() if _streamable(c)]
         if cls.whole_model:
             raise LlmpruneError(
                 f"{cls.name} cannot be streamed block by block: it needs {cls.whole_model}; "
@@ -456,7 +464,9 @@ def _prune_streamed(
     flap, shortgpt) run two passes (:mod:`llmprune.streamed_structured`): pass 1 scores,
     the selection runs over all blocks, pass 2 removes the units; the output is written in
     the format ``llmprune.save`` chooses (stock config, DeciLM ``block_configs`` or the
-    llmprune layout) with the same tensors.
+    llmprune layout) with the same tensors. SoBP (:mod:`llmprune.streamed_sobp`) takes its
+    stage-1 gradients by a forward and a backward pass over the blocks, selects as in
+    memory, then refines and reconstructs each block on a pruned and a dense stream.
 
     ``dtype`` (default float32 on CPU, bfloat16 on CUDA) is the precision the blocks run
     in and are written in; statistics are accumulated in float32/float64 and the solvers
@@ -466,9 +476,11 @@ def _prune_streamed(
     block (``False`` starts again). ``calib_ids`` ([n, L] token ids) replaces the
     calibration windows drawn from ``calib_dataset``. ``on_block_done(k)`` is called after
     each committed block (structured methods: pass 1's blocks ``0..n-1``, then pass 2's
-    written blocks ``n, n+1, ...``). Other keywords go to the method (e.g. ``damp``,
-    ``units``).
+    written blocks ``n, n+1, ...``; SoBP: stage 1's ``k``-th scored block, from the last
+    block down, then stages 2-3's block ``i`` as ``n + i``). Other keywords go to the
+    method (e.g. ``damp``, ``units``).
     """
+    from .methods.sobp import SoBP
     from .methods.structured import ScoredMethod
 
     if calib_dataset == "self" and calib_ids is None:
@@ -499,6 +511,10 @@ def _prune_streamed(
         from .streamed_structured import prune_structured
 
         return prune_structured(run, method_obj)
+    if isinstance(method_obj, SoBP):
+        from .streamed_sobp import prune_sobp
+
+        return prune_sobp(run, method_obj)
     return _prune_unstructured(run, method_obj)
 
 

@@ -26,13 +26,16 @@ blocks (:class:`~llmprune.methods.structured.ScoredMethod`), so the streamed run
 
 The output holds the tensors and config ``llmprune.save`` writes for the model pruned in
 memory: a stock config, the DeciLM ``block_configs`` vLLM serves (without the ``no_op``
-parts) or the llmprune layout with its remote code.
+parts) or the llmprune layout with its remote code. :func:`plan_output`, :func:`release_block`,
+:func:`write_block` and :func:`publish` are shared with streamed SoBP
+(:mod:`llmprune.streamed_sobp`).
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -41,7 +44,7 @@ from .errors import LlmpruneError
 
 if TYPE_CHECKING:
     from .methods.structured import ScoredMethod
-    from .methods.units import BlockInfo, Unit
+    from .methods.units import BlockInfo, StructuredMethod, Unit
 
 
 #: :class:`llmprune.streamed.StreamRun` (not imported: that module imports this one)
@@ -74,7 +77,7 @@ def _score_pass(run: StreamRun, method: ScoredMethod) -> None:
                 record[key] = mean.detach().cpu()
         run.state.save_scores(i, record)
         del runner, units, info
-        _release(run, i)
+        release_block(run, i)
         run.advance(i, outputs if i + 1 < n else None)
         prog.scored = i + 1
         prog.block_seconds.append(time.perf_counter() - tb)
@@ -82,7 +85,7 @@ def _score_pass(run: StreamRun, method: ScoredMethod) -> None:
     run.hidden = run.acts = None
 
 
-def _release(run: StreamRun, i: int) -> None:
+def release_block(run: StreamRun, i: int) -> None:
     """Put every tensor of block ``i`` (pruned or not) back on ``meta``."""
     from .engine.streaming import persistent_names, to_meta
 
@@ -110,25 +113,68 @@ def _selection(run: StreamRun, method: ScoredMethod) -> tuple[list[Unit], list[B
     return method.choose(units, info, costs, influence), info, costs, influence
 
 
+@dataclass
+class Output:
+    """The selection applied to a shape-only copy of the skeleton: the export plan
+    ``llmprune.save`` would choose, the kept blocks and their final tensor-name prefixes."""
+
+    shapes: Any  # the meta skeleton with the units removed (shapes only)
+    adapter: Any  # ModelAdapter of ``shapes``
+    plan: Any  # ExportPlan
+    kept: list[int]
+    prefixes: list[str]  # per kept block, its name in the output (renumbered after dropped blocks)
+
+
+def plan_output(run: StreamRun, chosen: list[Unit], info: list[BlockInfo], compensate: bool) -> Output:
+    """:class:`Output` of ``chosen`` (call after ``run.release_outer()``: everything on ``meta``)."""
+    from .engine.streaming import module_prefix
+    from .export.layout import plan_export
+    from .methods.units import apply_selection, dropped_blocks
+    from .models import get_adapter
+
+    shapes: Any = copy.deepcopy(run.model)  # every tensor on meta: shapes only
+    shape_adapter = get_adapter(shapes)
+    apply_selection(shape_adapter, chosen, info, compensate)
+    plan = plan_export(shapes, shape_adapter, "auto")
+    drop = set(dropped_blocks(chosen))
+    kept = [i for i in range(run.n_blocks) if i not in drop]
+    prefixes = [module_prefix(shapes, b) for b in shape_adapter.blocks()]
+    return Output(shapes, shape_adapter, plan, kept, prefixes)
+
+
+def write_block(run: StreamRun, out: Output, j: int, block: Any) -> None:
+    """Write kept block ``j`` (block ``out.kept[j]``, its units removed) to its own shard under
+    its final names (the ``block_configs`` format leaves removed modules out), after
+    refusing NaN/inf values; record it in ``run.prog``."""
+    from .checks import first_nonfinite
+    from .export.decilm import noop_names
+    from .export.shards import shard_name, write_shard
+
+    i, prog = out.kept[j], run.prog
+    bad = first_nonfinite(block)
+    if bad is not None:
+        raise LlmpruneError(
+            f"cannot save to {run.out_path}: tensor {run.prefixes[i]}{bad} holds NaN/inf values; the model is "
+            "broken (re-run the pruning in float32, or check the input checkpoint)"
+        )
+    skip = noop_names(run.adapter, block) if out.plan.kind == "block_configs" else ()
+    tensors = {
+        out.prefixes[j] + k: v.detach().to("cpu")
+        for k, v in block.state_dict().items()
+        if not any(k.startswith(p) for p in skip)
+    }
+    shard = shard_name(j + 1, len(out.kept) + 1)
+    write_shard(run.partial, shard, tensors)
+    prog.weight_map.update({k: shard for k in tensors})
+    prog.total_size += sum(t.numel() * t.element_size() for t in tensors.values())
+
+
 def prune_structured(run: StreamRun, method: ScoredMethod) -> dict:
     """Run the two passes (module docstring) on ``run`` and publish the checkpoint; return
     the report (a :class:`~llmprune.prune_report.PruneReport` as a dict, with the streamed
     run's record under ``details["streamed"]``)."""
-    import yaml
-
-    from . import api
-    from .checks import first_nonfinite
-    from .engine.layerwise import peak_rss_mb
-    from .engine.streaming import module_prefix
-    from .export.decilm import noop_names, write_decilm_files
-    from .export.layout import plan_export
-    from .export.save import REMOTE_FILE, apply_plan_config, export_record, remote_code_source
-    from .export.shards import shard_name, write_shard
-    from .methods.units import apply_block, apply_selection, dropped_blocks, removed_counts
-    from .modeling.modeling_llmprune import LAYOUT_KEY
-    from .models import count_parameters, get_adapter
-    from .prune_report import Calibration, PruneReport, StructuredSection
-    from .surgery import block_widths
+    from .methods.units import apply_block
+    from .models import count_parameters
 
     prog, dev, n = run.prog, run.dev, run.n_blocks
     if dev.type == "cuda":
@@ -140,61 +186,78 @@ def prune_structured(run: StreamRun, method: ScoredMethod) -> dict:
 
     # -- selection, applied to a shape-only copy: the export plan ---------------------
     chosen, info, costs, influence = _selection(run, method)
-    shapes: Any = copy.deepcopy(run.model)  # every tensor on meta: shapes only
-    shape_adapter = get_adapter(shapes)
-    apply_selection(shape_adapter, chosen, info, method.compensate_bias)
-    plan = plan_export(shapes, shape_adapter, "auto")
-    drop = set(dropped_blocks(chosen))
-    kept = [i for i in range(n) if i not in drop]
-    out_prefixes = [module_prefix(shapes, b) for b in shape_adapter.blocks()]
+    out = plan_output(run, chosen, info, method.compensate_bias)
     by_block: dict[int, list[Unit]] = {}
     for u in chosen:
         by_block.setdefault(u.block, []).append(u)
 
     # -- pass 2: remove each kept block's units, write it under its final name ---------
-    total = len(kept) + 1
-    for j in run.bar(prog.done, len(kept), f"{method.name} (streamed, pass 2: removal)"):
+    for j in run.bar(prog.done, len(out.kept), f"{method.name} (streamed, pass 2: removal)"):
         tb = time.perf_counter()
-        i = kept[j]
+        i = out.kept[j]
         block = run.read_block(i)
         apply_block(run.adapter, block, i, by_block.get(i, []), info[i], method.compensate_bias)
-        bad = first_nonfinite(block)
-        if bad is not None:
-            raise LlmpruneError(
-                f"cannot save to {run.out_path}: tensor {run.prefixes[i]}{bad} holds NaN/inf values; the model is "
-                "broken (re-run the pruning in float32, or check the input checkpoint)"
-            )
-        skip = noop_names(run.adapter, block) if plan.kind == "block_configs" else ()
-        tensors = {
-            out_prefixes[j] + k: v.detach().to("cpu")
-            for k, v in block.state_dict().items()
-            if not any(k.startswith(p) for p in skip)
-        }
-        shard = shard_name(j + 1, total)
-        write_shard(run.partial, shard, tensors)
-        prog.weight_map.update({k: shard for k in tensors})
-        prog.total_size += sum(t.numel() * t.element_size() for t in tensors.values())
-        del tensors
-        _release(run, i)
+        write_block(run, out, j, block)
+        release_block(run, i)
         prog.done = j + 1
         prog.block_seconds.append(time.perf_counter() - tb)
         run.commit(n + j)
 
-    # -- the tensors outside the blocks, config, tokenizer, report --------------------
+    streamed = {
+        "blocks": n,
+        "kept_blocks": len(out.kept),
+        "resumed_from_block": run.resumed_from,
+        "activations": run.activations,
+        "dtype": run.dtype_name,
+        "score_seconds": prog.block_seconds[:n],
+        "write_seconds": prog.block_seconds[n:],
+    }
+    return publish(run, method, out, chosen, sum(costs), dense_block_params, streamed, influence=influence)
+
+
+def publish(
+    run: StreamRun,
+    method: StructuredMethod,
+    out: Output,
+    chosen: list[Unit],
+    block_before: int,
+    dense_block_params: int,
+    streamed: dict,
+    influence: list[float] | None = None,
+    stages: dict[str, float] | None = None,
+    details: dict | None = None,
+) -> dict:
+    """Write the tensors outside the blocks, the config (and code) of ``out.plan``, the
+    tokenizer, ``report.json`` and ``recipe.yaml``, and publish the checkpoint; return the
+    report as a dict. ``streamed`` (the run's record, ``shard_bytes`` added here) goes to
+    ``details["streamed"]`` next to the method's own ``details``; ``stages`` to ``stages``."""
+    import yaml
+
+    from . import api
+    from .engine.layerwise import peak_rss_mb
+    from .export.decilm import write_decilm_files
+    from .export.save import REMOTE_FILE, apply_plan_config, export_record, remote_code_source
+    from .export.shards import shard_name
+    from .methods.units import removed_counts
+    from .modeling.modeling_llmprune import LAYOUT_KEY
+    from .models import count_parameters
+    from .prune_report import Calibration, PruneReport, StructuredSection
+    from .surgery import block_widths
+
+    dev, total = run.dev, len(out.kept) + 1
     _, total_size = run.finish_files(shard_name(total, total))
-    config: Any = shapes.config
-    if plan.kind == "block_configs":
-        write_decilm_files(shapes, shape_adapter, run.partial)
+    config: Any = out.shapes.config
+    if out.plan.kind == "block_configs":
+        write_decilm_files(out.shapes, out.adapter, run.partial)
     else:
-        apply_plan_config(config, plan)
+        apply_plan_config(config, out.plan)
         config.dtype = run.dtype_name  # what save_pretrained records
-        config.architectures = [type(shapes).__name__]
+        config.architectures = [type(out.shapes).__name__]
         config.save_pretrained(str(run.partial))
-        if plan.kind == "layout":
-            base = plan.config_updates[LAYOUT_KEY]["base_architecture"]
+        if out.plan.kind == "layout":
+            base = out.plan.config_updates[LAYOUT_KEY]["base_architecture"]
             (run.partial / REMOTE_FILE).write_text(remote_code_source(base))
-    block_before = sum(costs)
-    block_after = shape_adapter.block_linear_params()
+    block_after = out.adapter.block_linear_params()
     achieved = 1.0 - block_after / block_before if block_before else 0.0
     ratio, _ = method.reported_target()
     seconds = time.perf_counter() - run.t0
@@ -209,7 +272,7 @@ def prune_structured(run: StreamRun, method: ScoredMethod) -> dict:
         model_type=str(run.config.model_type),
         calibration=None if calibration is None else Calibration(**calibration),
         params_before=run.params_total,
-        params_after=run.params_total - dense_block_params + sum(count_parameters(b) for b in shape_adapter.blocks()),
+        params_after=run.params_total - dense_block_params + sum(count_parameters(b) for b in out.adapter.blocks()),
         params_note="stored parameters (tied embeddings counted once); structured pruning removes them",
         block_linear_params=block_after,
         seconds=seconds,
@@ -221,23 +284,13 @@ def prune_structured(run: StreamRun, method: ScoredMethod) -> dict:
         structured=StructuredSection(
             achieved_ratio=achieved,
             block_linear_params_before=block_before,
-            layers_structured=block_widths(shape_adapter),
+            layers_structured=block_widths(out.adapter),
             removed=removed_counts(chosen),
             block_influence=influence or None,
         ),
-        details={
-            "streamed": {
-                "blocks": n,
-                "kept_blocks": len(kept),
-                "resumed_from_block": run.resumed_from,
-                "activations": run.activations,
-                "dtype": run.dtype_name,
-                "score_seconds": prog.block_seconds[:n],
-                "write_seconds": prog.block_seconds[n:],
-                "shard_bytes": total_size,
-            }
-        },
-        export=export_record(plan),
+        stages=dict(stages or {}),
+        details={**(details or {}), "streamed": {**streamed, "shard_bytes": total_size}},
+        export=export_record(out.plan),
     )
     (run.partial / "report.json").write_text(report.to_json())
     (run.partial / "recipe.yaml").write_text(yaml.safe_dump(report.to_recipe(), sort_keys=False))

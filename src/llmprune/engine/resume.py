@@ -11,7 +11,10 @@ tensors as an uninterrupted one.
 
 The structured methods run two passes (:mod:`llmprune.streamed_structured`): pass 1
 commits each block's unit scores (:meth:`RunState.save_scores`) before ``progress.json``
-counts it in ``scored``; pass 2 commits written blocks in ``done`` as above.
+counts it in ``scored``; pass 2 commits written blocks in ``done`` as above. SoBP
+(:mod:`llmprune.streamed_sobp`) counts its stage-1 blocks in ``scored`` from the last
+block down, with the gradient at the lowest scored block's inputs (``grad``), and its
+stages 2-3 in ``done`` with both streams (``hidden``: pruned, ``dense``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ class Progress:
     nonzero: int = 0
     params: int = 0
     rng: str | None = None
+    # SoBP (llmprune.streamed_sobp): stage 1 commits ``scored`` from the last block down
+    forward: int = 0  # stage 1 with disk activations: block inputs x_1..x_forward of the forward pass in state/
+    grad: str | None = None  # stage 1: file with ∂L/∂(inputs of block n - scored)
+    dense: str | None = None  # stages 2-3: file with the dense stream's inputs of block ``done``
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -101,10 +108,11 @@ class RunState:
             torch.set_rng_state(state)
 
     # -- the next block's inputs (in-memory activation mode) -----------------------
-    def save_hidden(self, done: int, hidden: torch.Tensor) -> str:
+    def save_hidden(self, done: int, hidden: torch.Tensor, stem: str = "hidden") -> str:
+        """``hidden`` as ``<stem>-<done>.safetensors`` (written atomically); returns the name."""
         from safetensors.torch import save_file
 
-        name = f"hidden-{done:05d}.safetensors"
+        name = f"{stem}-{done:05d}.safetensors"
         tmp = self.dir / f".{name}.tmp"
         save_file({"hidden": hidden.detach().cpu().contiguous()}, str(tmp))
         with open(tmp, "rb") as f:
@@ -144,9 +152,9 @@ class RunState:
             ) from None
         return record
 
-    def drop_stale(self, keep: set[str]) -> None:
-        """Remove hidden-state files other than ``keep`` (earlier blocks' inputs)."""
-        for path in self.dir.glob("hidden-*.safetensors"):
+    def drop_stale(self, keep: set[str], stem: str = "hidden") -> None:
+        """Remove ``stem`` files other than ``keep`` (earlier blocks' inputs)."""
+        for path in self.dir.glob(f"{stem}-*.safetensors"):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
 

@@ -159,16 +159,21 @@ def module_prefix(model: nn.Module, module: nn.Module) -> str:
 class DiskActivations:
     """Two memory-mapped files holding the calibration activations (N × L × d): the
     inputs of the current block and the outputs it writes; they swap after each block.
+    ``names`` (default :data:`NAMES`) names the pair, so that a run can keep several
+    streams; :meth:`tensor` also maps other files of the same shape in the directory.
 
     The bytes of either file are the tensor in its dtype (bfloat16 included, through a
     ``uint8`` map viewed as the dtype)."""
 
     NAMES = ("acts-a.bin", "acts-b.bin")
 
-    def __init__(self, directory: Path, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    def __init__(
+        self, directory: Path, shape: tuple[int, ...], dtype: torch.dtype, names: tuple[str, str] = NAMES
+    ) -> None:
         self.dir = directory
         self.shape = tuple(shape)
         self.dtype = dtype
+        self.names = names
         self.nbytes = int(np.prod(self.shape)) * torch.empty((), dtype=dtype).element_size()
         self._maps: dict[str, np.memmap] = {}
 
@@ -185,10 +190,15 @@ class DiskActivations:
         return torch.from_numpy(mm).view(self.dtype).view(self.shape)
 
     def other(self, name: str) -> str:
-        return self.NAMES[1 - self.NAMES.index(name)]
+        return self.names[1 - self.names.index(name)]
 
     def flush(self, name: str) -> None:
         self._maps[name].flush()
+
+    def remove(self, name: str) -> None:
+        """Unmap file ``name`` and delete it."""
+        self._maps.pop(name, None)
+        (self.dir / name).unlink(missing_ok=True)
 
 
 class StreamRunner(BlockRunner):
@@ -214,4 +224,5 @@ class StreamRunner(BlockRunner):
                 out = self.block(self.inputs[i : i + 1].to(self.device), **self.kwargs)
                 out = out[0] if isinstance(out, tuple) else out
                 self.outputs[i : i + 1] = out.to(self.outputs.device)
+        self.last_outputs = self.outputs
         return self.outputs

@@ -96,6 +96,12 @@ def lm_loss_backward(model: nn.Module, ids: torch.Tensor, chunk: int = LOSS_CHUN
     return total
 
 
+def check_loss(loss: float) -> None:
+    """Refuse a NaN/inf calibration loss (its gradients are meaningless)."""
+    if not math.isfinite(loss):
+        raise LlmpruneError("the calibration loss is NaN/inf: load the model in float32 (--dtype float32)")
+
+
 def backward_windows(
     model: nn.Module,
     calib: torch.Tensor,
@@ -146,9 +152,7 @@ def backward_windows(
         with torch.enable_grad(), streamed:
             for i in tqdm(range(calib.shape[0]), desc=desc, disable=not progress, file=sys.stderr):
                 ids = calib[i : i + 1].to(device)
-                loss = lm_loss_backward(model, ids, loss_chunk)
-                if not math.isfinite(loss):
-                    raise LlmpruneError("the calibration loss is NaN/inf: load the model in float32 (--dtype float32)")
+                check_loss(lm_loss_backward(model, ids, loss_chunk))
     finally:
         if offload_blocks is not None:
             model.to("cpu")

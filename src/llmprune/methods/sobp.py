@@ -25,8 +25,11 @@ MLP, the per-layer widths vLLM serves; :mod:`llmprune.methods.units`).
    two-fold cross-validation; ``refit_weight="rms"`` weights tokens by ``1/rms(h_t)²``.
 
 Stage 1 can be handed in (``PruneContext.reuse["first_order_scores"]``, the output of
-:func:`first_order_scores`) to share it between runs. Measurements and the choice of
-defaults: docs/methods/sobp.md.
+:func:`first_order_scores`) to share it between runs. ``llmprune.prune_streamed`` runs the
+same stages on a model that is never in memory as a whole (:mod:`llmprune.streamed_sobp`:
+stage 1 by a block-by-block backward pass, :func:`block_masks`/:func:`mask_scores` per
+block; the selection :meth:`SoBP.choose`; stages 2-3 :meth:`SoBP.prune_block` on two
+streams). Measurements and the choice of defaults: docs/methods/sobp.md.
 """
 
 from __future__ import annotations
@@ -54,11 +57,11 @@ from .units import (
     StructuredMethod,
     Unit,
     UnitsConfig,
+    block_infos,
     module_units,
     removed_counts,
     select_global,
     select_uniform,
-    unit_costs,
 )
 
 
@@ -66,22 +69,29 @@ def _constant(t: torch.Tensor) -> MaskFn:
     return lambda: t
 
 
+def block_masks(hooks: MaskHooks, adapter: ModelAdapter, block: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Ones-masks (requiring grad) on ``block``'s o_proj input (one per KV group) and
+    down_proj input (one per channel), put in by ``hooks``; ``(group_mask | None, channel_mask)``."""
+    att, mlp = adapter.attention(block), adapter.mlp(block)
+    gm = None
+    if att is not None:
+        gm = torch.ones(att.num_kv_heads, device=att.o.weight.device, requires_grad=True)
+        hooks.input_mask(att.o, _constant(gm), repeat=att.group_size * att.head_dim)
+    cm = torch.ones(mlp.channels, device=mlp.down.weight.device, requires_grad=True)
+    hooks.input_mask(mlp.down, _constant(cm))
+    return gm, cm
+
+
+def mask_scores(gm: torch.Tensor | None, cm: torch.Tensor) -> tuple[list[float], list[float]]:
+    """One block's ``(Σ_x ∂L/∂m_g per KV group, per channel)`` from its masks' gradients."""
+    return ([] if gm is None else _grad(gm).tolist(), _grad(cm).tolist())
+
+
 @contextmanager
 def _masks(adapter: ModelAdapter) -> Iterator[list[tuple[torch.Tensor | None, torch.Tensor]]]:
-    """Ones-masks on every block's o_proj input (per KV group) and down_proj input (per
-    channel); yields ``[(group_mask | None, channel_mask)]``."""
-    masks = []
+    """Ones-masks on every block (:func:`block_masks`); yields ``[(group_mask | None, channel_mask)]``."""
     with MaskHooks() as hooks:
-        for block in adapter.blocks():
-            att, mlp = adapter.attention(block), adapter.mlp(block)
-            gm = None
-            if att is not None:
-                gm = torch.ones(att.num_kv_heads, device=att.o.weight.device, requires_grad=True)
-                hooks.input_mask(att.o, _constant(gm), repeat=att.group_size * att.head_dim)
-            cm = torch.ones(mlp.channels, device=mlp.down.weight.device, requires_grad=True)
-            hooks.input_mask(mlp.down, _constant(cm))
-            masks.append((gm, cm))
-        yield masks
+        yield [block_masks(hooks, adapter, block) for block in adapter.blocks()]
 
 
 def first_order_scores(
@@ -108,7 +118,7 @@ def first_order_scores(
             desc="sobp: first-order scores",
             offload_blocks=list(adapter.blocks()) if offload else None,
         )
-        return [([] if gm is None else _grad(gm).tolist(), _grad(cm).tolist()) for gm, cm in masks]
+        return [mask_scores(gm, cm) for gm, cm in masks]
 
 
 def _grad(t: torch.Tensor) -> torch.Tensor:
@@ -302,7 +312,6 @@ class SoBPConfig(UnitsConfig):
 class SoBP(StructuredMethod):
     name = "sobp"
     summary = "global first-order selection, OBS refinement, least-squares reconstruction (Wei et al. 2024)"
-    whole_model = "gradients of the LM loss through the whole model (stage 1) and the dense stream (stage 3)"
     Config = SoBPConfig
     config: SoBPConfig
     supported_units = ("groups", "attention", "channels", "mlp")
@@ -424,11 +433,11 @@ class SoBP(StructuredMethod):
             )
         return refits
 
-    def run(self, ctx: PruneContext) -> PruneResult:
-        model, adapter, device, progress = ctx.model, ctx.adapter, ctx.device, ctx.progress
-        calib = ctx.require_calib(self.name)
+    def check_calibration(self, calib: torch.Tensor) -> None:
+        """Refuse calibration stage 3 cannot use (``refit_damp="heldout"`` with one sample)
+        before any work; warn when stage 3 has fewer tokens than it measured helpful with."""
         if self.config.reconstruct and self.config.refit_damp == "heldout":
-            _require_two_folds(calib.shape[0])  # before any work
+            _require_two_folds(calib.shape[0])
         if self.config.reconstruct and calib.numel() < STAGE3_MIN_TOKENS:
             print(
                 f"sobp: stage 3 (reconstruction) with {calib.numel():,} calibration tokens; on SmolLM2-135M it "
@@ -436,9 +445,63 @@ class SoBP(StructuredMethod):
                 "or more --calib-samples",
                 file=sys.stderr,
             )
+
+    def choose(self, info: list[BlockInfo], scores: list[tuple[list[float], list[float]]]) -> list[Unit]:
+        """Stage 1's selection: the units to remove, from every block's :class:`BlockInfo`
+        and its signed first-order scores (:func:`first_order_scores`), globally (or the same
+        counts per block with ``global_selection=false``) until ``ratio`` of the block linear
+        weights is met. Shared by :meth:`run` and the streamed pipeline."""
+        families = self.units
+        per_param = self.config.normalize == "params"
+        units: list[Unit] = []
+        for b, bi in enumerate(info):
+            gs, cs = scores[b]
+            gn, cn = (bi.group_cost, bi.channel_cost) if per_param else (1, 1)
+            if "groups" in families:
+                units += [Unit(b, "group", g, bi.group_cost, abs(s) / gn) for g, s in enumerate(gs)]
+            if "channels" in families:
+                units += [Unit(b, "channel", c, bi.channel_cost, abs(s) / cn) for c, s in enumerate(cs)]
+            for u in module_units(b, families, bi, abs(sum(gs)), abs(sum(cs))):
+                u.score /= u.cost if per_param else 1
+                units.append(u)
+        total = sum(bi.cost for bi in info)
+        select = select_global if self.config.global_selection else select_uniform
+        return select(units, info, self.ratio, self.ratio * total, self.allow_empty)
+
+    @staticmethod
+    def block_plan(chosen: list[Unit], n_blocks: int) -> list[tuple[set[int], set[int], set[str]]]:
+        """Per block, what stage 2 removes: ``(KV groups, channels, whole modules)`` of ``chosen``."""
+        return [
+            (
+                {u.index for u in chosen if u.block == b and u.kind == "group"},
+                {u.index for u in chosen if u.block == b and u.kind == "channel"},
+                {u.kind for u in chosen if u.block == b and u.kind in ("attention", "mlp")},
+            )
+            for b in range(n_blocks)
+        ]
+
+    def prune_block(
+        self,
+        adapter: ModelAdapter,
+        block: nn.Module,
+        runner: BlockRunner,
+        b: int,
+        plan: tuple[set[int], set[int], set[str]],
+    ) -> tuple[list[dict], float, float]:
+        """Stages 2 and 3 in block ``b`` (the engine's ``on_block``): :meth:`_refine` on the
+        pruned stream, then :meth:`_reconstruct` against ``runner.reference`` when there is
+        one; returns the refits and the seconds of each stage."""
+        t_b = time.perf_counter()
+        self._refine(adapter, block, runner, b, *plan)
+        t_r = time.perf_counter()
+        refits = [] if runner.reference is None else self._reconstruct(adapter, block, runner, runner.reference, b)
+        return refits, t_r - t_b, time.perf_counter() - t_r
+
+    def run(self, ctx: PruneContext) -> PruneResult:
+        model, adapter, device, progress = ctx.model, ctx.adapter, ctx.device, ctx.progress
+        calib = ctx.require_calib(self.name)
+        self.check_calibration(calib)
         t0 = time.perf_counter()
-        blocks = list(adapter.blocks())
-        info, units = [], []
         scores = ctx.reuse.get("first_order_scores")
         if scores is None:
             scores = first_order_scores(
@@ -448,45 +511,18 @@ class SoBP(StructuredMethod):
             model.to("cpu")
         stage1_rss = peak_rss_mb()
         t1 = time.perf_counter()
-        families = self.units
-        for b, block in enumerate(blocks):
-            att, mlp = adapter.attention(block), adapter.mlp(block)
-            groups, channels, gcost, ccost = unit_costs(att, mlp)
-            info.append(BlockInfo(groups, channels, gcost, ccost))
-            gs, cs = scores[b]
-            per_param = self.config.normalize == "params"
-            gn, cn = (gcost, ccost) if per_param else (1, 1)
-            if "groups" in families:
-                units += [Unit(b, "group", g, gcost, abs(s) / gn) for g, s in enumerate(gs)]
-            if "channels" in families:
-                units += [Unit(b, "channel", c, ccost, abs(s) / cn) for c, s in enumerate(cs)]
-            for u in module_units(b, families, info[b], abs(sum(gs)), abs(sum(cs))):
-                u.score /= u.cost if per_param else 1
-                units.append(u)
-        total = sum(bi.groups * bi.group_cost + bi.channels * bi.channel_cost for bi in info)
-        select = select_global if self.config.global_selection else select_uniform
-        chosen = select(units, info, self.ratio, self.ratio * total, self.allow_empty)
-        plan = [
-            (
-                {u.index for u in chosen if u.block == b and u.kind == "group"},
-                {u.index for u in chosen if u.block == b and u.kind == "channel"},
-                {u.kind for u in chosen if u.block == b and u.kind in ("attention", "mlp")},
-            )
-            for b in range(len(blocks))
-        ]
+        chosen = self.choose(block_infos(adapter), scores)
+        plan = self.block_plan(chosen, len(adapter.blocks()))
 
         refits: list[dict] = []
         t_sel = time.perf_counter()
         spent = {"refine": 0.0, "reconstruct": 0.0}
 
         def on_block(b: int, block: nn.Module, runner: BlockRunner) -> None:
-            t_b = time.perf_counter()
-            self._refine(adapter, block, runner, b, *plan[b])
-            t_r = time.perf_counter()
-            spent["refine"] += t_r - t_b
-            if runner.reference is not None:
-                refits.extend(self._reconstruct(adapter, block, runner, runner.reference, b))
-            spent["reconstruct"] += time.perf_counter() - t_r
+            mine, refine_s, reconstruct_s = self.prune_block(adapter, block, runner, b, plan[b])
+            refits.extend(mine)
+            spent["refine"] += refine_s
+            spent["reconstruct"] += reconstruct_s
 
         engine = LayerwiseEngine(model, adapter, device=device, progress=progress)
         engine.run(calib, on_block, desc="sobp: refine + reconstruct", reference=self.config.reconstruct)

@@ -216,6 +216,8 @@ def test_streamed_error_paths(tiny_llama_dir, tmp_path):
         llmprune.prune_streamed(broken, "wanda", tmp_path / "c", ratio=0.5, progress=False)
     with pytest.raises(LlmpruneError, match="calib-samples"):
         llmprune.prune_streamed(tiny_llama_dir, "wanda", tmp_path / "c", ratio=0.5, calib_samples=0, progress=False)
+    with pytest.raises(LlmpruneError, match="exceeds the model's .* positions"):
+        llmprune.prune_streamed(tiny_llama_dir, "wanda", tmp_path / "c", ratio=0.5, seqlen=100_000, progress=False)
     assert not (tmp_path / "c").exists() and not (tmp_path / ".c.partial").exists()
 
 

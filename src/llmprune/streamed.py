@@ -24,12 +24,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from . import checks
 from .errors import LlmpruneError
 
 ACTIVATIONS = ("memory", "disk")
@@ -320,6 +322,9 @@ def _open(
             "prune it in memory with llmprune.prune"
         )
     reader = CheckpointReader(source)
+    if needs_calib:  # a window beyond the model's positions, as `llmprune prune` refuses it
+        window = int(calib_ids.shape[-1]) if calib_ids is not None else seqlen
+        checks.check_seqlen(SimpleNamespace(config=config), window)
 
     partial = out_path.parent / f".{out_path.name}.partial"
     state = RunState(partial / "state") if partial.exists() and resume else None

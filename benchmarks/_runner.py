@@ -65,6 +65,9 @@ def shared_protocol(args: argparse.Namespace, **extra: object) -> dict:
 
 def run_one(args: argparse.Namespace, method: str | None, label: str, **prune_kw) -> dict:
     """Load the model, prune it with ``method`` (None = dense), evaluate WikiText-2."""
+    before = getattr(args, "before_run", None)  # optional per-run set-up (e.g. resetting the peak-RSS mark)
+    if before is not None:
+        before()
     model, tok = llmprune.load(args.model, device="cpu")
     row: dict = {"method": method or "dense", "setting": label}
     if method is not None:
@@ -123,8 +126,10 @@ def run_plan(
     protocol: dict,
     plan: list[tuple[str | None, str, dict]],
     markdown: Callable[[list[dict]], str],
+    extra: dict | None = None,
 ) -> int:
-    """Run every (method, label, prune kwargs) of ``plan`` not yet in ``args.out``."""
+    """Run every (method, label, prune kwargs) of ``plan`` not yet in ``args.out``;
+    ``extra`` entries (e.g. the command) are stored next to the protocol."""
     out = Path(args.out)
     if args.table:
         data = json.loads(out.read_text())
@@ -132,7 +137,7 @@ def run_plan(
         print(markdown(data["runs"]))
         return 0
     torch.manual_seed(0)
-    data = {"benchmark": benchmark, "protocol": protocol, "environment": environment(), "runs": []}
+    data = {"benchmark": benchmark, "protocol": protocol, **(extra or {}), "environment": environment(), "runs": []}
     if args.resume and out.exists():
         old = json.loads(out.read_text())
         if old.get("protocol") == protocol:

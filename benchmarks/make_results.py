@@ -621,6 +621,153 @@ def r_disp(name: str, d: dict, data: dict) -> str:
     )
 
 
+# -- the standard structured table (benchmarks/standard.py) -----------------------------------------------------------
+
+STANDARD = "standard.json"
+STANDARD_METHODS = ("sobp", "pg", "disp", "llm-pruner", "shortgpt", "flap", "wanda-sp")
+STANDARD_INIT = " init only (steps=0)"  # standard.py's (and pg.py's) label of PG's initial mask
+STANDARD_ROWS = STANDARD_METHODS[:2] + ("pg init (steps=0)",) + STANDARD_METHODS[2:]  # rows of the tables
+STANDARD_HOWTO = (
+    "`benchmarks/standard.py` runs the dense model and SoBP, PG, DISP, Wanda-sp, FLAP, LLM-Pruner and ShortGPT "
+    "at 20, 30 and 50 % of the decoder-block linear weights under one protocol for every row: 128 × 2048 "
+    "WikiText-2 train calibration windows, seed 0, perplexity on all WikiText-2 test windows of 2048 tokens. "
+    "PG keeps its family budget and DISP counts block weights (`target=block`), so a ratio is the same parameter "
+    "count for every method (the achieved ratio is recorded per row); PG's initial (Wanda-sp) mask is evaluated "
+    "as a row of its own. On a CPU the run takes many hours: start it in the background and resume it after an "
+    "interruption (every finished row is saved and never redone; a changed protocol is refused). On a GPU machine "
+    "it should take minutes (`--device cuda`; not yet run on one)."
+)
+STANDARD_COMMAND = (
+    "nohup python benchmarks/standard.py --resume > standard.log 2>&1 &   # rerun the same line to resume\n"
+    "python benchmarks/standard.py --table                                # the table so far\n"
+    "make docs                                                            # this page"
+)
+
+
+def _standard_key(r: dict) -> tuple[str, str]:
+    """(row name, ratio) of a standard.json run; PG's init rows get their own name."""
+    if r["setting"].endswith(STANDARD_INIT):
+        return "pg init (steps=0)", r["setting"][: -len(STANDARD_INIT)]
+    return r["method"], r["setting"]
+
+
+def _standard_ratios(d: dict) -> list[str]:
+    return sorted({_standard_key(r)[1] for r in runs_of(d) if r["method"] != "dense"}, key=float)
+
+
+def standard_pivot(d: dict) -> str:
+    cells = {_standard_key(r): r for r in runs_of(d)}
+    ratios = _standard_ratios(d)
+    names = list(STANDARD_ROWS) + sorted({n for n, _ in cells} - set(STANDARD_ROWS) - {"dense"})
+    rows = [["dense"] + [ppl(dense_ppl(d))] * len(ratios)]
+    for n in names:
+        if any((n, s) in cells for s in ratios):
+            rows.append([n] + [ppl(cells[(n, s)]["ppl"]) if (n, s) in cells else "-" for s in ratios])
+    return block("standard", table(["method"] + [f"{float(s) * 100:.0f} %" for s in ratios], rows))
+
+
+def standard_findings(d: dict) -> str:
+    """What the table says, read from it: the order at each ratio, PG against its initialisation."""
+    cells = {_standard_key(r): r for r in runs_of(d)}
+    lines = []
+    for s in _standard_ratios(d):
+        ranked = sorted((cells[(m, s)]["ppl"], m) for m in STANDARD_METHODS if (m, s) in cells)
+        missing = [m for m in STANDARD_METHODS if (m, s) not in cells]
+        lines.append(
+            f"- {float(s) * 100:.0f} %, lowest perplexity first: "
+            + ", ".join(f"{m} {ppl(v)}" for v, m in ranked)
+            + (f" (not run yet: {', '.join(missing)})" if missing else "")
+        )
+    for s in _standard_ratios(d):
+        pg_run, init = cells.get(("pg", s)), cells.get(("pg init (steps=0)", s))
+        if pg_run is None:
+            continue
+        text = f"- PG at {float(s) * 100:.0f} %: {ppl(pg_run['ppl'])}"
+        text += f" against {ppl(init['ppl'])} for its initial mask alone" if init else " (initial mask not run yet)"
+        kb = pg_run.get("pg_keep_best")
+        if isinstance(kb, dict) and kb.get("trace"):
+            text += (
+                f"; keep-best shipped the mask of step {kb['best_step']} (top-k loss on {kb['select_samples']} "
+                f"calibration windows {kb['trace'][0]['topk_loss']:.3f} at the initialisation, "
+                f"{kb['best_topk_loss']:.3f} shipped"
+                + (", i.e. the initial mask" if kb["best_step"] == 0 else "")
+                + ")"
+            )
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def standard_protocol(d: dict) -> str:
+    p = d["protocol"]
+    windows = next((r["protocol"] for r in runs_of(d) if isinstance(r.get("protocol"), dict)), {})
+    count = f"{windows['windows']} of {windows['windows_available']}" if windows.get("windows") else p["eval_windows"]
+    return (
+        f"calibration {p['calib_samples']} × {p['seqlen']} WikiText-2 train windows (seed {p['seed']}), "
+        f"perplexity on {count} WikiText-2 test windows of {p['seqlen']} tokens, {p['model']}, device {p['device']}"
+    )
+
+
+def standard_summary(data: dict) -> str:
+    out = "## Structured methods at the standard protocol\n\n" + STANDARD_HOWTO + "\n\n```bash\n"
+    out += STANDARD_COMMAND + "\n```\n"
+    d = data.get(STANDARD)
+    if not isinstance(d, dict) or not runs_of(d):
+        return out + "\nNo results yet: `benchmarks/results/standard.json` is written by the first real run.\n"
+    return (
+        out + f"\nFrom `{STANDARD}`: {standard_protocol(d)}. Every row and its seconds and memory are in the section "
+        "further down.\n\n" + standard_pivot(d) + "\n\n" + standard_findings(d) + "\n"
+    )
+
+
+def _standard_order(r: dict) -> tuple:
+    """Dense first, then by ratio, methods in :data:`STANDARD_METHODS` order, PG's init row after PG."""
+    if r["method"] == "dense":
+        return (0.0, -1, r["setting"])
+    name, ratio = _standard_key(r)
+    rank = STANDARD_ROWS.index(name) if name in STANDARD_ROWS else len(STANDARD_ROWS)
+    return (float(ratio), rank, r["setting"])
+
+
+def r_standard(name: str, d: dict, data: dict) -> str:
+    rows = []
+    for r in sorted(runs_of(d), key=_standard_order):
+        kb = r.get("pg_keep_best")
+        rows.append(
+            [
+                r["method"],
+                r["setting"],
+                fnum(r.get("achieved_ratio"), 3),
+                ppl(r["ppl"]),
+                fnum(r.get("params_after")),
+                secs(r.get("prune_seconds")),
+                secs(r.get("eval_seconds")),
+                secs(r.get("peak_rss_mb")),
+                fnum(r.get("threads")),
+                (
+                    f"{kb['trace'][0]['topk_loss']:.3f} → {kb['best_topk_loss']:.3f} (step {kb['best_step']})"
+                    if isinstance(kb, dict) and kb.get("trace")
+                    else "-"
+                ),
+            ]
+        )
+    return table(
+        [
+            "method",
+            "ratio",
+            "achieved",
+            "WikiText-2 ppl",
+            "params after",
+            "prune s",
+            "eval s",
+            "peak RSS MiB",
+            "threads",
+            "PG top-k loss: init → shipped",
+        ],
+        rows,
+        "llrrrrrrrl",
+    )
+
+
 BENCH_KEYS = [
     ("prefill_tok_s_b1", "prefill tok/s b1"),
     ("prefill_tok_s_b8", "prefill tok/s b8"),
@@ -852,6 +999,14 @@ SECTIONS: dict[str, tuple[str, Callable[[str, Any, dict], str], str]] = {
         "and only the first pruned row's is that method's own. Speed columns: every saved model "
         "reloaded and measured in one interleaved benchmark afterwards (protocol `speed` above).",
     ),
+    "standard.json": (
+        "Structured methods at the standard protocol: every row",
+        r_standard,
+        "Written by `benchmarks/standard.py`, one row at a time. Peak RSS is each row's own (the "
+        "high-water mark is reset before every row); `prune s` includes calibration; the last column is "
+        "PG's keep-best record (top-k mask loss on its selection windows at the initialisation and for "
+        "the mask shipped).",
+    ),
     "disp50_bench.json": ("`llmprune bench` of the DISP 50 % model", r_bench, ""),
     "structured_speed.json": (
         "A 30 % structured plan: size and speed",
@@ -977,7 +1132,7 @@ def build(data: dict) -> tuple[str, str, list[str]]:
         "Ratio = fraction of decoder-block linear weights removed unless a section says otherwise.",
         "",
     ]
-    summary = []
+    summary = [standard_summary(data)]
     if "structured_quick.json" in data and "structured_quick_baselines.json" in data:
         summary.append(
             "## Structured methods, WikiText-2 perplexity by ratio\n\nFrom `structured_quick.json` and "

@@ -198,8 +198,8 @@ def test_bfloat16_stream_keeps_statistics_and_factorisations_out_of_half(deep_ll
 
 
 def test_streamed_error_paths(tiny_llama_dir, tmp_path):
-    with pytest.raises(LlmpruneError, match="llm-pruner cannot be streamed block by block: it needs gradients"):
-        llmprune.prune_streamed(tiny_llama_dir, "llm-pruner", tmp_path / "a", ratio=0.2, progress=False)
+    with pytest.raises(LlmpruneError, match="pg cannot be streamed block by block: it needs forward passes"):
+        llmprune.prune_streamed(tiny_llama_dir, "pg", tmp_path / "a", ratio=0.2, progress=False)
     (tmp_path / "exists").mkdir()
     with pytest.raises(LlmpruneError, match="already exists"):
         llmprune.prune_streamed(tiny_llama_dir, "wanda", tmp_path / "exists", ratio=0.5, progress=False)
@@ -260,7 +260,7 @@ def test_cli_prune_streamed(tiny_llama_dir, tmp_path):
             "--model",
             str(tiny_llama_dir),
             "--method",
-            "llm-pruner",
+            "disp",
             "--ratio",
             "0.5",
             "--out",

@@ -190,7 +190,6 @@ def test_structured_resume_after_kill(sources, tmp_path, step, activations):
 def test_structured_errors(sources, tmp_path):
     src = sources["llama"]
     for method, need in (
-        ("llm-pruner", "gradients"),
         ("pg", "forward passes of the whole model"),
         ("disp", "hypernetwork"),
     ):

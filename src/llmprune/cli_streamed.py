@@ -9,7 +9,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prune-streamed",
         help="prune a model larger than memory block by block from disk (magnitude, wanda, sparsegpt, mrp; "
-        "wanda-sp, flap, shortgpt in two passes; sobp); resumable",
+        "wanda-sp, flap, shortgpt in two passes; sobp, llm-pruner); resumable",
     )
     p.add_argument(
         "--model", default=None, help="local Hugging Face directory with safetensors (default: SmolLM2-135M)"
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         required=True,
-        help="magnitude, wanda, sparsegpt, mrp (unstructured); wanda-sp, flap, shortgpt, sobp (structured)",
+        help="magnitude, wanda, sparsegpt, mrp (unstructured); wanda-sp, flap, shortgpt, sobp, llm-pruner (structured)",
     )
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--ratio", type=float, help="fraction of block linear weights to remove")

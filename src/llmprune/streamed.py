@@ -11,7 +11,9 @@ tokenizer, ``report.json``) that appears under its final name only when complete
 The structured methods that score units block by block on the dense model (Wanda-sp,
 FLAP, ShortGPT) share the setup (:class:`StreamRun`) and run two passes over the blocks
 (:mod:`llmprune.streamed_structured`); SoBP runs its stage 1 as a block-by-block forward
-and backward pass, then stages 2-3 on a dense and a pruned stream (:mod:`llmprune.streamed_sobp`).
+and backward pass, then stages 2-3 on a dense and a pruned stream (:mod:`llmprune.streamed_sobp`);
+LLM-Pruner takes its weight gradients by the same backward pass, then removes units in a
+second pass (:mod:`llmprune.streamed_llm_pruner`).
 """
 
 from __future__ import annotations
@@ -81,12 +83,13 @@ def _source_dir(model_dir: str | os.PathLike | None) -> Path:
 
 def _streamable(cls: type) -> bool:
     """An unstructured layer-wise method, a structured one that scores units block by
-    block (:class:`~llmprune.methods.structured.ScoredMethod`), or SoBP."""
+    block (:class:`~llmprune.methods.structured.ScoredMethod`), SoBP or LLM-Pruner."""
+    from .methods.llm_pruner import LLMPruner
     from .methods.sobp import SoBP
     from .methods.structured import ScoredMethod
     from .methods.unstructured import LayerwiseMethod
 
-    return issubclass(cls, (LayerwiseMethod, ScoredMethod, SoBP))
+    return issubclass(cls, (LayerwiseMethod, ScoredMethod, SoBP, LLMPruner))
 
 
 def _method(name: str, ratio: float | None, pattern: str | None, update: str | None, options: dict) -> Any:
@@ -472,6 +475,8 @@ def _prune_streamed(
     llmprune layout) with the same tensors. SoBP (:mod:`llmprune.streamed_sobp`) takes its
     stage-1 gradients by a forward and a backward pass over the blocks, selects as in
     memory, then refines and reconstructs each block on a pruned and a dense stream.
+    LLM-Pruner (:mod:`llmprune.streamed_llm_pruner`) takes its weight gradients by the same
+    backward pass, block by block, selects as in memory and removes the units in a second pass.
 
     ``dtype`` (default float32 on CPU, bfloat16 on CUDA) is the precision the blocks run
     in and are written in; statistics are accumulated in float32/float64 and the solvers
@@ -482,9 +487,11 @@ def _prune_streamed(
     calibration windows drawn from ``calib_dataset``. ``on_block_done(k)`` is called after
     each committed block (structured methods: pass 1's blocks ``0..n-1``, then pass 2's
     written blocks ``n, n+1, ...``; SoBP: stage 1's ``k``-th scored block, from the last
-    block down, then stages 2-3's block ``i`` as ``n + i``). Other keywords go to the
+    block down, then stages 2-3's block ``i`` as ``n + i``; LLM-Pruner: pass 1's ``k``-th
+    step from the last block down, then pass 2's written block ``j`` as ``n + j``). Other keywords go to the
     method (e.g. ``damp``, ``units``).
     """
+    from .methods.llm_pruner import LLMPruner
     from .methods.sobp import SoBP
     from .methods.structured import ScoredMethod
 
@@ -520,6 +527,10 @@ def _prune_streamed(
         from .streamed_sobp import prune_sobp
 
         return prune_sobp(run, method_obj)
+    if isinstance(method_obj, LLMPruner):
+        from .streamed_llm_pruner import prune_llm_pruner
+
+        return prune_llm_pruner(run, method_obj)
     return _prune_unstructured(run, method_obj)
 
 

@@ -1,42 +1,52 @@
-"""SoBP's stage 1 streamed: the first-order mask scores ``Σ_x ∂L/∂m_g`` of every block
-(SoBP, Wei et al., EMNLP 2024: "Structured Optimal Brain Pruning"; the in-memory
-counterpart is :func:`llmprune.methods.sobp.first_order_scores`) without the model in
-memory: only the embeddings/final norm/LM head and one decoder block at a time.
+"""A streamed backward pass: gradients of the LM loss (summed over the calibration windows)
+taken block by block without the model in memory, only the embeddings/final norm/LM head and
+one decoder block at a time. Two methods use it (:class:`GradientTarget` says what each block
+gives):
+
+- SoBP's stage 1 (Wei et al., EMNLP 2024, "Structured Optimal Brain Pruning"): the
+  first-order mask scores ``Σ_x ∂L/∂m_g`` (in memory:
+  :func:`llmprune.methods.sobp.first_order_scores`), :mod:`llmprune.streamed_sobp`;
+- LLM-Pruner's importance (Ma et al., NeurIPS 2023, Eq. 4/5): ``∂L/∂w`` of every linear
+  weight of a block, reduced to its group scores before the block is released (in memory:
+  :meth:`llmprune.methods.llm_pruner.LLMPruner.run`), :mod:`llmprune.streamed_llm_pruner`.
 
 1. **Forward.** Every calibration window runs through block ``0, 1, …, n − 1``, each read
    from the checkpoint (as the streamed capture does), and the input of every block
-   ``x_0 … x_{n−1}`` and the last block's output ``x_n`` are kept: in memory, or with
-   ``--activations disk`` in memory-mapped files ``state/forward-NNNNN.bin``.
+   ``x_lo … x_{n−1}`` and the last block's output ``x_n`` are kept (``lo``: the lowest
+   block the backward pass reaches, 0 for SoBP): in memory, or with ``--activations disk``
+   in memory-mapped files ``state/forward-NNNNN.bin``.
 2. **Top.** Per window, the LM loss of ``x_n`` (the model's own final norm and the chunked
    LM-head loss of :func:`~llmprune.methods.gradients.lm_loss_backward`, the blocks
    replaced by a pass-through that returns ``x_n``) is back-propagated to ``∂L/∂x_n``.
-3. **Backward**, from block ``n − 1`` down to block 0: the block is read again, SoBP's
-   ones-masks are put on its ``o_proj``/``down_proj`` inputs
-   (:func:`~llmprune.methods.sobp.block_masks`), its forward is recomputed from the stored
-   ``x_i`` with ``x_i`` requiring grad (block 0: not), the gradient at its output is
-   back-propagated, the masks' gradients (accumulated over the windows in order, as in
-   memory) are the block's scores, and ``∂L/∂x_i`` is handed to the block below.
+3. **Backward**, from block ``n − 1`` down to block ``lo``: the block is read again, the
+   target is attached (masks, or ``requires_grad`` on the weights), its forward is
+   recomputed from the stored ``x_i`` with ``x_i`` requiring grad (block ``lo``: not), the
+   gradient at its output is back-propagated window by window (the target's gradients
+   accumulate over the windows in order, as in memory), the block's scores are read and
+   ``∂L/∂x_i`` is handed to the block below.
 
 The arithmetic is that of the whole-model backward pass, one block at a time, so the
-scores equal :func:`~llmprune.methods.sobp.first_order_scores`'s (``tests/test_streamed_sobp.py``).
+scores equal the in-memory ones (``tests/test_streamed_sobp.py``, ``tests/test_streamed_llm_pruner.py``).
 
 **Resume.** Each block's scores (``state/scores-NNNNN.pt``) and the gradient at its inputs
 (``grad-NNNNN.safetensors``, or the flushed ``grad-a/b.bin`` map) are written before
-``progress.json`` counts the block in ``scored`` (from the last block down). A resumed run
-needs the forward inputs of the blocks not yet scored: in memory they are recomputed (one
-more forward pass up to the lowest scored block); with disk activations each forward step is
+``progress.json`` counts the step in ``scored`` (from the last block down). A resumed run
+needs the forward inputs of the blocks not yet reached: in memory they are recomputed (one
+more forward pass up to the lowest block done); with disk activations each forward step is
 committed too (``forward``), so only the missing ones are recomputed.
 
-**Memory.** One block, the outer tensors, the ``n + 1`` boundary activations (N × L × d each;
-on disk with ``--activations disk``; each freed once its block is scored) and two copies of
+**Memory.** One block (with the target's gradients: LLM-Pruner's are the size of the block's
+linear weights), the outer tensors, at most ``n + 1`` boundary activations (N × L × d each;
+on disk with ``--activations disk``; each freed once its block is done) and two copies of
 the gradient (N × L × d, memory-mapped with disk), plus one window's autograd graph of one block.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -123,13 +133,16 @@ def _blocks_return(blocks: list[nn.Module], top: torch.Tensor) -> Iterator[None]
             del block.forward
 
 
-def _forward(run: StreamRun, bounds: Boundaries, start: int, stop: int, kwargs_list: list[dict]) -> None:
-    """Compute ``x_{j+1}`` from ``x_j`` for ``j`` in ``start … stop − 1`` (disk: each step committed)."""
+def _forward(
+    run: StreamRun, bounds: Boundaries, start: int, stop: int, kwargs_list: list[dict], lowest: int, desc: str
+) -> None:
+    """Compute ``x_{j+1}`` from ``x_j`` for ``j`` in ``start … stop − 1`` (disk: each step
+    committed); the inputs of the blocks below ``lowest`` are dropped once used."""
     from .engine.streaming import StreamRunner
     from .streamed_structured import release_block
 
     prog = run.prog
-    for j in run.bar(start, stop, "sobp (streamed, stage 1: forward)"):
+    for j in run.bar(start, stop, f"{desc}: forward)"):
         block = run.read_block(j)
         runner = StreamRunner(block, bounds.get(j), kwargs_list[j], run.dev, outputs=bounds.new(j + 1))
         outputs = runner.forward(keep_outputs=True)
@@ -140,6 +153,8 @@ def _forward(run: StreamRun, bounds: Boundaries, start: int, stop: int, kwargs_l
         if bounds.acts is not None:
             prog.forward = j + 1
             run.state.commit(prog)
+        if j < lowest:  # after the commit: a resumed forward pass starts from x_{j+1}
+            bounds.drop(j)
 
 
 def _top_gradient(run: StreamRun, x_top: torch.Tensor, out: torch.Tensor) -> None:
@@ -158,6 +173,39 @@ def _top_gradient(run: StreamRun, x_top: torch.Tensor, out: torch.Tensor) -> Non
         out[w : w + 1] = x.grad.to(out.device)
 
 
+def capture(run: StreamRun) -> tuple[torch.Tensor, list[dict]]:
+    """Block 0's calibration inputs and every block's arguments, as the in-memory engine captures them."""
+    from .engine.layerwise import LayerwiseEngine
+
+    assert run.calib is not None
+    return LayerwiseEngine(run.model, run.adapter, device=run.dev, progress=False).capture(run.calib)
+
+
+#: a block's scores, ``(per KV group, per MLP channel)``
+Scores = tuple[list[float], list[float]]
+
+
+@dataclass
+class GradientTarget:
+    """What the backward pass takes from the blocks it scores.
+
+    ``attach(adapter, block)`` is entered around block ``i``'s recomputed forward and
+    backward over every window (for ``i`` in ``scored``) and yields the function that reads
+    its scores from the gradients accumulated meanwhile (SoBP: ones-masks on the
+    ``o_proj``/``down_proj`` inputs; LLM-Pruner: ``requires_grad`` on the linear weights).
+    The pass goes down to block ``scored.start`` (the blocks below it are read in the
+    forward pass only; their inputs get no gradient); the blocks at and above
+    ``scored.stop`` only hand the gradient down."""
+
+    desc: str  # progress-bar prefix, e.g. "sobp (streamed, stage 1"
+    attach: Callable[[Any, nn.Module], AbstractContextManager[Callable[[], Scores]]]
+    scored: range
+
+    def steps(self, n: int) -> int:
+        """Blocks the backward pass runs through: ``n − 1`` down to ``scored.start``."""
+        return n - self.scored.start
+
+
 def block_backward(
     run: StreamRun,
     i: int,
@@ -165,18 +213,17 @@ def block_backward(
     grad_out: torch.Tensor,
     grad_in: torch.Tensor | None,
     kwargs: dict,
-) -> tuple[list[float], list[float]]:
-    """Block ``i``'s first-order scores: its forward recomputed from ``inputs`` window by
-    window with SoBP's masks, ``grad_out`` back-propagated; ``∂L/∂inputs`` goes into
-    ``grad_in`` (None for block 0)."""
-    from .engine.masks import MaskHooks
-    from .methods.sobp import block_masks, mask_scores
+    attach: Callable[[Any, nn.Module], AbstractContextManager[Callable[[], Scores]]] | None,
+) -> Scores | None:
+    """Block ``i``'s forward recomputed from ``inputs`` window by window, ``grad_out``
+    back-propagated; ``∂L/∂inputs`` goes into ``grad_in`` (None: the lowest block of the
+    pass). Returns the scores ``attach`` reads (None without ``attach``)."""
     from .streamed_structured import release_block
 
     block = run.read_block(i)
     kwargs = _clone_tensors(kwargs)
-    with MaskHooks() as hooks, torch.enable_grad():
-        gm, cm = block_masks(hooks, run.adapter, block)
+    hooked = attach(run.adapter, block) if attach is not None else nullcontext(None)
+    with torch.enable_grad(), hooked as read:
         for w in range(inputs.shape[0]):
             x = inputs[w : w + 1].to(run.dev, copy=True).requires_grad_(grad_in is not None)
             out = block(x, **kwargs)
@@ -185,26 +232,28 @@ def block_backward(
             if grad_in is not None:
                 assert x.grad is not None
                 grad_in[w : w + 1] = x.grad.to(grad_in.device)
-        scores = mask_scores(gm, cm)
+        scores = read() if read is not None else None
     release_block(run, i)
     return scores
 
 
-def stage1(run: StreamRun, first: torch.Tensor, kwargs_list: list[dict]) -> None:
-    """Score every block not yet scored (module docstring), committing each to the state
-    folder (``scores-NNNNN.pt`` with ``{"groups": [...], "channels": [...]}``, signed sums)
-    and reporting it to ``run.on_block_done(k)`` for the ``k``-th block scored (block ``n − 1 − k``)."""
+def backward_pass(run: StreamRun, first: torch.Tensor, kwargs_list: list[dict], target: GradientTarget) -> None:
+    """Score every block of ``target.scored`` not yet scored (module docstring), committing
+    each to the state folder (``scores-NNNNN.pt`` with ``{"groups": [...], "channels": [...]}``)
+    and reporting the ``k``-th step of the backward pass (block ``n − 1 − k``) to
+    ``run.on_block_done(k)``. ``prog.scored`` counts the steps committed, from the last block down."""
     from .engine.streams import ActivationStream
 
     prog, n = run.prog, run.n_blocks
-    if prog.scored >= n:
+    steps, lowest = target.steps(n), target.scored.start
+    if prog.scored >= steps:
         return
     disk = run.activations == "disk"
     shape = tuple(first.shape)
     bounds = Boundaries(run, shape, disk)
     grads = ActivationStream(run.state, "grad", disk, shape, run.dtype)
     t = time.perf_counter()
-    # forward: the inputs of the blocks still to score (and x_n for the top when none is)
+    # forward: the inputs of the blocks still to run through (and x_n for the top when none has)
     need = n if prog.scored == 0 else n - prog.scored - 1
     start = prog.forward if disk else 0
     if start == 0:
@@ -212,23 +261,25 @@ def stage1(run: StreamRun, first: torch.Tensor, kwargs_list: list[dict]) -> None
         if x0 is not None:
             x0.copy_(first)
         bounds.put(0, first if x0 is None else x0)
-    _forward(run, bounds, start, need, kwargs_list)
+    _forward(run, bounds, start, need, kwargs_list, lowest, target.desc)
     if prog.scored == 0:
         top = grads.buffer()
         _top_gradient(run, bounds.get(n), top)
         grads.advance(n, top)
     else:
-        assert prog.grad is not None, "a resumed stage 1 records its gradient file"
+        assert prog.grad is not None, "a resumed backward pass records its gradient file"
         grads.restore(prog.grad)
-    for k in run.bar(prog.scored, n, "sobp (streamed, stage 1: backward)"):
+    for k in run.bar(prog.scored, steps, f"{target.desc}: backward)"):
         i = n - 1 - k
         assert grads.tensor is not None
-        grad_in = grads.buffer() if i > 0 else None
-        gs, cs = block_backward(run, i, bounds.get(i), grads.tensor, grad_in, kwargs_list[i])
-        run.state.save_scores(i, {"groups": gs, "channels": cs})
+        grad_in = grads.buffer() if i > lowest else None
+        attach = target.attach if i in target.scored else None
+        scores = block_backward(run, i, bounds.get(i), grads.tensor, grad_in, kwargs_list[i], attach)
+        if scores is not None:
+            run.state.save_scores(i, {"groups": scores[0], "channels": scores[1]})
         if grad_in is not None:
             grads.advance(i, grad_in)
-        prog.grad = grads.name if i > 0 else None
+        prog.grad = grads.name if grad_in is not None else None
         prog.scored = k + 1
         prog.block_seconds.append(time.perf_counter() - t)  # since the last commit (the forward in the first)
         run.state.commit(prog)

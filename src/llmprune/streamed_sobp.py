@@ -43,14 +43,6 @@ if TYPE_CHECKING:
 StreamRun = Any
 
 
-def _capture(run: StreamRun) -> tuple[torch.Tensor, list[dict]]:
-    """Block 0's calibration inputs and every block's arguments, as the in-memory engine captures them."""
-    from .engine.layerwise import LayerwiseEngine
-
-    assert run.calib is not None
-    return LayerwiseEngine(run.model, run.adapter, device=run.dev, progress=False).capture(run.calib)
-
-
 def _outputs(runner: Any) -> torch.Tensor:
     """A reference runner's block outputs: those of stage 3's dense pass, else one more pass
     (as :meth:`LayerwiseEngine.run <llmprune.engine.layerwise.LayerwiseEngine.run>` does)."""
@@ -70,7 +62,8 @@ def prune_sobp(run: StreamRun, method: SoBP) -> dict:
     from .engine.streams import ActivationStream
     from .methods.units import block_infos
     from .models import count_parameters
-    from .streamed_gradients import stage1
+    from .methods.sobp import mask_gradients
+    from .streamed_gradients import GradientTarget, backward_pass, capture
     from .streamed_structured import plan_output, publish, release_block, write_block
 
     prog, dev, n = run.prog, run.dev, run.n_blocks
@@ -81,11 +74,12 @@ def prune_sobp(run: StreamRun, method: SoBP) -> dict:
     dense_block_params = sum(count_parameters(b) for b in run.blocks)
     block_before = run.adapter.block_linear_params()
     info = block_infos(run.adapter)
-    first, kwargs_list = _capture(run) if prog.done < n else (None, None)
+    first, kwargs_list = capture(run) if prog.done < n else (None, None)
 
     # -- stage 1 -----------------------------------------------------------------------
     if first is not None and kwargs_list is not None:
-        stage1(run, first, kwargs_list)
+        target = GradientTarget("sobp (streamed, stage 1", mask_gradients, range(n))
+        backward_pass(run, first, kwargs_list, target)
     stage1_rss = peak_rss_mb()
     run.release_outer()
 

@@ -28,7 +28,8 @@ The output holds the tensors and config ``llmprune.save`` writes for the model p
 memory: a stock config, the DeciLM ``block_configs`` vLLM serves (without the ``no_op``
 parts) or the llmprune layout with its remote code. :func:`plan_output`, :func:`release_block`,
 :func:`write_block` and :func:`publish` are shared with streamed SoBP
-(:mod:`llmprune.streamed_sobp`).
+(:mod:`llmprune.streamed_sobp`), and :func:`removal_pass` with streamed LLM-Pruner
+(:mod:`llmprune.streamed_llm_pruner`).
 """
 
 from __future__ import annotations
@@ -169,11 +170,35 @@ def write_block(run: StreamRun, out: Output, j: int, block: Any) -> None:
     prog.total_size += sum(t.numel() * t.element_size() for t in tensors.values())
 
 
+def removal_pass(
+    run: StreamRun, name: str, out: Output, chosen: list[Unit], info: list[BlockInfo], compensate: bool
+) -> None:
+    """Pass 2: each kept block not yet written is read, its ``chosen`` units are removed
+    (:func:`~llmprune.methods.units.apply_block`, with FLAP's compensation when
+    ``compensate``), and it is written under its final name and committed; the ``j``-th
+    kept block is reported as ``run.on_block_done(n + j)``."""
+    from .methods.units import apply_block
+
+    prog, n = run.prog, run.n_blocks
+    by_block: dict[int, list[Unit]] = {}
+    for u in chosen:
+        by_block.setdefault(u.block, []).append(u)
+    for j in run.bar(prog.done, len(out.kept), f"{name} (streamed, pass 2: removal)"):
+        tb = time.perf_counter()
+        i = out.kept[j]
+        block = run.read_block(i)
+        apply_block(run.adapter, block, i, by_block.get(i, []), info[i], compensate)
+        write_block(run, out, j, block)
+        release_block(run, i)
+        prog.done = j + 1
+        prog.block_seconds.append(time.perf_counter() - tb)
+        run.commit(n + j)
+
+
 def prune_structured(run: StreamRun, method: ScoredMethod) -> dict:
     """Run the two passes (module docstring) on ``run`` and publish the checkpoint; return
     the report (a :class:`~llmprune.prune_report.PruneReport` as a dict, with the streamed
     run's record under ``details["streamed"]``)."""
-    from .methods.units import apply_block
     from .models import count_parameters
 
     prog, dev, n = run.prog, run.dev, run.n_blocks
@@ -187,21 +212,7 @@ def prune_structured(run: StreamRun, method: ScoredMethod) -> dict:
     # -- selection, applied to a shape-only copy: the export plan ---------------------
     chosen, info, costs, influence = _selection(run, method)
     out = plan_output(run, chosen, info, method.compensate_bias)
-    by_block: dict[int, list[Unit]] = {}
-    for u in chosen:
-        by_block.setdefault(u.block, []).append(u)
-
-    # -- pass 2: remove each kept block's units, write it under its final name ---------
-    for j in run.bar(prog.done, len(out.kept), f"{method.name} (streamed, pass 2: removal)"):
-        tb = time.perf_counter()
-        i = out.kept[j]
-        block = run.read_block(i)
-        apply_block(run.adapter, block, i, by_block.get(i, []), info[i], method.compensate_bias)
-        write_block(run, out, j, block)
-        release_block(run, i)
-        prog.done = j + 1
-        prog.block_seconds.append(time.perf_counter() - tb)
-        run.commit(n + j)
+    removal_pass(run, method.name, out, chosen, info, method.compensate_bias)
 
     streamed = {
         "blocks": n,

@@ -50,9 +50,10 @@ class Progress:
     nonzero: int = 0
     params: int = 0
     rng: str | None = None
-    # SoBP (llmprune.streamed_sobp): stage 1 commits ``scored`` from the last block down
-    forward: int = 0  # stage 1 with disk activations: block inputs x_1..x_forward of the forward pass in state/
-    grad: str | None = None  # stage 1: file with ∂L/∂(inputs of block n - scored)
+    # SoBP's stage 1 and LLM-Pruner's pass 1 (llmprune.streamed_gradients) commit ``scored``
+    # (steps of the backward pass) from the last block down
+    forward: int = 0  # with disk activations: block inputs x_1..x_forward of the forward pass in state/
+    grad: str | None = None  # file with ∂L/∂(inputs of block n - scored)
     dense: str | None = None  # stages 2-3: file with the dense stream's inputs of block ``done``
 
 

@@ -26,17 +26,19 @@ No LoRA recovery (the "w/o tune" rows of its tables).
 Memory: this is the one structured method here that needs weight gradients; only the
 decoder blocks' linear weights get ``requires_grad`` (one gradient buffer the size of
 the block weights), the loss is back-propagated one calibration window at a time, and
-``checkpointing`` adds activation checkpointing.
+``checkpointing`` adds activation checkpointing. ``llmprune.prune_streamed`` takes the same
+gradients one block at a time (:mod:`llmprune.streamed_llm_pruner`: :func:`weight_gradients`
+per block in a streamed backward pass, then :meth:`LLMPruner.choose`).
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
-
-from typing import Literal
 
 from pydantic import Field
 
@@ -49,6 +51,7 @@ from .registry import register
 from .units import (
     StructuredMethod,
     Unit,
+    BlockInfo,
     UnitsConfig,
     apply_selection,
     block_infos,
@@ -109,6 +112,36 @@ def group_scores(adapter: ModelAdapter, block: nn.Module, taylor: str) -> tuple[
     return groups, chans
 
 
+def linear_params(adapter: ModelAdapter, blocks: Sequence[nn.Module]) -> list[torch.Tensor]:
+    """The weights and biases of the prunable linears of ``blocks`` (those LLM-Pruner's
+    importance needs ``∂L/∂w`` of)."""
+    params: list[torch.Tensor] = []
+    for block in blocks:
+        for lin in adapter.prunable_linears(block).values():
+            params += [lin.weight] + ([lin.bias] if lin.bias is not None else [])
+    return params
+
+
+@contextmanager
+def weight_gradients(
+    adapter: ModelAdapter, block: nn.Module, taylor: str
+) -> Iterator[Callable[[], tuple[list[float], list[float]]]]:
+    """Give ``block``'s linear weights (and biases) ``requires_grad`` while the context is
+    open; yield a function returning :func:`group_scores` of the gradients accumulated
+    meanwhile. The gradients and the flags are reset on exit (the streamed run's pass 1)."""
+    params = linear_params(adapter, [block])
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.grad = None
+        p.requires_grad_(True)
+    try:
+        yield lambda: group_scores(adapter, block, taylor)
+    finally:
+        for p, flag in zip(params, flags):
+            p.grad = None
+            p.requires_grad_(flag)
+
+
 def _layer_range(n: int, start: int | None, end: int | None) -> tuple[int, int]:
     lo = round(n * 4 / 32) if start is None else start
     hi = n - round(n * 2 / 32) if end is None else end
@@ -124,7 +157,6 @@ def _layer_range(n: int, start: int | None, end: int | None) -> tuple[int, int]:
 class LLMPruner(StructuredMethod):
     name = "llm-pruner"
     summary = "first-order Taylor importance of coupled structures, no recovery (Ma et al. 2023)"
-    whole_model = "gradients of the LM loss through the whole model"
     Config = LLMPrunerConfig
     config: LLMPrunerConfig
 
@@ -144,20 +176,14 @@ class LLMPruner(StructuredMethod):
             "recovery": None,
         }
 
-    def _linear_params(self, adapter: ModelAdapter) -> list[torch.Tensor]:
-        params: list[torch.Tensor] = []
-        for block in adapter.blocks():
-            for lin in adapter.prunable_linears(block).values():
-                params += [lin.weight] + ([lin.bias] if lin.bias is not None else [])
-        return params
-
-    def run(self, ctx: PruneContext) -> PruneResult:
-        model, adapter, device, c = ctx.model, ctx.adapter, ctx.device, self.config
-        t0 = time.perf_counter()
-        blocks = list(adapter.blocks())
-        lo, hi = _layer_range(len(blocks), c.layer_start, c.layer_end)
+    def allocation(self, info: list[BlockInfo]) -> float:
+        """Set the pruned blocks ``self.layers = (lo, hi)`` and return the ratio each of them
+        loses so that ``ratio`` of *all* decoder-block linear weights goes (the released
+        LLaMA setting: uniform over the pruned blocks, the first and last ones dense); an
+        unreachable ratio is a one-line error. Shared by :meth:`run` and the streamed run."""
+        c = self.config
+        lo, hi = _layer_range(len(info), c.layer_start, c.layer_end)
         self.layers = (lo, hi)
-        info = block_infos(adapter)
         cost = [bi.cost for bi in info]
         total, in_range = sum(cost), sum(cost[lo:hi])
         local = self.ratio * total / in_range if in_range else 1.0
@@ -166,7 +192,34 @@ class LLMPruner(StructuredMethod):
                 f"llm-pruner would need to remove {local:.0%} of each of blocks {lo}..{hi - 1} to "
                 f"reach {self.ratio:.0%} overall: use a smaller --ratio or widen the layer range"
             )
-        params = self._linear_params(adapter)
+        return local
+
+    def choose(self, info: list[BlockInfo], scores: Mapping[int, tuple[list[float], list[float]]]) -> list[Unit]:
+        """The units to remove: in every pruned block the same fraction (:meth:`allocation`)
+        of its lowest-importance KV groups and MLP channels (Eq. 4/5 scores of
+        :func:`group_scores`, ``scores[b]`` for ``b`` in ``self.layers``). Shared by
+        :meth:`run` and the streamed run (:mod:`llmprune.streamed_llm_pruner`)."""
+        local = self.allocation(info)
+        assert self.layers is not None
+        units: list[Unit] = []
+        for b in range(*self.layers):
+            bi = info[b]
+            gs, cs = scores[b]
+            if "groups" in self.units:
+                units += [Unit(b, "group", g, bi.group_cost, s) for g, s in enumerate(gs)]
+            if "channels" in self.units:
+                units += [Unit(b, "channel", ch, bi.channel_cost, s) for ch, s in enumerate(cs)]
+        total = sum(bi.cost for bi in info)
+        return select_uniform(units, info, local, self.ratio * total, self.allow_empty)
+
+    def run(self, ctx: PruneContext) -> PruneResult:
+        model, adapter, device, c = ctx.model, ctx.adapter, ctx.device, self.config
+        t0 = time.perf_counter()
+        blocks = list(adapter.blocks())
+        info = block_infos(adapter)
+        self.allocation(info)  # an unreachable ratio is refused before the gradients
+        assert self.layers is not None
+        params = linear_params(adapter, blocks)
         backward_windows(
             model,
             ctx.require_calib(self.name),
@@ -177,21 +230,14 @@ class LLMPruner(StructuredMethod):
             desc="llm-pruner: gradients",
         )
         grad_rss = peak_rss_mb()
-        units: list[Unit] = []
         try:
-            for b in range(lo, hi):
-                bi = info[b]
-                gs, cs = group_scores(adapter, blocks[b], c.taylor)
-                if "groups" in self.units:
-                    units += [Unit(b, "group", g, bi.group_cost, s) for g, s in enumerate(gs)]
-                if "channels" in self.units:
-                    units += [Unit(b, "channel", ch, bi.channel_cost, s) for ch, s in enumerate(cs)]
+            scores = {b: group_scores(adapter, blocks[b], c.taylor) for b in range(*self.layers)}
         finally:
             for p in params:
                 p.grad = None
         if device != "cpu":
             model.to("cpu")
-        chosen = select_uniform(units, info, local, self.ratio * total, self.allow_empty)
+        chosen = self.choose(info, scores)
         apply_selection(adapter, chosen, info, compensate=False)
         return PruneResult(
             seconds=time.perf_counter() - t0,

@@ -27,7 +27,7 @@ MLP, the per-layer widths vLLM serves; :mod:`llmprune.methods.units`).
 Stage 1 can be handed in (``PruneContext.reuse["first_order_scores"]``, the output of
 :func:`first_order_scores`) to share it between runs. ``llmprune.prune_streamed`` runs the
 same stages on a model that is never in memory as a whole (:mod:`llmprune.streamed_sobp`:
-stage 1 by a block-by-block backward pass, :func:`block_masks`/:func:`mask_scores` per
+stage 1 by a block-by-block backward pass, :func:`mask_gradients` per
 block; the selection :meth:`SoBP.choose`; stages 2-3 :meth:`SoBP.prune_block` on two
 streams). Measurements and the choice of defaults: docs/methods/sobp.md.
 """
@@ -37,7 +37,7 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -85,6 +85,16 @@ def block_masks(hooks: MaskHooks, adapter: ModelAdapter, block: nn.Module) -> tu
 def mask_scores(gm: torch.Tensor | None, cm: torch.Tensor) -> tuple[list[float], list[float]]:
     """One block's ``(Σ_x ∂L/∂m_g per KV group, per channel)`` from its masks' gradients."""
     return ([] if gm is None else _grad(gm).tolist(), _grad(cm).tolist())
+
+
+@contextmanager
+def mask_gradients(adapter: ModelAdapter, block: nn.Module) -> Iterator[Callable[[], tuple[list[float], list[float]]]]:
+    """:func:`block_masks` on ``block`` while the context is open; yields the function
+    returning their :func:`mask_scores` (the streamed stage 1's per-block target,
+    :class:`llmprune.streamed_gradients.GradientTarget`)."""
+    with MaskHooks() as hooks:
+        gm, cm = block_masks(hooks, adapter, block)
+        yield lambda: mask_scores(gm, cm)
 
 
 @contextmanager

@@ -327,7 +327,7 @@ def _open(
     reader = CheckpointReader(source)
     if needs_calib:  # a window beyond the model's positions, as `llmprune prune` refuses it
         window = int(calib_ids.shape[-1]) if calib_ids is not None else seqlen
-        checks.check_seqlen(SimpleNamespace(config=config), window)
+        checks.check_seqlen(SimpleNamespace(config=config), window)  # type: ignore[arg-type]
 
     partial = out_path.parent / f".{out_path.name}.partial"
     state = RunState(partial / "state") if partial.exists() and resume else None

@@ -27,9 +27,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 
 from ..errors import LlmpruneError
 
@@ -77,7 +77,7 @@ def _pad_id(tokenizer, prefix: list[int]) -> int:
     return prefix[0]
 
 
-def _fingerprint(model: nn.Module, tokenizer, parts: tuple) -> str:
+def _fingerprint(model: Any, tokenizer, parts: tuple) -> str:
     h = hashlib.sha256()
     h.update(model.config.to_json_string().encode())
     h.update(str(getattr(tokenizer, "chat_template", "")).encode())
@@ -96,7 +96,7 @@ def _cache_dir() -> Path:
 
 
 def self_generated_windows(
-    model: nn.Module,
+    model: Any,  # a transformers PreTrainedModel (config, generate)
     tokenizer,
     n: int,
     seqlen: int,

@@ -6,7 +6,6 @@ not streamed are refused in one line."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import subprocess
@@ -17,69 +16,16 @@ import pytest
 import torch
 
 import llmprune
+from streamed_checkpoints import assert_same_checkpoint, save_checkpoint, write_sources
 from llmprune.errors import LlmpruneError
 
 REPO = Path(__file__).resolve().parents[1]
 CALIB = dict(calib_samples=4, seqlen=32)
 
 
-def _tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    out: dict[str, torch.Tensor] = {}
-    for file in sorted(glob.glob(str(path / "*.safetensors"))):
-        out.update(load_file(file))
-    return out
-
-
-def _assert_same_checkpoint(a: Path, b: Path) -> None:
-    """Same tensors (names, dtypes, values bit for bit), same config.json, same code files."""
-    ta, tb = _tensors(a), _tensors(b)
-    assert ta.keys() == tb.keys()
-    for k in ta:
-        assert ta[k].dtype == tb[k].dtype, k
-        assert torch.equal(ta[k], tb[k]), k
-    assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
-    code = sorted(p.name for p in b.glob("*.py"))
-    assert sorted(p.name for p in a.glob("*.py")) == code
-    for name in code:
-        assert (a / name).read_text() == (b / name).read_text()
-
-
-def _save(model, path: Path, tokenizer, **kwargs) -> Path:
-    model.save_pretrained(path, **kwargs)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory, toy_tokenizer) -> dict[str, Path]:
-    """Tiny checkpoints written with save_pretrained: LLaMA (tied), Qwen2 (q/k/v biases) and
-    a 4-block LLaMA (untied head, several input shards)."""
-    from tiny_models import build_tiny
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    root = tmp_path_factory.mktemp("sobp-sources")
-    vocab = len(toy_tokenizer)
-    out = {f: _save(build_tiny(f, vocab_size=vocab), root / f, toy_tokenizer) for f in ("llama", "qwen2")}
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(1)
-    deep = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        for p in deep.parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    out["deep"] = _save(deep, root / "deep", toy_tokenizer, max_shard_size="100KB")
-    return out
+    return write_sources(tmp_path_factory.mktemp("sobp-sources"), toy_tokenizer)
 
 
 def _in_memory(src: Path, out: Path, ratio: float, **options) -> dict:
@@ -123,7 +69,7 @@ def test_streamed_sobp_equals_in_memory(sources, tmp_path, source, ratio, option
         **options,
     )
     ref = _in_memory(src, tmp_path / "memory", ratio, **options)
-    _assert_same_checkpoint(tmp_path / "streamed", tmp_path / "memory")
+    assert_same_checkpoint(tmp_path / "streamed", tmp_path / "memory")
     assert report["export"] == ref["export"] and report["export"]["kind"] == kind
     assert report["structured"] == ref["structured"]
     if options.get("units") == "servable" and source == "qwen2":
@@ -142,10 +88,10 @@ def test_streamed_sobp_other_families(family, tmp_path, toy_tokenizer):
     same checkpoint."""
     from tiny_models import build_tiny
 
-    src = _save(build_tiny(family, vocab_size=len(toy_tokenizer)), tmp_path / "src", toy_tokenizer)
+    src = save_checkpoint(build_tiny(family, vocab_size=len(toy_tokenizer)), tmp_path / "src", toy_tokenizer)
     report = llmprune.prune_streamed(src, "sobp", tmp_path / "streamed", ratio=0.3, progress=False, **CALIB)
     ref = _in_memory(src, tmp_path / "memory", 0.3)
-    _assert_same_checkpoint(tmp_path / "streamed", tmp_path / "memory")
+    assert_same_checkpoint(tmp_path / "streamed", tmp_path / "memory")
     assert report["structured"] == ref["structured"] and report["export"] == ref["export"]
 
 
@@ -250,7 +196,7 @@ def test_sobp_resume_after_kill(sources, tmp_path, step, activations, committed,
     assert read == reads
     assert report["details"]["streamed"]["resumed_from_block"] == sum(committed)
     _in_memory(sources["deep"], tmp_path / "memory", 0.3)
-    _assert_same_checkpoint(out, tmp_path / "memory")
+    assert_same_checkpoint(out, tmp_path / "memory")
     assert not partial.exists()
 
 

@@ -5,7 +5,6 @@ the whole model."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import subprocess
@@ -16,72 +15,22 @@ import pytest
 import torch
 
 import llmprune
+from streamed_checkpoints import assert_same_checkpoint, save_checkpoint, write_sources
 from llmprune.errors import LlmpruneError
 
 REPO = Path(__file__).resolve().parents[1]
 CALIB = dict(calib_samples=4, seqlen=32)
 
 
-def _tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    out: dict[str, torch.Tensor] = {}
-    for file in sorted(glob.glob(str(path / "*.safetensors"))):
-        out.update(load_file(file))
-    return out
-
-
-def _assert_same_checkpoint(a: Path, b: Path) -> None:
-    """Same tensors (names, dtypes, values), same config.json, same extra code files."""
-    ta, tb = _tensors(a), _tensors(b)
-    assert ta.keys() == tb.keys()
-    for k in ta:
-        assert ta[k].dtype == tb[k].dtype, k
-        assert torch.equal(ta[k], tb[k]), k
-    assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
-    code = sorted(p.name for p in b.glob("*.py"))
-    assert sorted(p.name for p in a.glob("*.py")) == code
-    for name in code:
-        assert (a / name).read_text() == (b / name).read_text()
-
-
-def _save(model, path: Path, tokenizer) -> Path:
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory, toy_tokenizer) -> dict[str, Path]:
-    """Tiny checkpoints written with save_pretrained: LLaMA (tied), Qwen2 (q/k/v biases),
-    a 4-block LLaMA (untied head, several input shards) and a 6-block LLaMA of vLLM-servable
-    shapes."""
-    from tiny_models import build_tiny, build_tiny_servable
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    """The shared tiny sources and a 6-block LLaMA of vLLM-servable shapes."""
+    from tiny_models import build_tiny_servable
 
     root = tmp_path_factory.mktemp("structured-sources")
-    vocab = len(toy_tokenizer)
-    out = {f: _save(build_tiny(f, vocab_size=vocab), root / f, toy_tokenizer) for f in ("llama", "qwen2")}
-    out["servable"] = _save(build_tiny_servable("llama", vocab_size=vocab, layers=6), root / "servable", toy_tokenizer)
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(1)
-    deep = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        for p in deep.parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    out["deep"] = root / "deep"
-    deep.save_pretrained(out["deep"], max_shard_size="100KB")
-    toy_tokenizer.save_pretrained(out["deep"])
+    out = write_sources(root, toy_tokenizer)
+    servable = build_tiny_servable("llama", vocab_size=len(toy_tokenizer), layers=6)
+    out["servable"] = save_checkpoint(servable, root / "servable", toy_tokenizer)
     return out
 
 
@@ -115,7 +64,7 @@ def test_streamed_structured_equals_in_memory(sources, tmp_path, source, method,
     )
     ref = llmprune.prune(model, tok, method, ratio=ratio, progress=False, **CALIB, **options)
     llmprune.save(model, tok, tmp_path / "memory", ref)
-    _assert_same_checkpoint(tmp_path / "streamed", tmp_path / "memory")
+    assert_same_checkpoint(tmp_path / "streamed", tmp_path / "memory")
     assert report["export"] == ref.export and report["export"]["kind"] == kind
     s, m = report["structured"], ref.to_dict()["structured"]
     assert s == m
@@ -183,7 +132,7 @@ def test_structured_resume_after_kill(sources, tmp_path, step, activations):
     model, tok = llmprune.load(sources["deep"])
     ref = llmprune.prune(model, tok, "flap", ratio=0.3, progress=False, **CALIB)
     llmprune.save(model, tok, tmp_path / "memory", ref)
-    _assert_same_checkpoint(out, tmp_path / "memory")
+    assert_same_checkpoint(out, tmp_path / "memory")
     assert not partial.exists()
 
 

@@ -25,8 +25,6 @@ weights fingerprint, the tokenizer's template and every argument above), since g
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -89,12 +87,6 @@ def _fingerprint(model: Any, tokenizer, parts: tuple) -> str:
     return h.hexdigest()[:24]
 
 
-def _cache_dir() -> Path:
-    env = os.environ.get("LLMPRUNE_CACHE")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmprune"
-    return base / "calib"
-
-
 def self_generated_windows(
     model: Any,  # a transformers PreTrainedModel (config, generate)
     tokenizer,
@@ -113,7 +105,9 @@ def self_generated_windows(
         )
     device = next(model.parameters()).device
     parts = (n, seqlen, seed, batch_size, tuple(sorted(SAMPLING.items())), str(device), str(model.dtype))
-    path = _cache_dir() / f"self-{_fingerprint(model, tokenizer, parts)}.pt"
+    from ..models.loading import cache_dir
+
+    path = cache_dir() / "calib" / f"self-{_fingerprint(model, tokenizer, parts)}.pt"
     if cache and path.is_file():
         try:
             ids = torch.load(path, map_location="cpu", weights_only=True)

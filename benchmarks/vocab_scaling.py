@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=False,
             )
             seconds = time.perf_counter() - t0
-            params = report["block_linear_params_before"]
+            params = report.structured.block_linear_params_before if report.structured else report.block_linear_params
             row = {
                 "shape": name,
                 "blocks": model.config.num_hidden_layers,
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": round(seconds, 2),
                 "block_linear_params": params,
                 "seconds_per_m_block_params": seconds / params * 1e6,
-                "stage_seconds": (report.get("sobp") or {}).get("stage_seconds"),
+                "stage_seconds": (report.details or {}).get("stage_seconds"),
             }
             data["runs"].append(row)
             add_ratios(data["runs"])

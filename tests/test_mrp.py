@@ -233,7 +233,7 @@ def test_update_option_and_errors() -> None:
     with pytest.raises(LlmpruneError, match="add update=sparsegpt or update=mrp"):
         get_method("wanda")(Sparsity(ratio=0.5), damp=0.1)
     mrp = get_method("mrp")(Sparsity(ratio=0.5))
-    assert mrp.needs_hessian and mrp.options() == {"blocksize": 128, "damp": 0.01, "precision": "float32"}
+    assert mrp.needs_hessian and mrp.options() == {"blocksize": 128, "damp": 0.01, "precision": "float32", "tol": None}
 
 
 def test_api_prune_mrp_and_update(tiny_llama_dir: Path) -> None:
@@ -332,6 +332,41 @@ def test_pcg_solver_equals_exact_solution(setting: str, dtype: torch.dtype) -> N
     excess, tol = (1e-12, 1e-9) if dtype == torch.float64 else (1e-3, 5e-2)
     assert err(exact) * (1 - 1e-9) <= err(fast) <= err(exact) * (1 + excess)
     assert torch.allclose(fast.double(), exact, rtol=tol, atol=tol * float(W.abs().max()))
+
+
+@pytest.mark.parametrize("setting", ["0.5", "2:4"])
+def test_looser_pcg_stop_bounds_the_excess_error(setting: str) -> None:
+    """``tol``: the preconditioned residual bounds each row's excess error (``H⁻¹``
+    masked to the kept set dominates ``(H_KK)⁻¹``), so a looser stop costs at most
+    ``tol / (1 − tol)`` of the optimum, and never less error than a tighter one."""
+    from llmprune.solvers import pcg
+
+    g = torch.Generator().manual_seed(9)
+    X = torch.randn(512, 64, generator=g, dtype=torch.float64) @ torch.randn(64, 64, generator=g, dtype=torch.float64)
+    W = torch.randn(12, 64, generator=g, dtype=torch.float64)
+    H = 2 * X.T @ X / 512
+    s = Sparsity.parse(pattern=setting) if ":" in setting else Sparsity.parse(ratio=setting)
+    Hd = dampen(H, 0.01)
+
+    def err(V: torch.Tensor) -> float:
+        D = W - V.double()
+        return float(torch.einsum("ri,ij,rj->", D, Hd, D))
+
+    exact = err(mrp_prune(W, H, s, blocksize=16, solver="exact"))
+    errors = []
+    for tol in (pcg.TOL[torch.float64], 1e-3, 0.05, 0.3):
+        out = mrp_prune(W, H, s, blocksize=16, tol=tol)
+        assert torch.equal(out == 0, mrp_prune(W, H, s, blocksize=16, solver="exact") == 0)
+        errors.append(err(out))
+        assert exact * (1 - 1e-9) <= errors[-1] <= exact * (1 + tol / (1 - tol)) * (1 + 1e-9)
+    assert errors == sorted(errors) and errors[-1] > errors[0]
+
+
+def test_mrp_tol_option_is_validated() -> None:
+    from llmprune.methods import get_method
+
+    with pytest.raises(LlmpruneError, match="tol"):
+        get_method("mrp")(Sparsity(ratio=0.5), tol=1.5)
 
 
 def test_pcg_converges_from_a_plain_start_and_rejects_unknown_solver() -> None:

@@ -24,6 +24,19 @@ class MRPConfig(MethodConfig):
     precision: Literal["float32", "float64"] = Field(
         "float32", description="precision of the solver's heavy arithmetic (float32: refined in float64)"
     )
+    tol: float | None = Field(
+        None,
+        description="final joint update: stop when each row's excess error over the exact solution is below "
+        "this fraction of its error (default 1e-3 in float32, rounding in float64; e.g. 0.05 is faster and "
+        "keeps most of MRP's advantage, docs/faithfulness.md)",
+    )
+
+    @field_validator("tol")
+    @classmethod
+    def _tol(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value < 1:
+            raise ValueError(f"tol {value} must lie in (0, 1), e.g. tol=0.001")
+        return value
 
     @field_validator("blocksize")
     @classmethod
@@ -46,7 +59,7 @@ class MRP(LayerwiseMethod):
 
     ``precision`` is that of the solver's heavy arithmetic: the final joint update runs
     as batched preconditioned conjugate gradients (:mod:`llmprune.solvers.pcg`) whose
-    matrix products are float32 (default; stops at ~1e-6 relative excess layer error,
+    matrix products are float32 (default; stops at an excess of 1e-3 of each row's error, ``tol``;
     iterate and residual refreshes in float64) or float64; the unstructured sweep's
     batched Cholesky runs in the same precision, refined with float64 residuals. The
     exact solution fits the calibration tokens closely: give it many more tokens than a
@@ -66,4 +79,4 @@ class MRP(LayerwiseMethod):
     def prune_weight(self, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
         assert stats is not None and stats.hessian is not None
         c = self.config
-        return mrp_prune(weight, stats.hessian, self.sparsity, c.blocksize, c.damp, dtype=self.dtype)
+        return mrp_prune(weight, stats.hessian, self.sparsity, c.blocksize, c.damp, dtype=self.dtype, tol=c.tol)

@@ -400,6 +400,7 @@ def mrp_prune(
     mask: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float64,
     solver: str = "pcg",
+    tol: float | None = None,
 ) -> torch.Tensor:
     """Prune ``W`` (rows × cols) with MRP; return the compensated copy.
 
@@ -415,6 +416,10 @@ def mrp_prune(
     (default) by batched preconditioned conjugate gradients started from the selection
     sweep's weights (:mod:`llmprune.solvers.pcg`; ``dtype`` is then the precision of its
     matrix products), ``"exact"`` by one factorisation per row (:func:`mrp_update`).
+    ``tol`` is the PCG stop (each row's excess error over the exact solution, as a fraction
+    of its error; default :data:`llmprune.solvers.pcg.TOL` of ``dtype``): a looser stop
+    trades part of MRP's error advantage for fewer ``rows × n × n`` iterations
+    (docs/faithfulness.md).
     """
     if solver not in SOLVERS:
         raise LlmpruneError(f"MRP solver {solver!r} is not one of {', '.join(SOLVERS)}: pass solver='pcg'")
@@ -439,5 +444,5 @@ def mrp_prune(
         mask = mask.to(W.device, torch.bool)
     if solver == "exact":
         return mrp_update(W, Hinv, mask, H=Hd, dtype=dtype)
-    out, _ = masked_lstsq_pcg(W, Hd, Hinv, ~mask, start=work, dtype=dtype)
+    out, _ = masked_lstsq_pcg(W, Hd, Hinv, ~mask, start=work, dtype=dtype, tol=tol)
     return out.to(out_dtype)

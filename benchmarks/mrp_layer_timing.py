@@ -8,7 +8,7 @@ setting is timed ``--repeats`` times after one warm-up, the two solvers *interle
 medians, their ratio MRP / SparseGPT and the reconstruction error ``tr(δW H δWᵀ)`` of
 both are printed and saved.
 
-    python benchmarks/mrp_layer_timing.py [--threads 1] [--shapes 576x576] [--json out.json]
+    python benchmarks/mrp_layer_timing.py [--threads 1] [--shapes 576x576] [--mrp-tol 0.05] [--json out.json]
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-warmup", action="store_true", help="no untimed first call (large shapes)")
     p.add_argument("--chol-block", type=int, default=None, help="override the batched Cholesky block")
+    p.add_argument(
+        "--mrp-tol", type=float, default=None, help="MRP's final-solve stop (mrp_prune tol; default: the precision's)"
+    )
     p.add_argument("--json", default=None, help="also write the rows to this file")
     args = p.parse_args(argv)
     if args.threads:
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(
         f"| shape | setting | SparseGPT s | MRP s | MRP/SparseGPT | err SparseGPT | err MRP |  "
-        f"[{args.device}, {torch.get_num_threads()} threads, {args.precision}, median of {args.repeats}]"
+        f"[{args.device}, {torch.get_num_threads()} threads, {args.precision}, MRP tol {args.mrp_tol or 'default'}, "
+        f"median of {args.repeats}]"
     )
     print("|---|---|---:|---:|---:|---:|---:|")
     for shape in args.shapes.split(","):
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             (t_s, ts_all, out_s), (t_m, tm_all, out_m) = _interleaved(
                 [
                     lambda W=W, H=H, sp=sp: sparsegpt_prune(W, H, sp),
-                    lambda W=W, H=H, sp=sp: mrp_prune(W, H, sp, dtype=dtype),
+                    lambda W=W, H=H, sp=sp: mrp_prune(W, H, sp, dtype=dtype, tol=args.mrp_tol),
                 ],
                 args.repeats,
                 args.device,

@@ -10,7 +10,8 @@ residual (about its excess error over the optimum) is below ``TOL`` times its er
 ``K`` (a second product): for ``K`` = everything it is exact; from the selection sweep's
 weights, 6-9 iterations reach the float32 tolerance on SmolLM2's layer shapes
 (docs/faithfulness.md). The iterate is float64, the products run in ``dtype``, and
-every tenth residual is recomputed from the iterate.
+every tenth residual is recomputed from the iterate
+(the residual recurrence itself runs in ``dtype``).
 """
 
 from __future__ import annotations
@@ -60,23 +61,26 @@ def masked_lstsq_pcg(
         return G * Kd, tol * (G * D).sum(1)
 
     r, limit = residual()
-    z = (r.to(dtype) @ Hiw) * K
+    r = r.to(dtype)  # the recurrence runs in ``dtype``; the iterate stays float64
+    z = torch.mm(r, Hiw).mul_(K)
     p = z.clone()
-    rz = (r.to(dtype) * z).sum(1)
+    rz = (r * z).sum(1)
+    tiny = torch.finfo(dtype).tiny
     it = 0
     while it < max_iter and bool((rz > limit).any()):
         it += 1
-        Ap = (p @ Hw) * K
+        Ap = torch.mm(p, Hw).mul_(K)
         pAp = (p * Ap).sum(1)
-        a = torch.where(pAp > 0, rz / pAp.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(rz))
-        x += (a.unsqueeze(1) * p).double()
+        a = torch.where(pAp > 0, rz / pAp.clamp_min(tiny), torch.zeros_like(rz)).unsqueeze(1)
+        x += (p * a).double()
         if it % REPLACE_EVERY == 0:
-            r, limit = residual()
+            r64, limit = residual()
+            r = r64.to(dtype)
         else:
-            r -= (a.unsqueeze(1) * Ap).double()
-        z = (r.to(dtype) @ Hiw) * K
-        rz_new = (r.to(dtype) * z).sum(1)
-        beta = torch.where(rz > 0, rz_new / rz.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(rz))
-        p = z + beta.unsqueeze(1) * p
+            r.sub_(Ap.mul_(a))
+        z = torch.mm(r, Hiw).mul_(K)
+        rz_new = (r * z).sum(1)
+        beta = torch.where(rz > 0, rz_new / rz.clamp_min(tiny), torch.zeros_like(rz)).unsqueeze(1)
+        p = p.mul_(beta).add_(z)
         rz = rz_new
     return x * Kd, it

@@ -630,7 +630,8 @@ STANDARD_ROWS = STANDARD_METHODS[:2] + ("pg init (steps=0)",) + STANDARD_METHODS
 STANDARD_HOWTO = (
     "`benchmarks/standard.py` runs the dense model and SoBP, PG, DISP, Wanda-sp, FLAP, LLM-Pruner and ShortGPT "
     "at 20, 30 and 50 % of the decoder-block linear weights under one protocol for every row: 128 × 2048 "
-    "WikiText-2 train calibration windows, seed 0, perplexity on all WikiText-2 test windows of 2048 tokens. "
+    "WikiText-2 train calibration windows by default (the script refuses fewer than 64 for this file), seed 0, "
+    "perplexity on all WikiText-2 test windows of 2048 tokens. "
     "PG keeps its family budget and DISP counts block weights (`target=block`), so a ratio is the same parameter "
     "count for every method (the achieved ratio is recorded per row); PG's initial (Wanda-sp) mask is evaluated "
     "as a row of its own. On a CPU the run takes many hours: start it in the background and resume it after an "
@@ -638,7 +639,7 @@ STANDARD_HOWTO = (
     "it should take minutes (`--device cuda`; not yet run on one)."
 )
 STANDARD_COMMAND = (
-    "nohup python benchmarks/standard.py --resume > standard.log 2>&1 &   # rerun the same line to resume\n"
+    "nohup python benchmarks/standard.py --calib-samples 64 --resume > standard.log 2>&1 &   # rerun it to resume\n"
     "python benchmarks/standard.py --table                                # the table so far\n"
     "make docs                                                            # this page"
 )
@@ -655,14 +656,18 @@ def _standard_ratios(d: dict) -> list[str]:
     return sorted({_standard_key(r)[1] for r in runs_of(d) if r["method"] != "dense"}, key=float)
 
 
+STANDARD_RATIOS = ("0.2", "0.3", "0.5")  # standard.py's default ratios: always columns, '-' until run
+
+
 def standard_pivot(d: dict) -> str:
+    """Perplexity, one row per method (every standard method, '-' where not run yet), one column per ratio."""
     cells = {_standard_key(r): r for r in runs_of(d)}
-    ratios = _standard_ratios(d)
+    ratios = sorted(set(_standard_ratios(d)) | set(STANDARD_RATIOS), key=float)
     names = list(STANDARD_ROWS) + sorted({n for n, _ in cells} - set(STANDARD_ROWS) - {"dense"})
-    rows = [["dense"] + [ppl(dense_ppl(d))] * len(ratios)]
+    dense = ppl(dense_ppl(d)) if any(r["method"] == "dense" for r in runs_of(d)) else "-"
+    rows = [["dense"] + [dense] * len(ratios)]
     for n in names:
-        if any((n, s) in cells for s in ratios):
-            rows.append([n] + [ppl(cells[(n, s)]["ppl"]) if (n, s) in cells else "-" for s in ratios])
+        rows.append([n] + [ppl(cells[(n, s)]["ppl"]) if (n, s) in cells else "-" for s in ratios])
     return block("standard", table(["method"] + [f"{float(s) * 100:.0f} %" for s in ratios], rows))
 
 
@@ -697,6 +702,47 @@ def standard_findings(d: dict) -> str:
     return "\n".join(lines)
 
 
+#: the seeds' claims the standard table tests: (claim, method, ratios where it should have the lowest perplexity)
+STANDARD_CLAIMS = (
+    ("SoBP has the lowest perplexity at 20 % and 30 %", "sobp", ("0.2", "0.3")),
+    ("DISP has the lowest perplexity at 50 %", "disp", ("0.5",)),
+)
+
+
+def standard_claims(d: dict) -> str:
+    """Each claim of the seeds against the standard table: holds, does not hold, or not measured yet."""
+    cells = {_standard_key(r): r for r in runs_of(d)}
+    lines = []
+    for claim, method, ratios in STANDARD_CLAIMS:
+        parts = []
+        for s in ratios:
+            pct = f"{float(s) * 100:.0f} %"
+            if (method, s) not in cells:
+                parts.append(f"{pct}: not measured yet")
+                continue
+            own = cells[(method, s)]["ppl"]
+            others = {m: cells[(m, s)]["ppl"] for m in STANDARD_METHODS if m != method and (m, s) in cells}
+            missing = [m for m in STANDARD_METHODS if m != method and (m, s) not in cells]
+            better = sorted((v, m) for m, v in others.items() if v < own)
+            if better:
+                verdict = "does not hold (" + ", ".join(f"{m} {ppl(v)}" for v, m in better) + f" < {ppl(own)})"
+            else:
+                verdict = f"holds ({ppl(own)})" if not missing else f"holds so far ({ppl(own)})"
+            parts.append(f"{pct}: {verdict}" + (f"; not run yet: {', '.join(missing)}" if missing else ""))
+        lines.append(f"- *{claim}*: " + "; ".join(parts))
+    pg_parts = []
+    for s in sorted(set(_standard_ratios(d)) | set(STANDARD_RATIOS), key=float):
+        pg_run, init = cells.get(("pg", s)), cells.get(("pg init (steps=0)", s))
+        pct = f"{float(s) * 100:.0f} %"
+        if pg_run is None or init is None:
+            pg_parts.append(f"{pct}: not measured yet")
+        else:
+            word = "holds" if pg_run["ppl"] < init["ppl"] else "does not hold"
+            pg_parts.append(f"{pct}: {word} ({ppl(pg_run['ppl'])} against {ppl(init['ppl'])})")
+    lines.append("- *PG's trained mask beats its initial (Wanda-sp) mask*: " + "; ".join(pg_parts))
+    return block("standard-claims", "\n".join(lines))
+
+
 def standard_protocol(d: dict) -> str:
     p = d["protocol"]
     windows = next((r["protocol"] for r in runs_of(d) if isinstance(r.get("protocol"), dict)), {})
@@ -715,7 +761,9 @@ def standard_summary(data: dict) -> str:
         return out + "\nNo results yet: `benchmarks/results/standard.json` is written by the first real run.\n"
     return (
         out + f"\nFrom `{STANDARD}`: {standard_protocol(d)}. Every row and its seconds and memory are in the section "
-        "further down.\n\n" + standard_pivot(d) + "\n\n" + standard_findings(d) + "\n"
+        "further down.\n\n" + standard_pivot(d) + "\n\n" + standard_findings(d) + "\n\nThe seeds' claims:\n\n"
+        + standard_claims(d)
+        + "\n"
     )
 
 

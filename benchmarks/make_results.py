@@ -761,7 +761,11 @@ def standard_summary(data: dict) -> str:
         return out + "\nNo results yet: `benchmarks/results/standard.json` is written by the first real run.\n"
     return (
         out + f"\nFrom `{STANDARD}`: {standard_protocol(d)}. Every row and its seconds and memory are in the section "
-        "further down.\n\n" + standard_pivot(d) + "\n\n" + standard_findings(d) + "\n\nThe seeds' claims:\n\n"
+        "further down.\n\n"
+        + standard_pivot(d)
+        + "\n\n"
+        + standard_findings(d)
+        + "\n\nThe seeds' claims:\n\n"
         + standard_claims(d)
         + "\n"
     )
@@ -981,6 +985,97 @@ def r_zeroshot_piqa(name: str, d: dict, data: dict) -> str:
     )
 
 
+def r_mrp_layer_timing(name: str, d: dict, data: dict) -> str:
+    """benchmarks/mrp_layer_timing.py: per-layer seconds of SparseGPT and MRP, their ratio and
+    layer errors (MRP's margin = its error relative to SparseGPT's)."""
+    rows = [
+        [
+            r["shape"],
+            r["setting"],
+            f"{r['sparsegpt_s']:.3f}",
+            f"{r['mrp_s']:.3f}",
+            f"{r['ratio']:.2f}",
+            f"{r['err_sparsegpt']:.4g}",
+            f"{r['err_mrp']:.4g}",
+            f"{(r['err_mrp'] / r['err_sparsegpt'] - 1) * 100:+.1f} %",
+        ]
+        for r in d["rows"]
+    ]
+    a = d.get("args", {})
+    head = (
+        f"{d.get('threads', a.get('threads'))} thread(s), {a.get('precision', 'float32')}"
+        + (f", MRP tol {a['mrp_tol'] or 'default (1e-3)'}" if "mrp_tol" in a else "")
+        + f", median of {a.get('repeats')}"
+        + ("" if not a.get("no_warmup") else ", no warm-up")
+        + (
+            f"; load average at the end {', '.join(f'{v:.1f}' for v in d['load_average_at_end'])}"
+            if d.get("load_average_at_end")
+            else ""
+        )
+    )
+    stem = name.removesuffix(".json").replace("_", "-")
+    return (
+        head
+        + ".\n\n"
+        + block(
+            stem,
+            table(
+                [
+                    "shape",
+                    "setting",
+                    "SparseGPT s",
+                    "MRP s",
+                    "MRP / SparseGPT",
+                    "err SparseGPT",
+                    "err MRP",
+                    "MRP margin",
+                ],
+                rows,
+                "ll" + "r" * 6,
+            ),
+        )
+    )
+
+
+VOCAB_STAGES = ("1_scores", "2_refine", "3_reconstruct")
+
+
+def r_vocab_scaling(name: str, d: dict, data: dict) -> str:
+    """Time per million block weights by shape and method, and its ratio to the SmolLM2 shape
+    (benchmarks/vocab_scaling.py); one table per label, SoBP's stage seconds where recorded."""
+    out = []
+    labels: list[str] = []
+    for r in runs_of(d):
+        if r.get("label", "") not in labels:
+            labels.append(r.get("label", ""))
+    for label in labels:
+        rows = []
+        for r in (r for r in runs_of(d) if r.get("label", "") == label):
+            st = r.get("stage_seconds") or {}
+            rows.append(
+                [
+                    r["shape"],
+                    fnum(r["blocks"]),
+                    fnum(r["vocab"]),
+                    r["method"],
+                    r["calib"],
+                    secs(r["seconds"]),
+                    fnum(r["seconds_per_m_block_params"], 2),
+                    fnum(r.get("vs_smollm2_per_block_param"), 2),
+                ]
+                + [fnum(st.get(k), 1) for k in VOCAB_STAGES]
+            )
+        head = ["shape", "blocks", "vocab", "method", "calibration", "s", "s per M block weights", "vs SmolLM2 shape"]
+        out.append(
+            f"Label `{label or '(none)'}`:\n\n"
+            + block(
+                f"vocab-scaling-{label}" if label else "vocab-scaling",
+                table(head + [f"SoBP {k} s" for k in VOCAB_STAGES], rows, "l" * 5 + "r" * 6),
+            )
+        )
+    return "\n\n".join(out)
+
+
 def r_generic(name: str, d: Any, data: dict) -> str:
     """Any other file: its runs as a table of their scalar fields, or its scalar fields."""
     if isinstance(d, dict) and runs_of(d):
@@ -1072,7 +1167,29 @@ SECTIONS: dict[str, tuple[str, Callable[[str, Any, dict], str], str]] = {
     "zeroshot_check.json": ("Our zero-shot scores against lm-eval's own CLI (first 100 items)", r_zeroshot_check, ""),
     "zeroshot_check_full.json": ("Our zero-shot scores against lm-eval's own CLI (full sets)", r_zeroshot_check, ""),
     "zeroshot_check_piqa_full.json": ("PIQA full set against lm-eval's own CLI", r_zeroshot_piqa, ""),
+    "vocab_scaling.json": (
+        "Time against vocabulary and shape (random-weight models of real shapes)",
+        r_vocab_scaling,
+        "One process per command, one thread. `vs SmolLM2 shape`: seconds per million decoder-block linear "
+        "weights over the SmolLM2-shaped run of the same method, calibration and label. Rows labelled `after` "
+        "ran at a load average of about 40 on 2 cores; later labels say their conditions in the note.",
+    ),
 }
+
+
+def section_for(name: str) -> tuple[str, Callable, str]:
+    """(title, renderer, description) of a results file; every mrp_layer_timing*.json shares one renderer."""
+    if name in SECTIONS:
+        return SECTIONS[name]
+    if name.startswith("mrp_layer_timing"):
+        return (f"MRP and SparseGPT per layer: {name}", r_mrp_layer_timing, MRP_TIMING_DESC)
+    return (f"{name} (generic rendering)", r_generic, "")
+
+
+MRP_TIMING_DESC = (
+    "`benchmarks/mrp_layer_timing.py`: random layers of the given shapes (correlated inputs, uneven column "
+    "scales, 4096 tokens), both solvers interleaved after a warm-up; wall seconds, medians."
+)
 
 
 def headline(data: dict) -> str:
@@ -1210,8 +1327,8 @@ def build(data: dict) -> tuple[str, str, list[str]]:
     out += summary
     for name in sorted(data, key=lambda n: (list(SECTIONS).index(n) if n in SECTIONS else len(SECTIONS), n)):
         d = data[name]
-        title, render, desc = SECTIONS.get(name, (f"{name} (generic rendering)", r_generic, ""))
-        if name not in SECTIONS:
+        title, render, desc = section_for(name)
+        if name not in SECTIONS and not name.startswith("mrp_layer_timing"):
             notes.append(f"{name}: no dedicated renderer, rendered generically")
         try:
             body = render(name, d, data)

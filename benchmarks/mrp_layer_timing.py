@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(
                 {
+                    "command": shlex.join(["python", "benchmarks/mrp_layer_timing.py", *(argv or sys.argv[1:])]),
                     "args": vars(args),
                     "threads": torch.get_num_threads(),
                     "load_average_at_end": os.getloadavg(),

@@ -140,8 +140,14 @@ def run_plan(
     data = {"benchmark": benchmark, "protocol": protocol, **(extra or {}), "environment": environment(), "runs": []}
     if args.resume and out.exists():
         old = json.loads(out.read_text())
-        if old.get("protocol") == protocol:
-            data["runs"] = old["runs"]
+        if old.get("protocol") != protocol:  # resuming would silently drop the finished rows
+            print(
+                f"error: {out} was run under another protocol ({json.dumps(old.get('protocol'))}), so --resume "
+                "would discard its rows: restore those settings, or pass another --out",
+                file=sys.stderr,
+            )
+            return 2
+        data["runs"] = old["runs"]
     done = {(r["method"], r["setting"]) for r in data["runs"]}
     for method, label, kw in plan:
         if (method or "dense", label) in done:

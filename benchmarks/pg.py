@@ -16,7 +16,7 @@ Protocol as in ``unstructured.py``: WikiText-2 test perplexity at ``--seqlen``,
 calibration ``--calib-samples`` × ``--seqlen`` WikiText-2 train tokens, seed 0, the same
 for every method of the run.
 
-    python benchmarks/pg.py --quick [--ratios 0.2,0.3,0.4] [--steps 200] [--lr 0.05] \\
+    python benchmarks/pg.py --quick [--ratios 0.2,0.3,0.4] [--steps 200] [--lr 0.01] \\
         [--batch-size 1] [--samples-per-step 2] [--keep-best N] [--params-budget] [--device cuda]
 
 Writes ``benchmarks/results/pg[_quick].json`` after every run.
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ratios", default="0.2,0.3,0.4")
     p.add_argument("--baselines", default="wanda-sp,sobp")
     p.add_argument("--steps", type=int, default=None, help="PG steps (default: the method's, 200)")
-    p.add_argument("--lr", type=float, default=None, help="PG learning rate (default: the method's, 0.05)")
+    p.add_argument("--lr", type=float, default=None, help="PG learning rate (default: the method's, 0.01)")
     p.add_argument("--batch-size", type=int, default=1, help="PG windows per forward (default 1)")
     p.add_argument("--samples-per-step", type=int, default=None, help="PG masks per batch (default 2)")
     p.add_argument("--offload", action="store_true", help="PG: only the running block on the device")

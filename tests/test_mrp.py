@@ -233,7 +233,13 @@ def test_update_option_and_errors() -> None:
     with pytest.raises(LlmpruneError, match="add update=sparsegpt or update=mrp"):
         get_method("wanda")(Sparsity(ratio=0.5), damp=0.1)
     mrp = get_method("mrp")(Sparsity(ratio=0.5))
-    assert mrp.needs_hessian and mrp.options() == {"blocksize": 128, "damp": 0.01, "precision": "float32", "tol": None}
+    assert mrp.needs_hessian and mrp.options() == {
+        "blocksize": 128,
+        "damp": 0.01,
+        "precision": "float32",
+        "solver": "pcg",
+        "tol": None,
+    }
 
 
 def test_api_prune_mrp_and_update(tiny_llama_dir: Path) -> None:
@@ -362,11 +368,22 @@ def test_looser_pcg_stop_bounds_the_excess_error(setting: str) -> None:
     assert errors == sorted(errors) and errors[-1] > errors[0]
 
 
-def test_mrp_tol_option_is_validated() -> None:
+def test_mrp_solver_and_tol_options() -> None:
+    from llmprune.engine.stats import InputStats
     from llmprune.methods import get_method
 
     with pytest.raises(LlmpruneError, match="tol"):
         get_method("mrp")(Sparsity(ratio=0.5), tol=1.5)
+    with pytest.raises(LlmpruneError, match="solver"):
+        get_method("mrp")(Sparsity(ratio=0.5), solver="lu")
+    W, X = _problem(rows=6, cols=16, seed=15)
+    acc = InputStats(16, hessian=True, dtype=torch.float64)
+    acc.add(X)
+    assert acc.hessian is not None
+    for solver in ("exact", "pcg"):
+        out = get_method("mrp")(Sparsity.parse(pattern="2:4"), solver=solver, precision="float64").prune_weight(W, acc)
+        ref = mrp_prune(W, acc.hessian, Sparsity.parse(pattern="2:4"), solver=solver)
+        assert torch.allclose(out.double(), ref.double(), atol=1e-6)
 
 
 def test_pcg_converges_from_a_plain_start_and_rejects_unknown_solver() -> None:

@@ -24,6 +24,11 @@ class MRPConfig(MethodConfig):
     precision: Literal["float32", "float64"] = Field(
         "float32", description="precision of the solver's heavy arithmetic (float32: refined in float64)"
     )
+    solver: Literal["pcg", "exact"] = Field(
+        "pcg",
+        description="final joint update: batched conjugate gradients (pcg) or one factorisation per row (exact, "
+        "O(rows * n^3): slow beyond small layers)",
+    )
     tol: float | None = Field(
         None,
         description="final joint update: stop when each row's excess error over the exact solution is below "
@@ -79,4 +84,6 @@ class MRP(LayerwiseMethod):
     def prune_weight(self, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
         assert stats is not None and stats.hessian is not None
         c = self.config
-        return mrp_prune(weight, stats.hessian, self.sparsity, c.blocksize, c.damp, dtype=self.dtype, tol=c.tol)
+        return mrp_prune(
+            weight, stats.hessian, self.sparsity, c.blocksize, c.damp, dtype=self.dtype, solver=c.solver, tol=c.tol
+        )

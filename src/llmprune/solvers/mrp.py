@@ -358,10 +358,16 @@ def _select_nm(W: torch.Tensor, U: torch.Tensor, n: int, m: int, blocksize: int)
     Ug = torch.stack([U[g * m : (g + 1) * m, g * m : (g + 1) * m] for g in range(groups)])  # g × m × m
     Gg = Ug.transpose(1, 2) @ Ug
     Gp = Gg[:, pats.unsqueeze(2), pats.unsqueeze(1)]  # g × C × q × q
-    Gp_inv = torch.linalg.inv(Gp).to(W.dtype)  # tiny systems, float64 inversion
+    Gp_inv = torch.linalg.inv(Gp)  # tiny systems, float64 inversion
+    # each pattern's (G_pp)⁻¹ embedded in an m × m matrix A (zero outside the pattern): then
+    # L* = ½ wᵀ A w is one product of the group's outer products w wᵀ with all patterns' A
+    C = pats.shape[0]
+    A = Gp_inv.new_zeros(groups, C, m, m)
+    A[:, torch.arange(C, device=W.device)[:, None, None], pats.unsqueeze(2), pats.unsqueeze(1)] = Gp_inv
+    A_flat = (0.5 * A).reshape(groups, C, m * m).transpose(1, 2).to(W.dtype)  # g × m² × C
+    A = A.to(W.dtype)
     Ug = Ug.to(W.dtype)
     mask = torch.zeros_like(W, dtype=torch.bool)
-    rows_idx = torch.arange(rows, device=W.device)
     blocksize = max(m, (blocksize // m) * m)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
@@ -370,13 +376,10 @@ def _select_nm(W: torch.Tensor, U: torch.Tensor, n: int, m: int, blocksize: int)
         Err1 = torch.zeros_like(W1)
         for c in range(0, i2 - i1, m):
             g = (i1 + c) // m
-            wp = W1[:, c + pats]  # rows × C × q
-            z_all = torch.einsum("cij,rcj->rci", Gp_inv[g], wp)
-            loss = 0.5 * (wp * z_all).sum(-1)  # L* of every pattern, rows × C
-            best = torch.argmin(loss, dim=1)
-            z = z_all[rows_idx, best]  # rows × q
-            Z = torch.zeros(rows, m, dtype=W.dtype, device=W.device)
-            Z.scatter_(1, pats[best], z)
+            w = W1[:, c : c + m]
+            loss = (w.unsqueeze(2) * w.unsqueeze(1)).reshape(rows, m * m) @ A_flat[g]  # L* of every pattern
+            best = torch.argmin(loss, dim=1)  # first minimum: lexicographic on ties
+            Z = torch.bmm(A[g][best], w.unsqueeze(2)).squeeze(2)  # rows × m, zero off the pattern
             e = Z @ Ug[g].T  # rows × m: error in the Cholesky basis
             W1[:, c:] -= e @ U1[c : c + m, c:]
             Err1[:, c : c + m] = e

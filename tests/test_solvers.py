@@ -119,6 +119,26 @@ def test_masks_exact_under_ties() -> None:
     assert nm.reshape(4, 3, 4).sum(-1).eq(2).all()
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_lowest_selection_equals_a_stable_sort(seed: int) -> None:
+    """The linear-time selection picks exactly the first k of a stable argsort: many
+    ties (dequantized weights), infinities, NaN (ordered last), every k from 0 to all."""
+    from llmprune.solvers.masks import _lowest
+
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 4 if seed % 2 else 1000, (3, 5, 17), generator=g).float()
+    if seed == 4:
+        scores[0, 0, :3] = float("inf")
+        scores[1, 2, 5] = -float("inf")
+    if seed == 5:
+        scores[2, 1, [0, 7]] = float("nan")
+    for k in range(scores.shape[-1] + 2):
+        ref = torch.zeros_like(scores, dtype=torch.bool)
+        idx = torch.argsort(scores, dim=-1, stable=True)[..., : max(k, 0)]
+        ref.scatter_(-1, idx, True)
+        assert torch.equal(_lowest(scores, k), ref), k
+
+
 def test_row_mask_picks_lowest() -> None:
     scores = torch.tensor([[5.0, 1.0, 3.0, 2.0], [0.0, 9.0, 8.0, 7.0]])
     assert row_mask(scores, 0.5).tolist() == [[False, True, False, True], [True, False, False, True]]

@@ -13,12 +13,26 @@ from ..errors import LlmpruneError
 
 
 def _lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the ``k`` lowest entries along the last dim (stable on ties)."""
+    """Boolean mask of the ``k`` lowest entries along the last dim (stable on ties).
+
+    Selection, not a sort: the ``k``-th value ``t`` (``kthvalue``), every entry below
+    ``t``, then the first entries equal to ``t`` by position until ``k`` are taken — the
+    same set as the first ``k`` of a stable argsort, in linear time. Scores with NaN
+    (ordered last, as by the sort) take the stable argsort itself.
+    """
     mask = torch.zeros_like(scores, dtype=torch.bool)
     if k <= 0:
         return mask
-    idx = torch.argsort(scores, dim=-1, stable=True)[..., :k]
-    return mask.scatter_(-1, idx, True)
+    if k >= scores.shape[-1]:
+        return ~mask
+    if bool(torch.isnan(scores).any()):
+        idx = torch.argsort(scores, dim=-1, stable=True)[..., :k]
+        return mask.scatter_(-1, idx, True)
+    t = torch.kthvalue(scores, k, dim=-1, keepdim=True).values
+    below = scores < t
+    at = scores == t
+    need = k - below.sum(-1, keepdim=True)
+    return below | (at & (torch.cumsum(at, dim=-1) <= need))
 
 
 def row_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:

@@ -1062,6 +1062,35 @@ def r_mrp_layer_timing(name: str, d: dict, data: dict) -> str:
     )
 
 
+def mrp_tol_table(data: dict, prefix: str) -> str:
+    """The MRP stop trade-off: every ``PREFIX*.json`` of mrp_layer_timing.py (one per ``--mrp-tol``,
+    same shapes and threads), one row per layer and setting, per tolerance MRP's time over
+    SparseGPT's (same file, interleaved) and MRP's error margin below SparseGPT."""
+    files = sorted(
+        (n for n in data if n.startswith(prefix) and n.endswith(".json")),
+        key=lambda n: data[n]["args"].get("mrp_tol") or 1e-3,
+    )
+    if not files:
+        return block(prefix.replace("_", "-").rstrip("-"), "No results yet.")
+    tols = [data[n]["args"].get("mrp_tol") or 1e-3 for n in files]
+    keys = [(r["shape"], r["setting"]) for r in data[files[0]]["rows"]]
+    rows = []
+    for shape, setting in keys:
+        cells = [shape, setting]
+        for n in files:
+            r = next((r for r in data[n]["rows"] if (r["shape"], r["setting"]) == (shape, setting)), None)
+            cells += (
+                ["-", "-"]
+                if r is None
+                else [f"{r['ratio']:.2f}", f"{(r['err_mrp'] / r['err_sparsegpt'] - 1) * 100:+.1f} %"]
+            )
+        rows.append(cells)
+    head = ["shape", "setting"]
+    for t in tols:
+        head += [f"MRP/SparseGPT time, tol {t:g}", f"MRP margin, tol {t:g}"]
+    return block(prefix.replace("_", "-").rstrip("-"), table(head, rows, "ll" + "r" * (2 * len(files))))
+
+
 VOCAB_STAGES = ("1_scores", "2_refine", "3_reconstruct")
 
 
@@ -1330,6 +1359,8 @@ def build(data: dict) -> tuple[str, str, list[str]]:
         "Ratio = fraction of decoder-block linear weights removed unless a section says otherwise.",
         "",
     ]
+    mrp_tol_table(data, "mrp_layer_timing_t1_tol")
+    mrp_tol_table(data, "mrp_layer_timing_t2_tol")
     summary = [standard_summary(data)]
     if "structured_quick.json" in data and "structured_quick_baselines.json" in data:
         summary.append(

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from _runner import add_common_args, finish_args, run_plan
 
+from llmprune.recipe import parse_method_args
+
 
 def _cell(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--note", default=None, help="a remark saved with the protocol (e.g. which older rows this run supersedes)"
     )
+    p.add_argument(
+        "--mrp-args", default=None, help="MRP options, as --method-args (e.g. solver=exact); saved with the protocol"
+    )
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # wiring check: seconds, not results
     args = p.parse_args(argv)
     if args.smoke:
@@ -86,13 +91,16 @@ def main(argv: list[str] | None = None) -> int:
         "smoke": args.smoke,
         "device": args.device,
     }
+    mrp_args = parse_method_args(args.mrp_args)
+    if mrp_args:
+        protocol["mrp_args"] = mrp_args
     if args.note:
         protocol["note"] = args.note
     extra = {} if args.data_dir is None else {"data_dir": args.data_dir}
     plan = [] if args.no_dense else [(None, "-", {})]
     for s in args.settings.split(","):
         kw = {"pattern": s} if ":" in s else {"ratio": float(s)}
-        plan += [(m, s, {**kw, **extra}) for m in args.methods.split(",")]
+        plan += [(m, s, {**kw, **extra, **(mrp_args if m == "mrp" else {})}) for m in args.methods.split(",")]
     return run_plan(args, "mrp_vs_sparsegpt", protocol, plan, markdown)
 
 

@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         name, _, blocks = spec.partition(":")
         for method in args.methods.split(","):
             model = build(name, int(blocks) if blocks else None)
+            n_blocks, vocab = model.config.num_hidden_layers, model.config.vocab_size  # before pruning
             t0 = time.perf_counter()
             report = llmprune.prune(
                 model,
@@ -135,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             params = report.structured.block_linear_params_before if report.structured else report.block_linear_params
             row = {
                 "shape": name,
-                "blocks": model.config.num_hidden_layers,
-                "vocab": model.config.vocab_size,
+                "blocks": n_blocks,
+                "vocab": vocab,
                 "method": method,
                 "ratio": args.ratio,
                 "calib": f"{args.calib_samples} x {args.seqlen}",

@@ -40,6 +40,10 @@ COMMANDS: dict[str, list[str]] = {
         "# two one-thread processes side by side, S = 0.5,0.7,2:4,0.8 and 0.5,0.6,4:8 (the 0.5 pair from an "
         "earlier run), merged into this file",
     ],
+    "mrp_vs_sparsegpt_nm_quick.json": [
+        "OMP_NUM_THREADS=1 python benchmarks/mrp_vs_sparsegpt.py --quick --settings 2:4,4:8 "
+        "--out benchmarks/results/mrp_vs_sparsegpt_nm_quick.json --note '...'",
+    ],
     "structured_quick.json": [
         "OMP_NUM_THREADS=1 python benchmarks/structured.py --quick --calib-samples 8 --eval-windows 8 "
         "--ratios 0.2,0.3,0.4 --no-ablation --sobp-refit-target module",
@@ -270,7 +274,25 @@ def r_unstructured(name: str, d: dict, data: dict) -> str:
             rows,
             "llrrrrr",
         ),
-    )
+    ) + _nm_rerun_note(d, data)
+
+
+def _nm_rerun_note(d: dict, data: dict) -> str:
+    """SparseGPT's N:M perplexities with the published rule, from MRP_NM_RERUN (same protocol)."""
+    rerun = data.get(MRP_NM_RERUN)
+    if rerun is None or not _same_eval(d, rerun):
+        return ""
+    cells = []
+    for r in runs_of(d):
+        if r.get("method") == "sparsegpt" and ":" in r.get("setting", ""):
+            try:
+                new = find(rerun, "sparsegpt", r["setting"])
+            except KeyError:
+                continue
+            cells.append(f"{r['setting']} {ppl(new['ppl'])} (was {ppl(r['ppl'])})")
+    if not cells:
+        return ""
+    return f"\n\nSparseGPT with the published N:M rule, same protocol (`{MRP_NM_RERUN}`): " + "; ".join(cells) + "."
 
 
 MRP_NM_RERUN = "mrp_vs_sparsegpt_nm_quick.json"  # the N:M rows rerun with SparseGPT's published N:M rule
@@ -1149,7 +1171,8 @@ SECTIONS: dict[str, tuple[str, Callable[[str, Any, dict], str], str]] = {
         r_unstructured,
         "Magnitude, Wanda and SparseGPT at 50 %, 70 %, 2:4 and 4:8 of block weights. `prune s` "
         "includes calibration; other jobs shared the two cores during these runs, so read the "
-        "times as upper bounds.",
+        "times as upper bounds. SparseGPT's 2:4 and 4:8 rows used an earlier N:M rule of llmprune (the published rule's "
+        "rerun is below the table).",
     ),
     "mrp_vs_sparsegpt_quick.json": (
         "MRP against SparseGPT (quick protocol)",

@@ -26,6 +26,8 @@ import torch
 
 import llmprune
 from llmprune.api import environment
+from llmprune.errors import LlmpruneError
+from llmprune.recipe import parse_method_args
 
 SHAPES = {
     "smollm2-135m": (
@@ -112,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seqlen", type=int, default=256)
     p.add_argument("--label", default="", help="a tag saved with every run (e.g. the code version)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "vocab_scaling.json"))
+    p.add_argument("--method-args", default=None, help="options for every method run, as llmprune's --method-args")
     args = p.parse_args(argv)
+    method_args = parse_method_args(args.method_args)
     _, tok = llmprune.load()
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {"benchmark": "vocab_scaling", "runs": []}
@@ -123,15 +127,20 @@ def main(argv: list[str] | None = None) -> int:
             model = build(name, int(blocks) if blocks else None)
             n_blocks, vocab = model.config.num_hidden_layers, model.config.vocab_size  # before pruning
             t0 = time.perf_counter()
-            report = llmprune.prune(
-                model,
-                tok,
-                method,
-                ratio=args.ratio,
-                calib_samples=args.calib_samples,
-                seqlen=args.seqlen,
-                progress=False,
-            )
+            try:
+                report = llmprune.prune(
+                    model,
+                    tok,
+                    method,
+                    ratio=args.ratio,
+                    calib_samples=args.calib_samples,
+                    seqlen=args.seqlen,
+                    progress=False,
+                    **method_args,
+                )
+            except LlmpruneError as exc:  # e.g. a ratio this shape cannot take: say so, go on
+                print(f"{name} {method}: error: {exc}", file=sys.stderr, flush=True)
+                continue
             seconds = time.perf_counter() - t0
             params = report.structured.block_linear_params_before if report.structured else report.block_linear_params
             row = {
@@ -142,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio": args.ratio,
                 "calib": f"{args.calib_samples} x {args.seqlen}",
                 "label": args.label,
+                **({"method_args": method_args} if method_args else {}),
                 "seconds": round(seconds, 2),
                 "block_linear_params": params,
                 "seconds_per_m_block_params": seconds / params * 1e6,

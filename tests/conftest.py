@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -25,6 +27,18 @@ class _LoggedDeprecationToWarning(logging.Handler):
 
 def pytest_configure(config) -> None:
     logging.getLogger("transformers").addHandler(_LoggedDeprecationToWarning())
+
+
+@pytest.fixture(scope="module")
+def bench_import():
+    """``importlib.import_module`` with ``benchmarks/`` on ``sys.path`` for the module's tests
+    (the benchmark scripts import each other by bare name)."""
+    path = str(REPO / "benchmarks")
+    sys.path.insert(0, path)
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(path)
 
 
 @pytest.fixture(scope="session")

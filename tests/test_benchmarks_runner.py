@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def runner():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import _runner
-
-        yield _runner
-    finally:
-        sys.path.remove(str(BENCH))
+def runner(bench_import):
+    return bench_import("_runner")
 
 
 def _args(out: Path) -> argparse.Namespace:

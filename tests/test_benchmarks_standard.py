@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,8 @@ ORDER = ["shortgpt", "wanda-sp", "flap", "llm-pruner", "pg", "pg-init", "sobp", 
 
 
 @pytest.fixture(scope="module")
-def standard():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import standard
-
-        yield standard
-    finally:
-        sys.path.remove(str(BENCH))
+def standard(bench_import):
+    return bench_import("standard")
 
 
 def _args(model: Path, out: Path, *more: str) -> list[str]:

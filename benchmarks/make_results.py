@@ -1384,6 +1384,8 @@ def build(data: dict) -> tuple[str, str, list[str]]:
     ]
     mrp_tol_table(data, "mrp_layer_timing_t1_tol")
     mrp_tol_table(data, "mrp_layer_timing_t2_tol")
+    mrp_tol_table(data, "mrp_layer_timing_4096x11008_t1_tol")
+    mrp_tol_table(data, "mrp_layer_timing_4096x11008_t2_tol")
     summary = [standard_summary(data)]
     if "structured_quick.json" in data and "structured_quick_baselines.json" in data:
         summary.append(

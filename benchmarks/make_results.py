@@ -706,10 +706,15 @@ def _standard_ratios(d: dict) -> list[str]:
 STANDARD_RATIOS = ("0.2", "0.3", "0.5")  # standard.py's default ratios: always columns, '-' until run
 
 
+def _standard_columns(d: dict) -> list[str]:
+    """The ratios of the standard tables: standard.py's defaults and any other ratio run."""
+    return sorted(set(_standard_ratios(d)) | set(STANDARD_RATIOS), key=float)
+
+
 def standard_pivot(d: dict) -> str:
     """Perplexity, one row per method (every standard method, '-' where not run yet), one column per ratio."""
     cells = {_standard_key(r): r for r in runs_of(d)}
-    ratios = sorted(set(_standard_ratios(d)) | set(STANDARD_RATIOS), key=float)
+    ratios = _standard_columns(d)
     names = list(STANDARD_ROWS) + sorted({n for n, _ in cells} - set(STANDARD_ROWS) - {"dense"})
     dense = ppl(dense_ppl(d)) if any(r["method"] == "dense" for r in runs_of(d)) else "-"
     rows = [["dense"] + [dense] * len(ratios)]
@@ -778,7 +783,7 @@ def standard_claims(d: dict) -> str:
             parts.append(f"{pct}: {verdict}" + (f"; not run yet: {', '.join(missing)}" if missing else ""))
         lines.append(f"- *{claim}*: " + "; ".join(parts))
     pg_parts = []
-    for s in sorted(set(_standard_ratios(d)) | set(STANDARD_RATIOS), key=float):
+    for s in _standard_columns(d):
         pg_run, init = cells.get(("pg", s)), cells.get(("pg init (steps=0)", s))
         pct = f"{float(s) * 100:.0f} %"
         if pg_run is None or init is None:
@@ -1032,6 +1037,11 @@ def r_zeroshot_piqa(name: str, d: dict, data: dict) -> str:
     )
 
 
+def _mrp_margin(r: dict) -> str:
+    """MRP's layer error relative to SparseGPT's, one mrp_layer_timing.py row."""
+    return f"{(r['err_mrp'] / r['err_sparsegpt'] - 1) * 100:+.1f} %"
+
+
 def r_mrp_layer_timing(name: str, d: dict, data: dict) -> str:
     """benchmarks/mrp_layer_timing.py: per-layer seconds of SparseGPT and MRP, their ratio and
     layer errors (MRP's margin = its error relative to SparseGPT's)."""
@@ -1044,7 +1054,7 @@ def r_mrp_layer_timing(name: str, d: dict, data: dict) -> str:
             f"{r['ratio']:.2f}",
             f"{r['err_sparsegpt']:.4g}",
             f"{r['err_mrp']:.4g}",
-            f"{(r['err_mrp'] / r['err_sparsegpt'] - 1) * 100:+.1f} %",
+            _mrp_margin(r),
         ]
         for r in d["rows"]
     ]
@@ -1084,33 +1094,33 @@ def r_mrp_layer_timing(name: str, d: dict, data: dict) -> str:
     )
 
 
-def mrp_tol_table(data: dict, prefix: str) -> str:
-    """The MRP stop trade-off: every ``PREFIX*.json`` of mrp_layer_timing.py (one per ``--mrp-tol``,
-    same shapes and threads), one row per layer and setting, per tolerance MRP's time over
-    SparseGPT's (same file, interleaved) and MRP's error margin below SparseGPT."""
-    files = sorted(
-        (n for n in data if n.startswith(prefix) and n.endswith(".json")),
-        key=lambda n: data[n]["args"].get("mrp_tol") or 1e-3,
-    )
-    if not files:
-        return block(prefix.replace("_", "-").rstrip("-"), "No results yet.")
-    tols = [data[n]["args"].get("mrp_tol") or 1e-3 for n in files]
-    keys = [(r["shape"], r["setting"]) for r in data[files[0]]["rows"]]
-    rows = []
-    for shape, setting in keys:
-        cells = [shape, setting]
-        for n in files:
-            r = next((r for r in data[n]["rows"] if (r["shape"], r["setting"]) == (shape, setting)), None)
-            cells += (
-                ["-", "-"]
-                if r is None
-                else [f"{r['ratio']:.2f}", f"{(r['err_mrp'] / r['err_sparsegpt'] - 1) * 100:+.1f} %"]
-            )
-        rows.append(cells)
-    head = ["shape", "setting"]
-    for t in tols:
-        head += [f"MRP/SparseGPT time, tol {t:g}", f"MRP margin, tol {t:g}"]
-    return block(prefix.replace("_", "-").rstrip("-"), table(head, rows, "ll" + "r" * (2 * len(files))))
+MRP_TIMING_DEFAULT_TOL = 1e-3  # mrp_layer_timing.py without --mrp-tol: pcg.TOL for float32
+
+
+def mrp_tol_tables(data: dict) -> None:
+    """The MRP stop trade-off, one block per family ``mrp_layer_timing_..._tolX.json`` (one file per
+    ``--mrp-tol``, same shapes and threads; block ``mrp-layer-timing-...-tol``): one row per layer
+    and setting, per tolerance MRP's time over SparseGPT's (same file, interleaved) and MRP's
+    error margin below SparseGPT."""
+    families: dict[str, list[tuple[float, str]]] = {}
+    for n in data:
+        if n.startswith("mrp_layer_timing") and "_tol" in n:
+            tol = data[n]["args"].get("mrp_tol") or MRP_TIMING_DEFAULT_TOL
+            families.setdefault(n[: n.rindex("_tol") + len("_tol")], []).append((tol, n))
+    for prefix, members in families.items():
+        members.sort()
+        keys = [(r["shape"], r["setting"]) for r in data[members[0][1]]["rows"]]
+        rows = []
+        for shape, setting in keys:
+            cells = [shape, setting]
+            for _, n in members:
+                r = next((r for r in data[n]["rows"] if (r["shape"], r["setting"]) == (shape, setting)), None)
+                cells += ["-", "-"] if r is None else [f"{r['ratio']:.2f}", _mrp_margin(r)]
+            rows.append(cells)
+        head = ["shape", "setting"]
+        for t, _ in members:
+            head += [f"MRP/SparseGPT time, tol {t:g}", f"MRP margin, tol {t:g}"]
+        block(prefix.replace("_", "-"), table(head, rows, "ll" + "r" * (2 * len(members))))
 
 
 VOCAB_STAGES = ("1_scores", "2_refine", "3_reconstruct")
@@ -1382,10 +1392,7 @@ def build(data: dict) -> tuple[str, str, list[str]]:
         "Ratio = fraction of decoder-block linear weights removed unless a section says otherwise.",
         "",
     ]
-    mrp_tol_table(data, "mrp_layer_timing_t1_tol")
-    mrp_tol_table(data, "mrp_layer_timing_t2_tol")
-    mrp_tol_table(data, "mrp_layer_timing_4096x11008_t1_tol")
-    mrp_tol_table(data, "mrp_layer_timing_4096x11008_t2_tol")
+    mrp_tol_tables(data)
     summary = [standard_summary(data)]
     if "structured_quick.json" in data and "structured_quick_baselines.json" in data:
         summary.append(
@@ -1417,7 +1424,7 @@ def build(data: dict) -> tuple[str, str, list[str]]:
     for name in sorted(data, key=lambda n: (list(SECTIONS).index(n) if n in SECTIONS else len(SECTIONS), n)):
         d = data[name]
         title, render, desc = section_for(name)
-        if name not in SECTIONS and not name.startswith("mrp_layer_timing"):
+        if render is r_generic:
             notes.append(f"{name}: no dedicated renderer, rendered generically")
         try:
             body = render(name, d, data)

@@ -31,17 +31,12 @@ class MRPConfig(MethodConfig):
     )
     tol: float | None = Field(
         None,
+        gt=0,
+        lt=1,
         description="final joint update: stop when each row's excess error over the exact solution is below "
         "this fraction of its error (default 1e-3 in float32, rounding in float64; e.g. 0.05 is faster and "
         "keeps most of MRP's advantage, docs/faithfulness.md)",
     )
-
-    @field_validator("tol")
-    @classmethod
-    def _tol(cls, value: float | None) -> float | None:
-        if value is not None and not 0 < value < 1:
-            raise ValueError(f"tol {value} must lie in (0, 1), e.g. tol=0.001")
-        return value
 
     @field_validator("blocksize")
     @classmethod
